@@ -1,0 +1,1 @@
+//! cubevec backend-ascend (under construction).

@@ -1,0 +1,1 @@
+//! cubevec backend-cpu (under construction).

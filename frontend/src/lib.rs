@@ -1,0 +1,1 @@
+//! cubevec frontend (under construction).

@@ -1,0 +1,1 @@
+//! cubevec passes (under construction).
