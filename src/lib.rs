@@ -1,2 +1,27 @@
 //! cubevec: a tensor compiler for Mixture-of-Experts models on Huawei Ascend NPUs.
+//!
+//! cubevec reads a model (the textual IR, an ONNX file, or a Hugging Face checkpoint directory),
+//! lowers it to a graph IR ([`ir`]), and runs or compiles it. This crate is the library API that
+//! the `compile-model` command is built on.
+//!
+//! ```
+//! use cubevec::{Model, ir::Tensor, ir::DType};
+//! use std::collections::HashMap;
+//!
+//! let model = Model::from_ir_text(
+//!     "graph @double {\n  input %x: f32[2]\n  %y: f32[2] = add(%x, %x)\n  return %y\n}\n",
+//! )?;
+//! let inputs = HashMap::from([("x".to_string(), Tensor::from_f32(DType::F32, vec![2], &[1.0, 2.5]))]);
+//! let outputs = model.run_reference(&inputs)?;
+//! assert_eq!(outputs[0].1.to_f32_vec(), vec![2.0, 5.0]);
+//! # Ok::<(), cubevec::Error>(())
+//! ```
+
+mod error;
+mod model;
+mod output_dir;
+
 pub use cubevec_ir as ir;
+pub use error::Error;
+pub use model::{LoadOptions, Model, ModelFormat};
+pub use output_dir::OutputDir;

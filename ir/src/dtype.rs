@@ -221,11 +221,9 @@ pub fn f8e5m2_to_f32(bits: u8) -> f32 {
     float8::F8E5M2::from_bits(bits).to_f32()
 }
 
-/// Encodes an `f32` as FP8 E5M2, round-to-nearest-even, saturating to ±57344 (NaN and ±inf kept).
+/// Encodes an `f32` as FP8 E5M2, round-to-nearest-even, saturating to ±57344 like ONNX `Cast`
+/// with `saturate=1` (±inf saturate too; NaN stays NaN).
 pub fn f32_to_f8e5m2(value: f32) -> u8 {
-    if value.is_infinite() {
-        return if value > 0.0 { 0x7C } else { 0xFC };
-    }
     float8::F8E5M2::from_f32(value).to_bits()
 }
 
@@ -265,6 +263,7 @@ mod tests {
     fn fp8_saturates() {
         assert_eq!(f8e4m3fn_to_f32(f32_to_f8e4m3fn(1000.0)), 448.0);
         assert_eq!(f8e5m2_to_f32(f32_to_f8e5m2(1.0e6)), 57344.0);
+        assert_eq!(f8e5m2_to_f32(f32_to_f8e5m2(f32::NEG_INFINITY)), -57344.0);
         assert_eq!(f8e4m3fn_to_f32(f32_to_f8e4m3fn(0.3)), 0.3125);
     }
 }

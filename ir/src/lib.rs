@@ -10,6 +10,7 @@
 //! - [`interp`]: the reference interpreter, the oracle for every optimisation and back end.
 //! - [`npy`]: reading and writing `.npy` files.
 
+pub mod builder;
 pub mod dot;
 pub mod dtype;
 pub mod graph;

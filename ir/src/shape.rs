@@ -1,10 +1,12 @@
 //! Tensor shapes whose dimensions are concrete numbers or symbolic expressions (`seq`, `seq*2`).
 //!
-//! Symbolic dimensions let one graph serve every batch size and sequence length. A [`Dim`] is kept
-//! in a canonical form by its constructors (constants folded, `x*1` and `x+0` removed), so two
-//! dimensions built the same way compare equal.
+//! Symbolic dimensions let one graph serve every batch size and sequence length. A [`Dim`] built
+//! with the constructors ([`Dim::add`], [`Dim::mul`], …) is kept canonical: a sum of products of
+//! symbols is rewritten to one normal form (`1+seq-1` is `seq`, `2*seq` is `seq*2`), so two
+//! dimensions that are equal as polynomials compare equal with `==`. Divisions, `min` and `max`
+//! are kept as written and compared structurally.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// One dimension of a shape.
@@ -97,37 +99,64 @@ impl Dim {
         }
     }
 
-    /// `self + other`, folded when possible.
+    /// `self + other`, in normal form.
     pub fn add(&self, other: &Dim) -> Dim {
         match (self, other) {
             (Dim::Known(a), Dim::Known(b)) => Dim::Known(a + b),
             (x, Dim::Known(0)) | (Dim::Known(0), x) => x.clone(),
-            _ => Dim::Add(Box::new(self.clone()), Box::new(other.clone())),
+            _ => Dim::Add(Box::new(self.clone()), Box::new(other.clone())).normalized(),
         }
     }
 
-    /// `self - other`, folded when possible (`x - x` is 0).
+    /// `self - other`, in normal form (`x - x` is 0).
     pub fn sub(&self, other: &Dim) -> Dim {
         match (self, other) {
             (Dim::Known(a), Dim::Known(b)) if a >= b => Dim::Known(a - b),
             (x, Dim::Known(0)) => x.clone(),
-            (a, b) if a == b => Dim::Known(0),
-            // (x + k) - k = x, as shape arithmetic around concat/slice produces it.
-            (Dim::Add(x, k), b) if **k == *b => (**x).clone(),
-            _ => Dim::Sub(Box::new(self.clone()), Box::new(other.clone())),
+            _ => Dim::Sub(Box::new(self.clone()), Box::new(other.clone())).normalized(),
         }
     }
 
-    /// `self * other`, folded when possible.
+    /// `self * other`, in normal form (constants on the right: `seq*2`).
     pub fn mul(&self, other: &Dim) -> Dim {
         match (self, other) {
             (Dim::Known(a), Dim::Known(b)) => Dim::Known(a * b),
             (_, Dim::Known(0)) | (Dim::Known(0), _) => Dim::Known(0),
             (x, Dim::Known(1)) | (Dim::Known(1), x) => x.clone(),
-            // Keep the constant on the right: `seq*2`, never `2*seq`.
-            (Dim::Known(_), x) => Dim::Mul(Box::new(x.clone()), Box::new(self.clone())),
-            _ => Dim::Mul(Box::new(self.clone()), Box::new(other.clone())),
+            _ => Dim::Mul(Box::new(self.clone()), Box::new(other.clone())).normalized(),
         }
+    }
+
+    /// The expression rewritten to the normal form of its polynomial: monomials in a fixed
+    /// order, each `atom*atom*…*coefficient`, positive terms added, negative ones subtracted, the
+    /// constant last. Expressions whose polynomial has no positive term (not a valid size) and
+    /// those whose coefficients overflow are returned unchanged.
+    pub fn normalized(self) -> Dim {
+        let Some(poly) = Poly::of(&self) else {
+            return self;
+        };
+        poly.to_dim().unwrap_or(self)
+    }
+
+    /// What can be decided about `self` and `other` for every binding of their symbols.
+    pub fn relate(&self, other: &Dim) -> DimRelation {
+        if self == other {
+            return DimRelation::Equal;
+        }
+        let (Some(a), Some(b)) = (Poly::of(self), Poly::of(other)) else {
+            return DimRelation::Unknown;
+        };
+        match a.minus(&b) {
+            None => DimRelation::Unknown,
+            Some(diff) if diff.0.is_empty() => DimRelation::Equal,
+            Some(diff) if diff.0.keys().all(Vec::is_empty) => DimRelation::Different,
+            Some(_) => DimRelation::Unknown,
+        }
+    }
+
+    /// Whether `self` and `other` are equal for every binding of their symbols.
+    pub fn provably_equal(&self, other: &Dim) -> bool {
+        self.relate(other) == DimRelation::Equal
     }
 
     /// `self / other` rounded down, folded when possible (`(x*k)/k` is `x`).
@@ -136,7 +165,7 @@ impl Dim {
             (Dim::Known(a), Dim::Known(b)) if *b != 0 => Dim::Known(a / b),
             (x, Dim::Known(1)) => x.clone(),
             (Dim::Mul(x, k), b) if **k == *b => (**x).clone(),
-            (a, b) if a == b => Dim::Known(1),
+            (a, b) if a.provably_equal(b) => Dim::Known(1),
             _ => Dim::FloorDiv(Box::new(self.clone()), Box::new(other.clone())),
         }
     }
@@ -155,7 +184,7 @@ impl Dim {
     pub fn min(&self, other: &Dim) -> Dim {
         match (self, other) {
             (Dim::Known(a), Dim::Known(b)) => Dim::Known(*a.min(b)),
-            (a, b) if a == b => a.clone(),
+            (a, b) if a.provably_equal(b) => a.clone(),
             _ => Dim::Min(Box::new(self.clone()), Box::new(other.clone())),
         }
     }
@@ -164,7 +193,7 @@ impl Dim {
     pub fn max(&self, other: &Dim) -> Dim {
         match (self, other) {
             (Dim::Known(a), Dim::Known(b)) => Dim::Known(*a.max(b)),
-            (a, b) if a == b => a.clone(),
+            (a, b) if a.provably_equal(b) => a.clone(),
             _ => Dim::Max(Box::new(self.clone()), Box::new(other.clone())),
         }
     }
@@ -215,6 +244,128 @@ impl fmt::Display for Dim {
         }
     }
 }
+
+/// What can be decided about two dimension expressions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimRelation {
+    /// Equal for every binding of the symbols.
+    Equal,
+    /// Different for every binding (they differ by a non-zero constant).
+    Different,
+    /// Neither could be shown.
+    Unknown,
+}
+
+/// A factor of a monomial: a symbol, or a sub-expression that is not a polynomial (a division,
+/// `min`, `max`), compared structurally.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Atom<'d> {
+    Sym(&'d str),
+    Opaque(&'d Dim),
+}
+
+impl Atom<'_> {
+    fn to_dim(&self) -> Dim {
+        match self {
+            Atom::Sym(s) => Dim::Sym(s.to_string()),
+            Atom::Opaque(d) => (*d).clone(),
+        }
+    }
+}
+
+/// A polynomial with integer coefficients: sorted monomials (the constant term has no factors)
+/// to non-zero coefficients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Poly<'d>(BTreeMap<Vec<Atom<'d>>, i128>);
+
+impl<'d> Poly<'d> {
+    /// The normal form of `d`, or `None` if a coefficient overflows.
+    fn of(d: &'d Dim) -> Option<Poly<'d>> {
+        let atom = |a: Atom<'d>| Poly(BTreeMap::from([(vec![a], 1)]));
+        match d {
+            Dim::Known(0) => Some(Poly(BTreeMap::new())),
+            Dim::Known(n) => Some(Poly(BTreeMap::from([(Vec::new(), i128::from(*n))]))),
+            Dim::Sym(s) => Some(atom(Atom::Sym(s))),
+            Dim::Add(a, b) => Poly::of(a)?.plus(&Poly::of(b)?, 1),
+            Dim::Sub(a, b) => Poly::of(a)?.minus(&Poly::of(b)?),
+            Dim::Mul(a, b) => Poly::of(a)?.times(&Poly::of(b)?),
+            _ => Some(atom(Atom::Opaque(d))),
+        }
+    }
+
+    /// `self + sign·other`.
+    fn plus(mut self, other: &Poly<'d>, sign: i128) -> Option<Poly<'d>> {
+        for (m, c) in &other.0 {
+            let entry = self.0.entry(m.clone()).or_insert(0);
+            *entry = entry.checked_add(c.checked_mul(sign)?)?;
+            if *entry == 0 {
+                self.0.remove(m);
+            }
+        }
+        Some(self)
+    }
+
+    fn minus(&self, other: &Poly<'d>) -> Option<Poly<'d>> {
+        self.clone().plus(other, -1)
+    }
+
+    fn times(&self, other: &Poly<'d>) -> Option<Poly<'d>> {
+        let mut out = Poly(BTreeMap::new());
+        for (ma, ca) in &self.0 {
+            for (mb, cb) in &other.0 {
+                let mut m = ma.clone();
+                m.extend(mb.iter().cloned());
+                m.sort();
+                out = out.plus(&Poly(BTreeMap::from([(m, ca.checked_mul(*cb)?)])), 1)?;
+            }
+        }
+        Some(out)
+    }
+
+    /// The polynomial as a `Dim` in normal form, or `None` when it has no positive term.
+    fn to_dim(&self) -> Option<Dim> {
+        let term = |atoms: &[Atom<'d>], magnitude: u64| -> Dim {
+            let mut product: Option<Dim> = None;
+            for a in atoms {
+                let a = a.to_dim();
+                product = Some(match product {
+                    None => a,
+                    Some(p) => Dim::Mul(Box::new(p), Box::new(a)),
+                });
+            }
+            match product {
+                None => Dim::Known(magnitude),
+                Some(p) if magnitude == 1 => p,
+                Some(p) => Dim::Mul(Box::new(p), Box::new(Dim::Known(magnitude))),
+            }
+        };
+        // Symbolic monomials in order, then the constant.
+        let mut terms: Vec<(&Vec<Atom<'d>>, i128)> =
+            self.0.iter().filter(|(m, _)| !m.is_empty()).map(|(m, c)| (m, *c)).collect();
+        if let Some(c) = self.0.get(&Vec::new()) {
+            terms.push((&EMPTY_MONOMIAL, *c));
+        }
+        if terms.is_empty() {
+            return Some(Dim::Known(0));
+        }
+        let first = terms.iter().position(|(_, c)| *c > 0)?;
+        let magnitude = |c: i128| u64::try_from(c.unsigned_abs()).ok();
+        let (m, c) = terms.remove(first);
+        let mut acc = term(m, magnitude(c)?);
+        for (m, c) in terms {
+            let t = term(m, magnitude(c)?);
+            acc = if c > 0 {
+                Dim::Add(Box::new(acc), Box::new(t))
+            } else {
+                Dim::Sub(Box::new(acc), Box::new(t))
+            };
+        }
+        Some(acc)
+    }
+}
+
+/// The monomial of the constant term.
+static EMPTY_MONOMIAL: Vec<Atom<'static>> = Vec::new();
 
 /// A tensor shape: one [`Dim`] per axis; rank 0 is a scalar.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -293,7 +444,7 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
         let db = (i + b.rank()).checked_sub(rank).map(|j| &b.0[j]);
         let d = match (da, db) {
             (Some(x), None) | (None, Some(x)) => x.clone(),
-            (Some(x), Some(y)) if x == y => x.clone(),
+            (Some(x), Some(y)) if x.provably_equal(y) => x.clone(),
             (Some(Dim::Known(1)), Some(y)) => y.clone(),
             (Some(x), Some(Dim::Known(1))) => x.clone(),
             _ => return None,
@@ -315,6 +466,25 @@ mod tests {
         assert_eq!(seq.mul(&Dim::Known(2)).floor_div(&Dim::Known(2)), seq);
         assert_eq!(seq.add(&Dim::Known(1)).sub(&Dim::Known(1)), seq);
         assert_eq!(Dim::Known(6).ceil_div(&Dim::Known(4)), Dim::Known(2));
+        let one_plus = Dim::Known(1).add(&seq);
+        assert_eq!(one_plus.sub(&Dim::Known(1)), seq);
+        assert_eq!(one_plus.to_string(), "seq+1");
+        let b = Dim::sym("batch");
+        assert_eq!(seq.mul(&b), b.mul(&seq));
+        assert_eq!(seq.mul(&b).to_string(), "batch*seq");
+        assert_eq!(seq.sub(&Dim::Known(3)).to_string(), "seq-3");
+    }
+
+    #[test]
+    fn relations_between_dims() {
+        let seq = Dim::sym("seq");
+        let a = Dim::Add(Box::new(Dim::Known(1)), Box::new(seq.clone()));
+        let a = Dim::Sub(Box::new(a), Box::new(Dim::Known(1)));
+        assert_eq!(a.relate(&seq), DimRelation::Equal);
+        assert_eq!(seq.add(&Dim::Known(2)).relate(&seq), DimRelation::Different);
+        assert_eq!(seq.relate(&Dim::sym("t")), DimRelation::Unknown);
+        let div = seq.floor_div(&Dim::Known(2));
+        assert_eq!(div.add(&seq).sub(&seq), div);
     }
 
     #[test]
@@ -322,7 +492,10 @@ mod tests {
         let seq = Dim::sym("seq");
         let e = seq.add(&Dim::Known(1)).floor_div(&Dim::Known(2));
         assert_eq!(e.to_string(), "(seq+1)/2");
-        let e = seq.sub(&Dim::sym("pad").sub(&Dim::Known(1)));
+        let e = Dim::Sub(
+            Box::new(seq.clone()),
+            Box::new(Dim::sym("pad").sub(&Dim::Known(1))),
+        );
         assert_eq!(e.to_string(), "seq-(pad-1)");
     }
 

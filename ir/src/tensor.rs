@@ -153,7 +153,7 @@ impl Tensor {
             DType::E8M0 => dtype::e8m0_to_f32(b[i]) as f64,
             DType::F4E2M1 => {
                 let byte = b[i / 2];
-                let code = if i % 2 == 0 { byte & 0xF } else { byte >> 4 };
+                let code = if i.is_multiple_of(2) { byte & 0xF } else { byte >> 4 };
                 dtype::f4e2m1_to_f32(code) as f64
             }
             DType::I8 => b[i] as i8 as f64,

@@ -1,1 +1,1 @@
-//! cubevec passes (under construction).
+//! cubevec passes: graph IR in, kernel IR out (optimisation, partitioning, tiling, cost model).

@@ -1,1 +1,183 @@
-fn main() {}
+//! `compile-model`: read a model, print its IR, or run it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use cubevec::ir::{DType, Tensor, dot, npy, text};
+use cubevec::{LoadOptions, Model, OutputDir};
+
+/// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "compile-model", version, about)]
+struct Cli {
+    /// The model: an ONNX file, a Hugging Face checkpoint directory, or a textual IR file (`.cvir`).
+    model: PathBuf,
+
+    /// Build a Hugging Face model from `config.json` alone (no weights are read; the result can
+    /// be compiled but not run).
+    #[arg(long)]
+    shapes_only: bool,
+
+    /// Compute a Hugging Face model's activations in this dtype instead of its checkpoint's
+    /// (`f32` runs a bf16 or FP8 checkpoint at full precision).
+    #[arg(long, value_name = "f32|f16|bf16", value_parser = parse_compute_dtype)]
+    compute_dtype: Option<DType>,
+
+    /// Print a representation of the model to standard output.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+
+    /// Run the model on inputs given with `--input` and write its outputs to `--output-dir`.
+    #[arg(long)]
+    run: bool,
+
+    /// With `--run`: use the reference interpreter (the graph as read).
+    #[arg(long, requires = "run")]
+    reference: bool,
+
+    /// A model input as `NAME=FILE.npy` (repeat for each input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy", requires = "run")]
+    inputs: Vec<String>,
+
+    /// Where `--run` writes one `NAME.npy` per model output (written whole or not at all).
+    #[arg(long, value_name = "DIR", requires = "run")]
+    output_dir: Option<PathBuf>,
+
+    /// Print nothing but errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// Print more about each phase.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// What `--emit` prints.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Emit {
+    /// The verified graph IR as read, in the textual form (large inline constants elided).
+    Ir,
+    /// The graph IR as a Graphviz DOT graph.
+    Dot,
+}
+
+/// Inline constants larger than this are elided when IR is printed for reading.
+const ELIDE_INLINE_OVER: usize = 1024;
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal compiler error: {info}");
+        eprintln!("note: this is a bug in cubevec; please report it with the command you ran");
+    }));
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    if cli.emit.is_none() && !cli.run {
+        bail!("nothing to do: give `--emit ir|dot` or `--run --reference`");
+    }
+    if cli.shapes_only && cli.run {
+        bail!("`--shapes-only` builds a model without weights, which cannot `--run`");
+    }
+    let options = LoadOptions {
+        shapes_only: cli.shapes_only,
+        compute_dtype: cli.compute_dtype,
+    };
+    let model = Model::load_with(&cli.model, &options)?;
+    if let Some(emit) = cli.emit {
+        let printed = match emit {
+            Emit::Ir => text::print_with(
+                model.graph(),
+                &text::PrintOptions {
+                    elide_inline_over: Some(ELIDE_INLINE_OVER),
+                },
+            ),
+            Emit::Dot => dot::to_dot(model.graph()),
+        };
+        print!("{printed}");
+    }
+    if cli.run {
+        if !cli.reference {
+            bail!("`--run` needs an engine: `--reference` runs the reference interpreter");
+        }
+        let Some(output_dir) = &cli.output_dir else {
+            bail!("`--run` needs `--output-dir DIR` for the outputs");
+        };
+        let inputs = read_inputs(&cli.inputs)?;
+        let outputs = model.run_reference(&inputs)?;
+        write_outputs(output_dir, &outputs)?;
+        if !cli.quiet {
+            eprintln!(
+                "wrote {} output(s) to {}",
+                outputs.len(),
+                output_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads `NAME=FILE.npy` arguments.
+fn read_inputs(args: &[String]) -> anyhow::Result<HashMap<String, Tensor>> {
+    let mut inputs = HashMap::new();
+    for arg in args {
+        let Some((name, file)) = arg.split_once('=') else {
+            bail!("`--input {arg}`: expected NAME=FILE.npy");
+        };
+        let tensor = npy::read_npy(Path::new(file))
+            .with_context(|| format!("reading input `{name}` from `{file}`"))?;
+        if inputs.insert(name.to_string(), tensor).is_some() {
+            bail!("input `{name}` is given twice");
+        }
+    }
+    Ok(inputs)
+}
+
+/// Writes each output as `NAME.npy` into a directory that appears only when complete.
+fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> anyhow::Result<()> {
+    let staging = OutputDir::create(dir)
+        .with_context(|| format!("creating output directory `{}`", dir.display()))?;
+    for (name, tensor) in outputs {
+        let file = format!("{}.npy", sanitize_file_name(name));
+        npy::write_npy(&staging.path(&file), tensor)
+            .with_context(|| format!("writing output `{name}`"))?;
+    }
+    staging
+        .commit()
+        .with_context(|| format!("moving outputs into `{}`", dir.display()))?;
+    Ok(())
+}
+
+/// Makes an output name safe as a file name (ONNX names may contain `/` or `:`).
+fn sanitize_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Parses `--compute-dtype`: one of the float types activations can be computed in.
+fn parse_compute_dtype(text: &str) -> Result<DType, String> {
+    match text.parse::<DType>() {
+        Ok(d @ (DType::F32 | DType::F16 | DType::BF16)) => Ok(d),
+        _ => Err(format!("`{text}` is not f32, f16 or bf16")),
+    }
+}

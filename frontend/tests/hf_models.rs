@@ -1,0 +1,303 @@
+//! The Hugging Face reader against real checkpoints: tiny random-weight models saved by
+//! transformers, whose logits torch computed (see `scripts/make_moe_fixtures.py`), and the
+//! published configs of full-size models in shapes-only mode.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cubevec_frontend::hf::{self, HfError, HfOptions};
+use cubevec_ir::interp::{RunOptions, run};
+use cubevec_ir::npy::read_npy;
+use cubevec_ir::op::Op;
+use cubevec_ir::verify::verify;
+use cubevec_ir::{DType, WeightData};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// Runs the fixture model in `dir` on its `input_ids.npy` with the reference interpreter in f32
+/// and checks the logits against torch's within 1e-4 of the largest logit.
+fn check_logits(name: &str) {
+    let dir = fixtures().join("models").join(name);
+    let options = HfOptions {
+        shapes_only: false,
+        compute_dtype: Some(DType::F32),
+    };
+    let graph = hf::load(&dir, options).unwrap_or_else(|e| panic!("{name}: {e}"));
+    verify(&graph).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let ids = read_npy(&dir.join("input_ids.npy")).unwrap();
+    let expected = read_npy(&dir.join("logits.npy")).unwrap();
+    let inputs = HashMap::from([("input_ids".to_string(), ids)]);
+    let options = RunOptions {
+        weight_dir: Some(dir.clone()),
+    };
+    let outputs = run(&graph, &inputs, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got = &outputs[0];
+    assert_eq!(got.shape(), expected.shape(), "{name}: logits shape");
+    let (got, expected) = (got.to_f32_vec(), expected.to_f32_vec());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{name}: max |logit diff| {worst} exceeds 1e-4 × {scale}"
+    );
+}
+
+#[test]
+fn mixtral_matches_torch() {
+    check_logits("mixtral");
+}
+
+#[test]
+fn mixtral_bf16_checkpoint_matches_torch_in_f32() {
+    check_logits("mixtral-bf16");
+}
+
+#[test]
+fn qwen2_moe_matches_torch() {
+    check_logits("qwen2-moe");
+}
+
+#[test]
+fn qwen3_moe_matches_torch() {
+    check_logits("qwen3-moe");
+}
+
+#[test]
+fn qwen3_moe_three_shards_match_torch() {
+    check_logits("qwen3-moe-sharded");
+}
+
+#[test]
+fn deepseek_v3_matches_torch() {
+    check_logits("deepseek-v3");
+}
+
+#[test]
+fn deepseek_v3_fp8_block_dequantisation_matches_numpy_reference() {
+    check_logits("deepseek-v3-fp8");
+}
+
+#[test]
+fn fp8_weights_keep_an_explicit_dequantize() {
+    let dir = fixtures().join("models/deepseek-v3-fp8");
+    let graph = hf::load(&dir, HfOptions::default()).unwrap();
+    let dequantize: Vec<_> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Dequantize { .. }))
+        .collect();
+    assert!(!dequantize.is_empty());
+    for node in dequantize {
+        let data = graph.value(node.inputs[0].unwrap());
+        assert_eq!(data.ty.dtype, DType::F8E4M3FN, "{}", node.name);
+    }
+    // Weights are referenced, never copied into the graph.
+    assert!(
+        graph
+            .initializers
+            .iter()
+            .filter(|i| graph.value(i.value).name.ends_with(".weight"))
+            .all(|i| matches!(i.data, WeightData::External { .. }))
+    );
+}
+
+/// The published configs compile without weights, with the sizes they declare.
+#[test]
+fn full_size_configs_build_in_shapes_only_mode() {
+    let cases = [
+        ("deepseek-v3", 129280, 256),
+        ("mixtral-8x7b-v0.1", 32000, 8),
+        ("qwen3-30b-a3b", 151936, 128),
+        ("qwen2-57b-a14b", 151936, 64),
+    ];
+    for (name, vocab, experts) in cases {
+        let dir = fixtures().join("configs").join(name);
+        let options = HfOptions {
+            shapes_only: true,
+            compute_dtype: None,
+        };
+        let graph = hf::load(&dir, options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        verify(&graph).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let logits = graph.value(graph.outputs[0]);
+        assert_eq!(logits.ty.to_string(), format!("f32[batch, seq, {vocab}]"));
+        let moe_layers = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Moe { .. }))
+            .count();
+        assert!(moe_layers > 0, "{name}: no MoE layer");
+        let first_moe = graph
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::Moe { .. }))
+            .unwrap();
+        let gate = graph.value(first_moe.inputs[3].unwrap());
+        assert_eq!(gate.ty.shape.0[0].as_known(), Some(experts), "{name}");
+        // Checkpoint tensors are absent; only small computed constants (rope tables) are inline.
+        for init in &graph.initializers {
+            let name = &graph.value(init.value).name;
+            if name.starts_with("rope.") || name.starts_with("model.rotary_emb.") {
+                assert!(matches!(init.data, WeightData::Inline(_)), "{name}");
+            } else {
+                assert_eq!(init.data, WeightData::Absent, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn deepseek_v3_full_config_has_58_moe_layers_and_fp8_weights() {
+    let dir = fixtures().join("configs/deepseek-v3");
+    let graph = hf::load(
+        &dir,
+        HfOptions {
+            shapes_only: true,
+            compute_dtype: None,
+        },
+    )
+    .unwrap();
+    let moe: Vec<_> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Moe { .. }))
+        .collect();
+    assert_eq!(moe.len(), 61 - 3);
+    let fp8 = graph
+        .initializers
+        .iter()
+        .filter(|i| graph.value(i.value).ty.dtype == DType::F8E4M3FN)
+        .count();
+    // Per MoE layer 3×256 experts + 3 shared + 5 attention projections; per dense layer 3 + 5.
+    assert_eq!(fp8, 58 * (3 * 256 + 3 + 5) + 3 * (3 + 5));
+}
+
+// ---- errors: each names the file and the tensor or key at fault ----
+
+/// Copies a fixture model into a temporary directory to be broken.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("models").join(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    tmp
+}
+
+fn load_err(dir: &Path) -> HfError {
+    match hf::load(dir, HfOptions::default()) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e,
+    }
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn unknown_model_type_is_named() {
+    let tmp = copy_fixture("mixtral");
+    edit_config(tmp.path(), |c| c["model_type"] = "llama4_moe".into());
+    let err = load_err(tmp.path());
+    assert!(matches!(err, HfError::UnknownModelType { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("llama4_moe"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let tmp = copy_fixture("mixtral");
+    edit_config(tmp.path(), |c| c["num_hidden_layers"] = 9.into());
+    let msg = load_err(tmp.path()).to_string();
+    assert!(
+        msg.contains("model.layers.") && msg.contains("missing"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn shape_that_disagrees_with_config_is_named() {
+    let tmp = copy_fixture("mixtral");
+    edit_config(tmp.path(), |c| c["hidden_size"] = 96.into());
+    let err = load_err(tmp.path());
+    let msg = err.to_string();
+    assert!(matches!(err, HfError::TensorShape { .. }), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("model.embed_tokens.weight"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_config_value_names_the_key() {
+    let tmp = copy_fixture("mixtral");
+    edit_config(tmp.path(), |c| c["num_attention_heads"] = "four".into());
+    let msg = load_err(tmp.path()).to_string();
+    assert!(msg.contains("num_attention_heads"), "{msg}");
+}
+
+#[test]
+fn truncated_shard_is_reported() {
+    let tmp = copy_fixture("mixtral");
+    let shard = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 1000]).unwrap();
+    let err = load_err(tmp.path());
+    let msg = err.to_string();
+    assert!(matches!(err, HfError::Shard { .. }), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn header_larger_than_file_is_reported() {
+    let tmp = copy_fixture("mixtral");
+    let shard = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&shard, &bytes).unwrap();
+    let msg = load_err(tmp.path()).to_string();
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("header"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn index_pointing_to_missing_shard_is_reported() {
+    let tmp = copy_fixture("qwen3-moe-sharded");
+    std::fs::remove_file(tmp.path().join("model-00002-of-00003.safetensors")).unwrap();
+    let err = load_err(tmp.path());
+    let msg = err.to_string();
+    assert!(matches!(err, HfError::MissingShard { .. }), "{msg}");
+    assert!(
+        msg.contains("model.safetensors.index.json") && msg.contains("model-00002-of-00003"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn directory_without_weights_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("models/mixtral/config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
+    assert!(matches!(load_err(tmp.path()), HfError::NoWeights { .. }));
+}

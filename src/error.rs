@@ -1,0 +1,56 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when loading, compiling or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model path does not exist or could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The model path is neither a textual IR file, an ONNX file nor a checkpoint directory.
+    #[error("`{0}` is not a model cubevec can read (expected a .cvir textual IR file, an .onnx file, or a Hugging Face checkpoint directory)")]
+    UnknownFormat(PathBuf),
+    /// The textual IR did not parse.
+    #[error("{path}:{source}")]
+    Parse {
+        /// The file (or `<text>` for in-memory text).
+        path: PathBuf,
+        /// The parse error, with line and column.
+        source: cubevec_ir::text::ParseError,
+    },
+    /// The ONNX reader failed.
+    #[error(transparent)]
+    Onnx(#[from] cubevec_frontend::onnx::OnnxError),
+    /// The Hugging Face checkpoint reader failed.
+    #[error(transparent)]
+    HuggingFace(#[from] cubevec_frontend::hf::HfError),
+    /// The graph failed verification.
+    #[error("invalid graph in `{path}`: {source}")]
+    Verify {
+        /// Where the graph came from.
+        path: PathBuf,
+        /// What the verifier found.
+        source: cubevec_ir::verify::VerifyError,
+    },
+    /// The reference interpreter failed.
+    #[error("reference run failed: {0}")]
+    Interp(#[from] cubevec_ir::interp::InterpError),
+    /// An input named on the command line or in the inputs map is not a graph input, or one is
+    /// missing.
+    #[error("{0}")]
+    Inputs(String),
+    /// Reading or writing a `.npy` file failed.
+    #[error("`{path}`: {source}")]
+    Npy {
+        /// The `.npy` file.
+        path: PathBuf,
+        /// What went wrong.
+        source: cubevec_ir::npy::NpyError,
+    },
+}

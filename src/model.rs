@@ -1,0 +1,189 @@
+//! Loading models from any supported format into the graph IR.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cubevec_frontend::hf::{self, HfOptions};
+use cubevec_ir::interp::{self, RunOptions};
+use cubevec_ir::{DType, Graph, Tensor};
+
+use crate::Error;
+
+/// The formats a model can be read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// cubevec's textual IR (`.cvir`).
+    IrText,
+    /// An ONNX model (`.onnx`, with external data files beside it).
+    Onnx,
+    /// A Hugging Face checkpoint directory (`config.json` + `*.safetensors`).
+    HuggingFace,
+}
+
+/// Options for reading a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Build a Hugging Face model from `config.json` alone, without weights: the graph can be
+    /// compiled but not run.
+    pub shapes_only: bool,
+    /// Compute a Hugging Face model's activations in this dtype instead of its checkpoint's.
+    pub compute_dtype: Option<DType>,
+}
+
+/// A model read into the graph IR, with the directory its external weights are relative to.
+#[derive(Clone, Debug)]
+pub struct Model {
+    graph: Graph,
+    weight_dir: Option<PathBuf>,
+    format: ModelFormat,
+}
+
+impl Model {
+    /// Reads a model, choosing the reader by what `path` is: a `.cvir` file is textual IR, an
+    /// `.onnx` file ONNX, a directory with a `config.json` a Hugging Face checkpoint. The graph
+    /// is verified before it is returned.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
+        Model::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with options.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model, Error> {
+        let path = path.as_ref();
+        let format = detect_format(path)?;
+        if (options.shapes_only || options.compute_dtype.is_some())
+            && format != ModelFormat::HuggingFace
+        {
+            return Err(Error::Inputs(format!(
+                "shapes-only mode and a compute dtype apply to Hugging Face checkpoint directories; `{}` is not one",
+                path.display()
+            )));
+        }
+        let graph = match format {
+            ModelFormat::Onnx => cubevec_frontend::onnx::load(path)?,
+            ModelFormat::HuggingFace => cubevec_frontend::hf::load(
+                path,
+                HfOptions {
+                    shapes_only: options.shapes_only,
+                    compute_dtype: options.compute_dtype,
+                },
+            )?,
+            ModelFormat::IrText => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                cubevec_ir::text::parse(&text).map_err(|source| Error::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+        };
+        Model::from_graph_at(graph, format, path)
+    }
+
+    /// Parses textual IR held in memory.
+    pub fn from_ir_text(text: &str) -> Result<Model, Error> {
+        let path = PathBuf::from("<text>");
+        let graph = cubevec_ir::text::parse(text).map_err(|source| Error::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        cubevec_ir::verify::verify(&graph).map_err(|source| Error::Verify { path, source })?;
+        Ok(Model {
+            graph,
+            weight_dir: None,
+            format: ModelFormat::IrText,
+        })
+    }
+
+    fn from_graph_at(graph: Graph, format: ModelFormat, path: &Path) -> Result<Model, Error> {
+        cubevec_ir::verify::verify(&graph).map_err(|source| Error::Verify {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let weight_dir = if path.is_dir() {
+            Some(path.to_path_buf())
+        } else {
+            path.parent().map(Path::to_path_buf)
+        };
+        Ok(Model {
+            graph,
+            weight_dir,
+            format,
+        })
+    }
+
+    /// The graph as read.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The format the model was read from.
+    pub fn format(&self) -> ModelFormat {
+        self.format
+    }
+
+    /// Runs the graph with the reference interpreter; returns `(output name, tensor)` pairs in the
+    /// graph's output order. Every graph input must be given, and nothing else.
+    pub fn run_reference(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, Error> {
+        self.check_input_names(inputs)?;
+        let options = RunOptions {
+            weight_dir: self.weight_dir.clone(),
+        };
+        let outputs = interp::run(&self.graph, inputs, &options)?;
+        Ok(self
+            .graph
+            .outputs
+            .iter()
+            .map(|&v| self.graph.value(v).name.clone())
+            .zip(outputs)
+            .collect())
+    }
+
+    fn check_input_names(&self, inputs: &HashMap<String, Tensor>) -> Result<(), Error> {
+        let names: Vec<&str> = self
+            .graph
+            .inputs
+            .iter()
+            .map(|&v| self.graph.value(v).name.as_str())
+            .collect();
+        let mut unknown: Vec<&str> = inputs
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !names.contains(k))
+            .collect();
+        unknown.sort_unstable();
+        if let Some(name) = unknown.first() {
+            return Err(Error::Inputs(format!(
+                "`{name}` is not an input of graph `{}` (its inputs: {})",
+                self.graph.name,
+                names.join(", ")
+            )));
+        }
+        if let Some(missing) = names.iter().find(|n| !inputs.contains_key(**n)) {
+            return Err(Error::Inputs(format!(
+                "graph `{}` needs input `{missing}`, which was not given",
+                self.graph.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Decides which reader a path needs.
+fn detect_format(path: &Path) -> Result<ModelFormat, Error> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let extension = path.extension().and_then(|e| e.to_str());
+    match (meta.is_dir(), extension) {
+        (false, Some("cvir")) => Ok(ModelFormat::IrText),
+        (false, Some("onnx")) => Ok(ModelFormat::Onnx),
+        (true, _) if hf::is_model_dir(path) => Ok(ModelFormat::HuggingFace),
+        _ => Err(Error::UnknownFormat(path.to_path_buf())),
+    }
+}

@@ -1,0 +1,273 @@
+//! The `compile-model` command as a user runs it: every flag, its output files and its errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cubevec::ir::npy::read_npy;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(path: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(path)
+}
+
+fn compile_model(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_compile-model"))
+        .args(args)
+        .output()
+        .expect("compile-model runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a clean failure: exit code 1, one `error:` line naming what is wrong, no panic.
+fn assert_fails_with(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+    }
+}
+
+fn max_abs_diff(a: &Path, b: &Path) -> (f32, f32) {
+    let (a, b) = (read_npy(a).unwrap(), read_npy(b).unwrap());
+    assert_eq!(a.shape(), b.shape());
+    let scale = b.to_f32_vec().iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .to_f32_vec()
+        .iter()
+        .zip(b.to_f32_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    (diff, scale)
+}
+
+#[test]
+fn emit_ir_prints_text_that_parses_back_to_the_same_graph() {
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let out = compile_model(&[model.to_str().unwrap(), "--emit", "ir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let original = std::fs::read_to_string(&model).unwrap();
+    assert_eq!(printed, original);
+}
+
+#[test]
+fn emit_ir_reads_hugging_face_checkpoints_and_onnx() {
+    let hf = fixture("models/qwen3-moe");
+    let out = compile_model(&[hf.to_str().unwrap(), "--emit", "ir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("graph @qwen3_moe {"), "{text}");
+    assert!(text.contains("= moe("), "no moe op");
+    assert!(text.contains("return %logits"));
+
+    let onnx = fixture("models/mixtral-opset20.onnx");
+    let out = compile_model(&[onnx.to_str().unwrap(), "--emit", "ir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("input %input_ids: i64["));
+}
+
+#[test]
+fn emit_dot_prints_a_digraph() {
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let out = compile_model(&[model.to_str().unwrap(), "--emit", "dot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dot = stdout(&out);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(dot.contains("swiglu"));
+}
+
+#[test]
+fn shapes_only_compiles_the_full_deepseek_v3_config() {
+    let dir = fixture("configs/deepseek-v3");
+    let out = compile_model(&[dir.to_str().unwrap(), "--shapes-only", "--emit", "ir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("= moe(").count(), 58);
+    assert!(text.contains("f32[batch, seq, 129280]"));
+}
+
+#[test]
+fn run_reference_writes_outputs_that_match_numpy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let x = fixture("ir/swiglu_mlp.x.npy");
+    let out = compile_model(&[
+        fixture("ir/swiglu_mlp.cvir").to_str().unwrap(),
+        "--run",
+        "--reference",
+        "--input",
+        &format!("x={}", x.display()),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (diff, scale) = max_abs_diff(&out_dir.join("y.npy"), &fixture("ir/swiglu_mlp.y.npy"));
+    assert!(diff <= 1e-6 * scale.max(1.0), "diff {diff}");
+}
+
+#[test]
+fn run_reference_on_a_checkpoint_matches_torch_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("logits");
+    let dir = fixture("models/mixtral");
+    let ids = dir.join("input_ids.npy");
+    let out = compile_model(&[
+        dir.to_str().unwrap(),
+        "--run",
+        "--reference",
+        "--input",
+        &format!("input_ids={}", ids.display()),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "-q prints nothing: {}", stderr(&out));
+    let (diff, scale) = max_abs_diff(&out_dir.join("logits.npy"), &dir.join("logits.npy"));
+    assert!(diff <= 1e-4 * scale, "diff {diff} vs scale {scale}");
+}
+
+#[test]
+fn compute_dtype_runs_a_bf16_checkpoint_in_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("logits");
+    let dir = fixture("models/mixtral-bf16");
+    let ids = dir.join("input_ids.npy");
+    let out = compile_model(&[
+        dir.to_str().unwrap(),
+        "--compute-dtype",
+        "f32",
+        "--run",
+        "--reference",
+        "--input",
+        &format!("input_ids={}", ids.display()),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (diff, scale) = max_abs_diff(&out_dir.join("logits.npy"), &dir.join("logits.npy"));
+    assert!(diff <= 1e-4 * scale, "diff {diff} vs scale {scale}");
+}
+
+#[test]
+fn missing_model_is_a_clean_error() {
+    let out = compile_model(&["no/such/model.onnx", "--emit", "ir"]);
+    assert_fails_with(&out, &["no/such/model.onnx"]);
+}
+
+#[test]
+fn unknown_format_is_a_clean_error() {
+    let out = compile_model(&[fixture("ir/swiglu_mlp.x.npy").to_str().unwrap(), "--emit", "ir"]);
+    assert_fails_with(&out, &["swiglu_mlp.x.npy", "not a model"]);
+}
+
+#[test]
+fn parse_errors_give_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.cvir");
+    std::fs::write(&bad, "graph @g {\n  input %x: f33[2]\n  return %x\n}\n").unwrap();
+    let out = compile_model(&[bad.to_str().unwrap(), "--emit", "ir"]);
+    assert_fails_with(&out, &["bad.cvir:2:", "f33"]);
+}
+
+#[test]
+fn invalid_graph_names_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.cvir");
+    std::fs::write(
+        &bad,
+        "graph @g {\n  input %x: f32[2]\n  %y: f32[3] = exp(%x) @the_exp\n  return %y\n}\n",
+    )
+    .unwrap();
+    let out = compile_model(&[bad.to_str().unwrap(), "--emit", "ir"]);
+    assert_fails_with(&out, &["the_exp"]);
+}
+
+#[test]
+fn nothing_to_do_is_an_error() {
+    let out = compile_model(&[fixture("ir/swiglu_mlp.cvir").to_str().unwrap()]);
+    assert_fails_with(&out, &["nothing to do"]);
+}
+
+#[test]
+fn run_needs_an_engine_an_output_dir_and_the_right_inputs() {
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let model = model.to_str().unwrap();
+    let x = format!("x={}", fixture("ir/swiglu_mlp.x.npy").display());
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let out_dir = out_dir.to_str().unwrap();
+
+    let out = compile_model(&[model, "--run", "--input", &x, "--output-dir", out_dir]);
+    assert_fails_with(&out, &["--reference"]);
+
+    let out = compile_model(&[model, "--run", "--reference", "--input", &x]);
+    assert_fails_with(&out, &["--output-dir"]);
+
+    let out = compile_model(&[model, "--run", "--reference", "--output-dir", out_dir]);
+    assert_fails_with(&out, &["needs input `x`"]);
+
+    let wrong = format!("z={}", fixture("ir/swiglu_mlp.x.npy").display());
+    let out = compile_model(&[model, "--run", "--reference", "--input", &wrong, "--output-dir", out_dir]);
+    assert_fails_with(&out, &["`z` is not an input"]);
+
+    let out = compile_model(&[model, "--run", "--reference", "--input", "x", "--output-dir", out_dir]);
+    assert_fails_with(&out, &["NAME=FILE.npy"]);
+
+    let missing = "x=no/such/input.npy";
+    let out = compile_model(&[model, "--run", "--reference", "--input", missing, "--output-dir", out_dir]);
+    assert_fails_with(&out, &["no/such/input.npy"]);
+    assert!(!Path::new(out_dir).exists(), "no output directory after a failed run");
+}
+
+#[test]
+fn wrong_input_shape_fails_without_leaving_an_output_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    // input_ids.npy of the mixtral fixture is i64 [2, 7]; the MLP wants f32 [tokens, 4].
+    let wrong = format!("x={}", fixture("models/mixtral/input_ids.npy").display());
+    let out = compile_model(&[
+        fixture("ir/swiglu_mlp.cvir").to_str().unwrap(),
+        "--run",
+        "--reference",
+        "--input",
+        &wrong,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_fails_with(&out, &["x"]);
+    assert!(!out_dir.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn shapes_only_cannot_run_and_applies_to_checkpoints_only() {
+    let dir = fixture("configs/mixtral-8x7b-v0.1");
+    let out = compile_model(&[dir.to_str().unwrap(), "--shapes-only", "--run", "--reference"]);
+    assert_fails_with(&out, &["--shapes-only"]);
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let out = compile_model(&[model.to_str().unwrap(), "--shapes-only", "--emit", "ir"]);
+    assert_fails_with(&out, &["Hugging Face"]);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let dir = fixture("configs/qwen3-30b-a3b");
+    let first = compile_model(&[dir.to_str().unwrap(), "--shapes-only", "--emit", "ir"]);
+    let second = compile_model(&[dir.to_str().unwrap(), "--shapes-only", "--emit", "ir"]);
+    assert!(first.status.success());
+    assert_eq!(first.stdout, second.stdout);
+}
