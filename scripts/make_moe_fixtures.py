@@ -1003,6 +1003,23 @@ def make_base_fixture(spec: Spec, out_root: Path, report: dict) -> PreTrainedMod
     return model
 
 
+def make_sliding_window_logits(spec: Spec, model: PreTrainedModel, out_root: Path, report: dict) -> None:
+    """Logits of the same weights and inputs with a 4-token sliding attention window (shorter than
+    the 7-token inputs), saved beside the base fixture as ``logits-sliding-window-4.npy``."""
+    out_dir = out_root / spec.name
+    input_ids = np.load(out_dir / "input_ids.npy")
+    model.config.sliding_window = 4
+    try:
+        logits = torch_logits(model, input_ids)
+    finally:
+        model.config.sliding_window = None
+    full = np.load(out_dir / "logits.npy")
+    if np.abs(logits - full).max() == 0.0:
+        raise RuntimeError(f"{spec.name}: the sliding window changed nothing")
+    save_npy(out_dir / "logits-sliding-window-4.npy", logits)
+    report[f"{spec.name}-sliding-window-4"] = {"max_abs_logit": float(np.abs(logits).max())}
+
+
 def make_sharded_fixture(spec: Spec, model: PreTrainedModel, out_root: Path, report: dict) -> None:
     """The same weights as ``spec`` saved in exactly three shards plus the index."""
     out_dir = out_root / f"{spec.name}-sharded"
@@ -1080,6 +1097,7 @@ def main() -> int:
     by_name = {spec.name: spec for spec in BASE_SPECS}
     print("[hf] qwen3-moe-sharded, mixtral-bf16, deepseek-v3-fp8")
     make_sharded_fixture(by_name["qwen3-moe"], models["qwen3-moe"], out_root, report)
+    make_sliding_window_logits(by_name["mixtral"], models["mixtral"], out_root, report)
     make_bf16_fixture(by_name["mixtral"], models["mixtral"], out_root, report)
     make_fp8_fixture(out_root, report)
     print("[hf] deepseek-v4")

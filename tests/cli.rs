@@ -117,48 +117,40 @@ fn run_reference_writes_outputs_that_match_numpy() {
     assert!(diff <= 1e-6 * scale.max(1.0), "diff {diff}");
 }
 
-#[test]
-fn run_reference_on_a_checkpoint_matches_torch_logits() {
+/// Runs the checkpoint fixture `name` on its `input_ids.npy` with the reference interpreter,
+/// with `extra` flags, and checks its logits against torch's within 1e-4 of the largest.
+fn check_checkpoint_run(name: &str, extra: &[&str]) -> Output {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("logits");
-    let dir = fixture("models/mixtral");
-    let ids = dir.join("input_ids.npy");
-    let out = compile_model(&[
+    let dir = fixture(&format!("models/{name}"));
+    let ids = format!("input_ids={}", dir.join("input_ids.npy").display());
+    let mut args = vec![
         dir.to_str().unwrap(),
         "--run",
         "--reference",
         "--input",
-        &format!("input_ids={}", ids.display()),
+        &ids,
         "--output-dir",
         out_dir.to_str().unwrap(),
-        "-q",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = compile_model(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).is_empty(), "-q prints nothing: {}", stderr(&out));
     let (diff, scale) = max_abs_diff(&out_dir.join("logits.npy"), &dir.join("logits.npy"));
-    assert!(diff <= 1e-4 * scale, "diff {diff} vs scale {scale}");
+    assert!(diff <= 1e-4 * scale, "{name}: diff {diff} vs scale {scale}");
+    out
+}
+
+#[test]
+fn run_reference_on_a_checkpoint_matches_torch_logits() {
+    let out = check_checkpoint_run("mixtral", &["-q"]);
+    let err = stderr(&out);
+    assert!(err.is_empty(), "-q prints nothing: {err}");
 }
 
 #[test]
 fn compute_dtype_runs_a_bf16_checkpoint_in_f32() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out_dir = tmp.path().join("logits");
-    let dir = fixture("models/mixtral-bf16");
-    let ids = dir.join("input_ids.npy");
-    let out = compile_model(&[
-        dir.to_str().unwrap(),
-        "--compute-dtype",
-        "f32",
-        "--run",
-        "--reference",
-        "--input",
-        &format!("input_ids={}", ids.display()),
-        "--output-dir",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let (diff, scale) = max_abs_diff(&out_dir.join("logits.npy"), &dir.join("logits.npy"));
-    assert!(diff <= 1e-4 * scale, "diff {diff} vs scale {scale}");
+    check_checkpoint_run("mixtral-bf16", &["--compute-dtype", "f32"]);
 }
 
 #[test]
@@ -169,7 +161,11 @@ fn missing_model_is_a_clean_error() {
 
 #[test]
 fn unknown_format_is_a_clean_error() {
-    let out = compile_model(&[fixture("ir/swiglu_mlp.x.npy").to_str().unwrap(), "--emit", "ir"]);
+    let out = compile_model(&[
+        fixture("ir/swiglu_mlp.x.npy").to_str().unwrap(),
+        "--emit",
+        "ir",
+    ]);
     assert_fails_with(&out, &["swiglu_mlp.x.npy", "not a model"]);
 }
 
@@ -220,16 +216,43 @@ fn run_needs_an_engine_an_output_dir_and_the_right_inputs() {
     assert_fails_with(&out, &["needs input `x`"]);
 
     let wrong = format!("z={}", fixture("ir/swiglu_mlp.x.npy").display());
-    let out = compile_model(&[model, "--run", "--reference", "--input", &wrong, "--output-dir", out_dir]);
+    let out = compile_model(&[
+        model,
+        "--run",
+        "--reference",
+        "--input",
+        &wrong,
+        "--output-dir",
+        out_dir,
+    ]);
     assert_fails_with(&out, &["`z` is not an input"]);
 
-    let out = compile_model(&[model, "--run", "--reference", "--input", "x", "--output-dir", out_dir]);
+    let out = compile_model(&[
+        model,
+        "--run",
+        "--reference",
+        "--input",
+        "x",
+        "--output-dir",
+        out_dir,
+    ]);
     assert_fails_with(&out, &["NAME=FILE.npy"]);
 
     let missing = "x=no/such/input.npy";
-    let out = compile_model(&[model, "--run", "--reference", "--input", missing, "--output-dir", out_dir]);
+    let out = compile_model(&[
+        model,
+        "--run",
+        "--reference",
+        "--input",
+        missing,
+        "--output-dir",
+        out_dir,
+    ]);
     assert_fails_with(&out, &["no/such/input.npy"]);
-    assert!(!Path::new(out_dir).exists(), "no output directory after a failed run");
+    assert!(
+        !Path::new(out_dir).exists(),
+        "no output directory after a failed run"
+    );
 }
 
 #[test]
@@ -256,7 +279,12 @@ fn wrong_input_shape_fails_without_leaving_an_output_directory() {
 #[test]
 fn shapes_only_cannot_run_and_applies_to_checkpoints_only() {
     let dir = fixture("configs/mixtral-8x7b-v0.1");
-    let out = compile_model(&[dir.to_str().unwrap(), "--shapes-only", "--run", "--reference"]);
+    let out = compile_model(&[
+        dir.to_str().unwrap(),
+        "--shapes-only",
+        "--run",
+        "--reference",
+    ]);
     assert_fails_with(&out, &["--shapes-only"]);
     let model = fixture("ir/swiglu_mlp.cvir");
     let out = compile_model(&[model.to_str().unwrap(), "--shapes-only", "--emit", "ir"]);

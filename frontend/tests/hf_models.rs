@@ -16,21 +16,26 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-/// Runs the fixture model in `dir` on its `input_ids.npy` with the reference interpreter in f32
+/// Runs the fixture model `name` on its `input_ids.npy` with the reference interpreter in f32
 /// and checks the logits against torch's within 1e-4 of the largest logit.
 fn check_logits(name: &str) {
     let dir = fixtures().join("models").join(name);
+    check_logits_in(name, &dir, &dir.join("logits.npy"));
+}
+
+/// [`check_logits`] for the model in `dir` against the logits in `expected`.
+fn check_logits_in(name: &str, dir: &Path, expected: &Path) {
     let options = HfOptions {
         shapes_only: false,
         compute_dtype: Some(DType::F32),
     };
-    let graph = hf::load(&dir, options).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let graph = hf::load(dir, options).unwrap_or_else(|e| panic!("{name}: {e}"));
     verify(&graph).unwrap_or_else(|e| panic!("{name}: {e}"));
     let ids = read_npy(&dir.join("input_ids.npy")).unwrap();
-    let expected = read_npy(&dir.join("logits.npy")).unwrap();
+    let expected = read_npy(expected).unwrap();
     let inputs = HashMap::from([("input_ids".to_string(), ids)]);
     let options = RunOptions {
-        weight_dir: Some(dir.clone()),
+        weight_dir: Some(dir.to_path_buf()),
     };
     let outputs = run(&graph, &inputs, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
     let got = &outputs[0];
@@ -51,6 +56,14 @@ fn check_logits(name: &str) {
 #[test]
 fn mixtral_matches_torch() {
     check_logits("mixtral");
+}
+
+#[test]
+fn mixtral_sliding_window_shorter_than_the_input_matches_torch() {
+    let tmp = copy_fixture("mixtral");
+    edit_config(tmp.path(), |c| c["sliding_window"] = 4.into());
+    let expected = tmp.path().join("logits-sliding-window-4.npy");
+    check_logits_in("mixtral (window 4)", tmp.path(), &expected);
 }
 
 #[test]
