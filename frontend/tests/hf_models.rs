@@ -314,3 +314,32 @@ fn directory_without_weights_is_reported() {
     .unwrap();
     assert!(matches!(load_err(tmp.path()), HfError::NoWeights { .. }));
 }
+
+#[test]
+fn tensor_of_an_unsupported_dtype_is_named() {
+    let tmp = copy_fixture("mixtral");
+    let shard = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    // Same width, same header length: only the dtype tag changes.
+    let entry = header.find("\"model.norm.weight\"").unwrap();
+    let tag = entry + header[entry..].find("\"F32\"").unwrap();
+    bytes[8 + tag..8 + tag + 5].copy_from_slice(b"\"U32\"");
+    std::fs::write(&shard, &bytes).unwrap();
+    let err = load_err(tmp.path());
+    let msg = err.to_string();
+    assert!(matches!(err, HfError::TensorDtype { .. }), "{msg}");
+    assert!(
+        msg.contains("model.norm.weight") && msg.contains("U32"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn zero_heads_is_an_error_not_a_panic() {
+    let tmp = copy_fixture("mixtral");
+    edit_config(tmp.path(), |c| c["num_key_value_heads"] = 0.into());
+    let msg = load_err(tmp.path()).to_string();
+    assert!(msg.contains("head counts must be positive"), "{msg}");
+}

@@ -7,7 +7,8 @@ use cubevec_ir::{DType, Dim, Op, ValueId};
 use super::HfError;
 use super::builder::ModelBuilder;
 use super::config::Config;
-use super::llama_moe::{from_heads, lm_head, to_heads};
+use super::decoder::{DecoderSpec, Rotary, build_decoder};
+use super::llama_moe::{from_heads, to_heads};
 use super::rope::{RopeFrequencies, RopeParameters};
 
 /// The sizes and switches of a DeepSeek-V3 model, read from `config.json`.
@@ -67,7 +68,7 @@ impl DeepseekV3Config {
         let n_group = config.u64_or("n_group", 1)?.max(1);
         let topk_group = config.u64_or("topk_group", n_group)?;
         let top_k = config.u64("num_experts_per_tok")?;
-        if experts % n_group != 0 || topk_group > n_group || top_k > experts {
+        if !experts.is_multiple_of(n_group) || topk_group > n_group || top_k > experts {
             return Err(config.error(
                 "n_group",
                 format!(
@@ -112,58 +113,39 @@ impl DeepseekV3Config {
     }
 
     fn is_moe_layer(&self, layer: u64) -> bool {
-        self.experts > 0 && layer >= self.first_dense && layer % self.moe_layer_freq == 0
+        self.experts > 0 && layer >= self.first_dense && layer.is_multiple_of(self.moe_layer_freq)
     }
 }
 
 /// Builds the whole model: `input_ids [batch, seq]` → `logits [batch, seq, vocab]`. Layers past
 /// `num_hidden_layers` (multi-token prediction) are not part of the forward pass.
 pub fn build(b: &mut ModelBuilder<'_, '_>, c: &DeepseekV3Config) -> Result<(), HfError> {
-    let ids = b.token_ids()?;
-    let embed = b.weight("model.embed_tokens.weight", &[c.vocab, c.hidden], false)?;
-    let h = b.op("model.embed_tokens", Op::Gather { axis: 0 }, &[embed, ids])?;
-    let mut h = b.reshape(
-        "model.embed_tokens.flatten",
-        h,
-        vec![b.tokens.clone(), Dim::Known(c.hidden)],
-    )?;
-    let (cos, sin) = b.rope_tables(
-        "model.rotary_emb",
-        &c.rope.inv_freq,
-        c.rope.attention_factor,
-    )?;
-    for layer in 0..c.layers {
-        let prefix = format!("model.layers.{layer}");
-        let x = b.rms_norm(&format!("{prefix}.input_layernorm"), h, c.hidden, c.epsilon)?;
-        let attn = mla(b, c, &format!("{prefix}.self_attn"), x, cos, sin)?;
-        h = b.binary(&format!("{prefix}.attn_residual"), BinaryOp::Add, h, attn)?;
-        let x = b.rms_norm(
-            &format!("{prefix}.post_attention_layernorm"),
-            h,
-            c.hidden,
-            c.epsilon,
-        )?;
-        let mlp = if c.is_moe_layer(layer) {
-            moe_block(b, c, &format!("{prefix}.mlp"), x)?
-        } else {
-            b.swiglu_mlp(
-                &format!("{prefix}.mlp"),
-                ["gate_proj", "up_proj", "down_proj"],
-                x,
-                c.hidden,
-                c.dense_intermediate,
-            )?
-        };
-        h = b.binary(&format!("{prefix}.mlp_residual"), BinaryOp::Add, h, mlp)?;
-    }
-    let h = b.rms_norm("model.norm", h, c.hidden, c.epsilon)?;
-    let head = if c.tie_embeddings {
-        "model.embed_tokens"
-    } else {
-        "lm_head"
+    let spec = DecoderSpec {
+        hidden: c.hidden,
+        vocab: c.vocab,
+        layers: c.layers,
+        epsilon: c.epsilon,
+        tie_embeddings: c.tie_embeddings,
+        rope: &c.rope,
     };
-    let logits = lm_head(b, head, h, c.hidden, c.vocab)?;
-    b.output(logits)
+    build_decoder(
+        b,
+        &spec,
+        |b, _, prefix, x, rotary| mla(b, c, &format!("{prefix}.self_attn"), x, rotary),
+        |b, layer, prefix, x| {
+            if c.is_moe_layer(layer) {
+                moe_block(b, c, &format!("{prefix}.mlp"), x)
+            } else {
+                b.swiglu_mlp(
+                    &format!("{prefix}.mlp"),
+                    ["gate_proj", "up_proj", "down_proj"],
+                    x,
+                    c.hidden,
+                    c.dense_intermediate,
+                )
+            }
+        },
+    )
 }
 
 /// Multi-head latent attention over `x [t, hidden]` (prefill form: keys and values expanded
@@ -173,8 +155,7 @@ fn mla(
     c: &DeepseekV3Config,
     prefix: &str,
     x: ValueId,
-    cos: ValueId,
-    sin: ValueId,
+    Rotary { cos, sin }: Rotary,
 ) -> Result<ValueId, HfError> {
     let qk_dim = c.nope_dim + c.rope_dim;
     let q = match c.q_lora_rank {

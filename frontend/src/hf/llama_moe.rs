@@ -8,6 +8,7 @@ use cubevec_ir::{Dim, Op, ValueId};
 use super::HfError;
 use super::builder::ModelBuilder;
 use super::config::Config;
+use super::decoder::{DecoderSpec, Rotary, build_decoder};
 use super::rope::{RopeFrequencies, RopeParameters};
 
 /// Which of the three architectures.
@@ -51,6 +52,9 @@ impl LlamaMoeConfig {
         let hidden = config.u64("hidden_size")?;
         let heads = config.u64("num_attention_heads")?;
         let kv_heads = config.u64_or("num_key_value_heads", heads)?;
+        if heads == 0 || kv_heads == 0 {
+            return Err(config.error("num_attention_heads", "head counts must be positive"));
+        }
         let head_dim = match config.opt_u64("head_dim")? {
             Some(d) => d,
             None => hidden / heads,
@@ -72,7 +76,7 @@ impl LlamaMoeConfig {
             _ => config.bool_or("norm_topk_prob", normalize_default)?,
         };
         let top_k = config.u64("num_experts_per_tok")?;
-        if heads % kv_heads != 0 || top_k == 0 || top_k > experts {
+        if !heads.is_multiple_of(kv_heads) || top_k == 0 || top_k > experts {
             return Err(config.error(
                 "num_key_value_heads",
                 format!(
@@ -132,7 +136,7 @@ fn layer_kinds(
             let is_moe = match flavor {
                 Flavor::Mixtral => true,
                 Flavor::Qwen2Moe | Flavor::Qwen3Moe => {
-                    !mlp_only.contains(&i) && (i + 1) % sparse_step == 0
+                    !mlp_only.contains(&i) && (i + 1).is_multiple_of(sparse_step)
                 }
             };
             let sliding = match flavor {
@@ -155,52 +159,35 @@ fn layer_kinds(
 
 /// Builds the whole model: `input_ids [batch, seq]` → `logits [batch, seq, vocab]`.
 pub fn build(b: &mut ModelBuilder<'_, '_>, c: &LlamaMoeConfig) -> Result<(), HfError> {
-    let ids = b.token_ids()?;
-    let embed = b.weight("model.embed_tokens.weight", &[c.vocab, c.hidden], false)?;
-    let h = b.op("model.embed_tokens", Op::Gather { axis: 0 }, &[embed, ids])?;
-    let mut h = b.reshape(
-        "model.embed_tokens.flatten",
-        h,
-        vec![b.tokens.clone(), Dim::Known(c.hidden)],
-    )?;
-    let (cos, sin) = b.rope_tables(
-        "model.rotary_emb",
-        &c.rope.inv_freq,
-        c.rope.attention_factor,
-    )?;
-    for layer in 0..c.layers {
-        let prefix = format!("model.layers.{layer}");
-        let (is_moe, window) = c.layer_kinds[layer as usize];
-        let x = b.rms_norm(&format!("{prefix}.input_layernorm"), h, c.hidden, c.epsilon)?;
-        let attn = attention(b, c, &format!("{prefix}.self_attn"), x, cos, sin, window)?;
-        h = b.binary(&format!("{prefix}.attn_residual"), BinaryOp::Add, h, attn)?;
-        let x = b.rms_norm(
-            &format!("{prefix}.post_attention_layernorm"),
-            h,
-            c.hidden,
-            c.epsilon,
-        )?;
-        let mlp = if is_moe {
-            moe_block(b, c, &prefix, x)?
-        } else {
-            b.swiglu_mlp(
-                &format!("{prefix}.mlp"),
-                ["gate_proj", "up_proj", "down_proj"],
-                x,
-                c.hidden,
-                c.dense_intermediate,
-            )?
-        };
-        h = b.binary(&format!("{prefix}.mlp_residual"), BinaryOp::Add, h, mlp)?;
-    }
-    let h = b.rms_norm("model.norm", h, c.hidden, c.epsilon)?;
-    let head = if c.tie_embeddings {
-        "model.embed_tokens"
-    } else {
-        "lm_head"
+    let spec = DecoderSpec {
+        hidden: c.hidden,
+        vocab: c.vocab,
+        layers: c.layers,
+        epsilon: c.epsilon,
+        tie_embeddings: c.tie_embeddings,
+        rope: &c.rope,
     };
-    let logits = lm_head(b, head, h, c.hidden, c.vocab)?;
-    b.output(logits)
+    build_decoder(
+        b,
+        &spec,
+        |b, layer, prefix, x, rotary| {
+            let window = c.layer_kinds[layer as usize].1;
+            attention(b, c, &format!("{prefix}.self_attn"), x, rotary, window)
+        },
+        |b, layer, prefix, x| {
+            if c.layer_kinds[layer as usize].0 {
+                moe_block(b, c, prefix, x)
+            } else {
+                b.swiglu_mlp(
+                    &format!("{prefix}.mlp"),
+                    ["gate_proj", "up_proj", "down_proj"],
+                    x,
+                    c.hidden,
+                    c.dense_intermediate,
+                )
+            }
+        },
+    )
 }
 
 /// The output projection to the graph output `logits` `[batch, seq, vocab]` f32.
@@ -265,8 +252,7 @@ fn attention(
     c: &LlamaMoeConfig,
     prefix: &str,
     x: ValueId,
-    cos: ValueId,
-    sin: ValueId,
+    Rotary { cos, sin }: Rotary,
     window: Option<u64>,
 ) -> Result<ValueId, HfError> {
     let (q_width, kv_width) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);

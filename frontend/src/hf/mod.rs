@@ -12,6 +12,7 @@
 mod builder;
 mod checkpoint;
 mod config;
+mod decoder;
 mod deepseek_v3;
 mod error;
 mod llama_moe;
