@@ -29,6 +29,7 @@ The output is deterministic: running the script twice gives byte-identical files
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -893,6 +894,38 @@ def build_v4_model() -> PreTrainedModel:
     return model
 
 
+@contextlib.contextmanager
+def lowest_index_topk_ties():
+    """Make the lightning indexer's top-k break ties by the lower index (the ONNX rule).
+
+    Indexer scores are `sum_h w_h * relu(q_h . k)`: an entry whose every head is cut by the ReLU
+    scores exactly 0, so ties at the selection boundary are common, and torch's CPU `topk` orders
+    equal values as `std::nth_element` happens to leave them. The reference therefore selects
+    with a stable descending sort instead, which any implementation can reproduce.
+    """
+    from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4Indexer
+
+    original_forward = DeepseekV4Indexer.forward
+    torch_topk = torch.Tensor.topk
+
+    def stable_topk(tensor, k, dim=-1, largest=True, sorted=True):  # noqa: A002
+        order = torch.sort(tensor, dim=dim, descending=largest, stable=True)
+        return torch.return_types.topk((order.values.narrow(dim, 0, k), order.indices.narrow(dim, 0, k)))
+
+    def forward(self, *args, **kwargs):
+        torch.Tensor.topk = stable_topk
+        try:
+            return original_forward(self, *args, **kwargs)
+        finally:
+            torch.Tensor.topk = torch_topk
+
+    DeepseekV4Indexer.forward = forward
+    try:
+        yield
+    finally:
+        DeepseekV4Indexer.forward = original_forward
+
+
 def load_v4_logits(directory: Path, input_ids: np.ndarray) -> np.ndarray:
     """Logits of a checkpoint directory loaded back through transformers."""
     model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32)
@@ -903,6 +936,12 @@ def make_v4_fixtures(out_root: Path, report: dict) -> None:
     """``deepseek-v4`` (as transformers saves it), ``deepseek-v4-checkpoint-names`` (the same
     weights under the published checkpoint names and config keys) and ``deepseek-v4-fp8-fp4``
     (published names; FP8/UE8M0 non-expert linears, packed FP4/UE8M0 experts, BF16 rest)."""
+    with lowest_index_topk_ties():
+        make_v4_fixtures_with_stable_ties(out_root, report)
+
+
+def make_v4_fixtures_with_stable_ties(out_root: Path, report: dict) -> None:
+    """The body of `make_v4_fixtures`, run with the indexer's top-k ties broken by index."""
     model = build_v4_model()
     input_ids = make_input_ids(V4_SEED, 2, V4_SEQ)
     logits = torch_logits(model, input_ids)

@@ -14,7 +14,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The model path is neither a textual IR file, an ONNX file nor a checkpoint directory.
-    #[error("`{0}` is not a model cubevec can read (expected a .cvir textual IR file, an .onnx file, or a Hugging Face checkpoint directory)")]
+    #[error(
+        "`{0}` is not a model cubevec can read (expected a .cvir textual IR file, an .onnx file, or a Hugging Face checkpoint directory)"
+    )]
     UnknownFormat(PathBuf),
     /// The textual IR did not parse.
     #[error("{path}:{source}")]
@@ -22,35 +24,49 @@ pub enum Error {
         /// The file (or `<text>` for in-memory text).
         path: PathBuf,
         /// The parse error, with line and column.
-        source: cubevec_ir::text::ParseError,
+        source: Box<cubevec_ir::text::ParseError>,
     },
     /// The ONNX reader failed.
     #[error(transparent)]
-    Onnx(#[from] cubevec_frontend::onnx::OnnxError),
+    Onnx(Box<cubevec_frontend::onnx::OnnxError>),
     /// The Hugging Face checkpoint reader failed.
     #[error(transparent)]
-    HuggingFace(#[from] cubevec_frontend::hf::HfError),
+    HuggingFace(Box<cubevec_frontend::hf::HfError>),
+    /// The e-graph optimiser failed.
+    #[error("optimisation failed: {0}")]
+    Optimize(Box<cubevec_passes::optimize::OptimizeError>),
     /// The graph failed verification.
     #[error("invalid graph in `{path}`: {source}")]
     Verify {
         /// Where the graph came from.
         path: PathBuf,
         /// What the verifier found.
-        source: cubevec_ir::verify::VerifyError,
+        source: Box<cubevec_ir::verify::VerifyError>,
     },
     /// The reference interpreter failed.
     #[error("reference run failed: {0}")]
-    Interp(#[from] cubevec_ir::interp::InterpError),
+    Interp(Box<cubevec_ir::interp::InterpError>),
     /// An input named on the command line or in the inputs map is not a graph input, or one is
     /// missing.
     #[error("{0}")]
     Inputs(String),
-    /// Reading or writing a `.npy` file failed.
-    #[error("`{path}`: {source}")]
-    Npy {
-        /// The `.npy` file.
-        path: PathBuf,
-        /// What went wrong.
-        source: cubevec_ir::npy::NpyError,
-    },
 }
+
+/// `From` conversions for the variants that box their source (the sources are large; boxing
+/// keeps `Result<_, Error>` small).
+macro_rules! boxed_from {
+    ($($variant:ident($source:ty)),* $(,)?) => {
+        $(impl From<$source> for Error {
+            fn from(source: $source) -> Error {
+                Error::$variant(Box::new(source))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    Onnx(cubevec_frontend::onnx::OnnxError),
+    HuggingFace(cubevec_frontend::hf::HfError),
+    Optimize(cubevec_passes::optimize::OptimizeError),
+    Interp(cubevec_ir::interp::InterpError),
+);

@@ -22,6 +22,7 @@ mod model;
 mod output_dir;
 
 pub use cubevec_ir as ir;
+pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
 pub use error::Error;
 pub use model::{LoadOptions, Model, ModelFormat};
 pub use output_dir::OutputDir;

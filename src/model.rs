@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use cubevec_frontend::hf::{self, HfOptions};
 use cubevec_ir::interp::{self, RunOptions};
 use cubevec_ir::{DType, Graph, Tensor};
+use cubevec_passes::optimize::{self, OptimizeOptions, OptimizeReport};
 
 use crate::Error;
 
@@ -74,7 +75,7 @@ impl Model {
                 })?;
                 cubevec_ir::text::parse(&text).map_err(|source| Error::Parse {
                     path: path.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 })?
             }
         };
@@ -86,9 +87,12 @@ impl Model {
         let path = PathBuf::from("<text>");
         let graph = cubevec_ir::text::parse(text).map_err(|source| Error::Parse {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
-        cubevec_ir::verify::verify(&graph).map_err(|source| Error::Verify { path, source })?;
+        cubevec_ir::verify::verify(&graph).map_err(|source| Error::Verify {
+            path,
+            source: Box::new(source),
+        })?;
         Ok(Model {
             graph,
             weight_dir: None,
@@ -99,7 +103,7 @@ impl Model {
     fn from_graph_at(graph: Graph, format: ModelFormat, path: &Path) -> Result<Model, Error> {
         cubevec_ir::verify::verify(&graph).map_err(|source| Error::Verify {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         let weight_dir = if path.is_dir() {
             Some(path.to_path_buf())
@@ -111,6 +115,17 @@ impl Model {
             weight_dir,
             format,
         })
+    }
+
+    /// The model with its graph optimised by the e-graph optimiser, and what the optimiser did.
+    pub fn optimize(&self, options: &OptimizeOptions) -> Result<(Model, OptimizeReport), Error> {
+        let (graph, report) = optimize::optimize(&self.graph, options)?;
+        let model = Model {
+            graph,
+            weight_dir: self.weight_dir.clone(),
+            format: self.format,
+        };
+        Ok((model, report))
     }
 
     /// The graph as read.

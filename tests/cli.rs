@@ -299,3 +299,33 @@ fn output_is_deterministic() {
     assert!(first.status.success());
     assert_eq!(first.stdout, second.stdout);
 }
+
+#[test]
+fn emit_optimized_ir_fuses_the_exported_moe_and_report_writes_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report.json");
+    let model = fixture("models/mixtral-opset20.onnx");
+    let out = compile_model(&[
+        model.to_str().unwrap(),
+        "--emit",
+        "optimized-ir",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("= moe(").count(), 2, "one moe per layer");
+    assert!(text.contains("= rms_norm("));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let optimize = &json["optimize"];
+    assert_eq!(optimize["ops_after"]["moe"], 2);
+    assert!(optimize["cost_after"].as_f64().unwrap() < optimize["cost_before"].as_f64().unwrap());
+}
+
+#[test]
+fn optimize_then_run_matches_torch_and_report_prints_phases() {
+    let out = check_checkpoint_run("qwen2-moe", &["--optimize", "--report"]);
+    let err = stderr(&out);
+    assert!(err.contains("modelled time"), "{err}");
+}

@@ -250,6 +250,35 @@ fn unsupported_element_types_and_values() {
 }
 
 #[test]
+fn declared_types_must_match_the_import() {
+    let m = model(
+        17,
+        vec![node("Relu", &["x"], &["y"], vec![])],
+        vec![value("x", DataType::Float, &[D::N(2)])],
+        vec![value("y", DataType::Float, &[D::N(3)])],
+        vec![],
+    );
+    let err = onnx::load_bytes(&bytes(&m), Path::new(".")).unwrap_err();
+    assert!(
+        matches!(&err, OnnxError::BadValueType { value, .. } if value == "y"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("declared f32[3]"), "{err}");
+    // Graph inputs need a tensor type with a shape.
+    let mut x = value("x", DataType::Float, &[D::S("n")]);
+    x.r#type = None;
+    let m = model(
+        17,
+        vec![node("Relu", &["x"], &["y"], vec![])],
+        vec![x],
+        vec![value("y", DataType::Float, &[D::S("n")])],
+        vec![],
+    );
+    let err = onnx::load_bytes(&bytes(&m), Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("has no type"), "{err}");
+}
+
+#[test]
 fn moe_biases_are_rejected_clearly() {
     let mut n = node(
         "MoE",
@@ -284,25 +313,35 @@ fn moe_biases_are_rejected_clearly() {
     );
 }
 
+/// Real models: node tests and an exported MoE block with run-time shape computations.
 fn fuzz_corpus() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/onnx-node");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     [
-        "test_attention_4d_gqa_with_past_and_present",
-        "test_layer_normalization_4d_axis1_expanded_ver18",
-        "test_dequantizelinear_blocked",
-        "cubevec_ms_moe_swiglu_fc3",
+        "onnx-node/test_attention_4d_gqa_with_past_and_present/model.onnx",
+        "onnx-node/test_layer_normalization_4d_axis1_expanded_ver18/model.onnx",
+        "onnx-node/test_dequantizelinear_blocked/model.onnx",
+        "onnx-node/cubevec_ms_moe_swiglu_fc3/model.onnx",
+        "models/deepseek-v3-moe-block-opset20.onnx",
     ]
     .iter()
-    .map(|c| std::fs::read(root.join(c).join("model.onnx")).expect("fixture model"))
+    .map(|c| std::fs::read(root.join(c)).expect("fixture model"))
     .collect()
 }
 
+/// Proptest cases: 256 by default, more with `CUBEVEC_FUZZ_CASES`.
+fn cases() -> u32 {
+    std::env::var("CUBEVEC_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// Truncated or byte-flipped models give an error or a graph, never a panic.
     #[test]
-    fn corrupted_models_never_panic(which in 0usize..4, cut in 0.0f64..1.0, flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 0..4)) {
+    fn corrupted_models_never_panic(which in 0usize..5, cut in 0.0f64..1.0, flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 0..4)) {
         let corpus = fuzz_corpus();
         let mut data = corpus[which].clone();
         let keep = ((data.len() as f64) * cut) as usize;

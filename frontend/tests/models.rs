@@ -9,10 +9,6 @@ use cubevec_frontend::onnx;
 use cubevec_ir::interp::{self, RunOptions};
 use cubevec_ir::npy::read_npy;
 
-/// Models the frontend does not import, with the reason (kept in sync with
-/// `docs/conformance.md`).
-const UNSUPPORTED: &[(&str, &str)] = &[];
-
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models")
 }
@@ -92,14 +88,11 @@ fn exported_moe_models_match_torch() {
         .collect();
     stems.sort();
     assert!(!stems.is_empty(), "no .onnx models in {}", dir.display());
-    let unsupported: HashMap<&str, &str> = UNSUPPORTED.iter().copied().collect();
     let mut failures = Vec::new();
     for stem in &stems {
-        match (check_model(&dir, stem), unsupported.get(stem.as_str())) {
-            (Ok(summary), None) => println!("{stem}: ok ({summary})"),
-            (Ok(summary), Some(_)) => println!("{stem}: ok, listed unsupported ({summary})"),
-            (Err(e), Some(reason)) => println!("{stem}: unsupported ({reason}): {e}"),
-            (Err(e), None) => {
+        match check_model(&dir, stem) {
+            Ok(summary) => println!("{stem}: ok ({summary})"),
+            Err(e) => {
                 println!("{stem}: FAILED {e}");
                 failures.push(stem.clone());
             }

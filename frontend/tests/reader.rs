@@ -70,7 +70,7 @@ fn external_weights_stay_external_and_fold_through_mmap() {
             shape: vec![Dim::Known(2), Dim::Known(2)]
         }));
     let x = Tensor::from_f32(DType::F32, vec![4], &[10.0, 20.0, 30.0, 40.0]);
-    let out = run(&graph, Some(&dir), &[("x", x)]);
+    let out = run(&graph, Some(dir), &[("x", x)]);
     assert_eq!(out[0].shape(), &[2, 2]);
     assert_eq!(out[0].to_f32_vec(), vec![11.0, 22.0, 33.0, 44.0]);
     assert_eq!(graph.value(graph.outputs[0]).name, "y");

@@ -76,7 +76,9 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 32,
             DType::F16 | DType::BF16 => 16,
-            DType::F8E4M3FN | DType::F8E5M2 | DType::E8M0 | DType::I8 | DType::U8 | DType::Bool => 8,
+            DType::F8E4M3FN | DType::F8E5M2 | DType::E8M0 | DType::I8 | DType::U8 | DType::Bool => {
+                8
+            }
             DType::F4E2M1 => 4,
             DType::I64 => 64,
         }
@@ -182,7 +184,11 @@ const F4E2M1_MAGNITUDES: [f32; 8] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
 /// Decodes one FP4 E2M1 code (the low nibble of `code`).
 pub fn f4e2m1_to_f32(code: u8) -> f32 {
     let magnitude = F4E2M1_MAGNITUDES[(code & 0x7) as usize];
-    if code & 0x8 != 0 { -magnitude } else { magnitude }
+    if code & 0x8 != 0 {
+        -magnitude
+    } else {
+        magnitude
+    }
 }
 
 /// Encodes an `f32` as FP4 E2M1 with round-to-nearest-even, saturating to ±6; NaN encodes as +6

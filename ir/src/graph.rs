@@ -244,11 +244,7 @@ impl Graph {
         for (n, node) in self.nodes.iter().enumerate() {
             for v in node.inputs.iter().flatten() {
                 if let Some(Some(Definition::Node { node: producer, .. })) = defs.get(v.index()) {
-                    dag.add_edge(
-                        NodeIndex::new(producer.index()),
-                        NodeIndex::new(n),
-                        *v,
-                    );
+                    dag.add_edge(NodeIndex::new(producer.index()), NodeIndex::new(n), *v);
                 }
             }
         }
@@ -261,7 +257,10 @@ impl Graph {
         let dag = self.dependency_graph();
         let mut indegree: Vec<usize> = dag
             .node_indices()
-            .map(|n| dag.neighbors_directed(n, petgraph::Direction::Incoming).count())
+            .map(|n| {
+                dag.neighbors_directed(n, petgraph::Direction::Incoming)
+                    .count()
+            })
             .collect();
         let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = indegree
             .iter()

@@ -340,8 +340,12 @@ impl<'d> Poly<'d> {
             }
         };
         // Symbolic monomials in order, then the constant.
-        let mut terms: Vec<(&Vec<Atom<'d>>, i128)> =
-            self.0.iter().filter(|(m, _)| !m.is_empty()).map(|(m, c)| (m, *c)).collect();
+        let mut terms: Vec<(&Vec<Atom<'d>>, i128)> = self
+            .0
+            .iter()
+            .filter(|(m, _)| !m.is_empty())
+            .map(|(m, c)| (m, *c))
+            .collect();
         if let Some(c) = self.0.get(&Vec::new()) {
             terms.push((&EMPTY_MONOMIAL, *c));
         }

@@ -58,7 +58,11 @@ impl Tensor {
     /// A tensor of `dtype` from `f32` values, each rounded to the dtype (integers truncate toward
     /// zero and saturate, `bool` is `v != 0`).
     pub fn from_f32(dtype: DType, shape: Vec<usize>, values: &[f32]) -> Tensor {
-        assert_eq!(values.len(), shape.iter().product::<usize>(), "value count vs shape");
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "value count vs shape"
+        );
         let bytes = encode_f64_iter(dtype, values.len(), values.iter().map(|&v| v as f64));
         Tensor {
             dtype,
@@ -69,7 +73,11 @@ impl Tensor {
 
     /// A tensor of `dtype` from `f64` values (rounded once, directly to the dtype).
     pub fn from_f64(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Tensor {
-        assert_eq!(values.len(), shape.iter().product::<usize>(), "value count vs shape");
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "value count vs shape"
+        );
         let bytes = encode_f64_iter(dtype, values.len(), values.iter().copied());
         Tensor {
             dtype,
@@ -80,10 +88,17 @@ impl Tensor {
 
     /// A tensor of `dtype` from `i64` values (exact for integer dtypes; floats round).
     pub fn from_i64(dtype: DType, shape: Vec<usize>, values: &[i64]) -> Tensor {
-        assert_eq!(values.len(), shape.iter().product::<usize>(), "value count vs shape");
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "value count vs shape"
+        );
         let bytes = match dtype {
             DType::I64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            DType::I32 => values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
+            DType::I32 => values
+                .iter()
+                .flat_map(|&v| (v as i32).to_le_bytes())
+                .collect(),
             DType::I8 => values.iter().map(|&v| v as i8 as u8).collect(),
             DType::U8 => values.iter().map(|&v| v as u8).collect(),
             DType::Bool => values.iter().map(|&v| (v != 0) as u8).collect(),
@@ -133,7 +148,11 @@ impl Tensor {
 
     /// The same elements with another shape of equal element count.
     pub fn reshaped(&self, shape: Vec<usize>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), self.numel(), "reshape count");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.numel(),
+            "reshape count"
+        );
         Tensor {
             dtype: self.dtype,
             shape,
@@ -153,7 +172,11 @@ impl Tensor {
             DType::E8M0 => dtype::e8m0_to_f32(b[i]) as f64,
             DType::F4E2M1 => {
                 let byte = b[i / 2];
-                let code = if i.is_multiple_of(2) { byte & 0xF } else { byte >> 4 };
+                let code = if i.is_multiple_of(2) {
+                    byte & 0xF
+                } else {
+                    byte >> 4
+                };
                 dtype::f4e2m1_to_f32(code) as f64
             }
             DType::I8 => b[i] as i8 as f64,
@@ -222,9 +245,8 @@ fn encode_f64_iter(dtype: DType, count: usize, values: impl Iterator<Item = f64>
         }
         DType::I8 => values.for_each(|v| out.push(saturate_int(v, i8::MIN, i8::MAX) as i8 as u8)),
         DType::U8 => values.for_each(|v| out.push(saturate_int(v, 0, u8::MAX) as u8)),
-        DType::I32 => values.for_each(|v| {
-            out.extend((saturate_int(v, i32::MIN, i32::MAX) as i32).to_le_bytes())
-        }),
+        DType::I32 => values
+            .for_each(|v| out.extend((saturate_int(v, i32::MIN, i32::MAX) as i32).to_le_bytes())),
         DType::I64 => values.for_each(|v| out.extend((v as i64).to_le_bytes())),
         DType::Bool => values.for_each(|v| out.push((v != 0.0) as u8)),
     }
@@ -247,7 +269,11 @@ mod tests {
     #[test]
     fn bf16_rounds_to_nearest_even() {
         // 1 + 2^-8 is halfway between bf16 1.0 and 1.0078125: ties to even gives 1.0.
-        let t = Tensor::from_f32(DType::BF16, vec![2], &[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0]);
+        let t = Tensor::from_f32(
+            DType::BF16,
+            vec![2],
+            &[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0],
+        );
         assert_eq!(t.to_f32_vec(), vec![1.0, 1.015625]);
     }
 

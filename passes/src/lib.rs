@@ -1,1 +1,5 @@
-//! cubevec passes: graph IR in, kernel IR out (optimisation, partitioning, tiling, cost model).
+//! cubevec passes: graph IR in, kernel IR out.
+//!
+//! - [`optimize`]: the e-graph optimiser (equality saturation with `egg`, Ascend-costed extraction).
+
+pub mod optimize;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use cubevec::ir::{DType, Tensor, dot, npy, text};
-use cubevec::{LoadOptions, Model, OutputDir};
+use cubevec::{LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir};
 
 /// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
 #[derive(Parser, Debug)]
@@ -34,9 +34,18 @@ struct Cli {
     #[arg(long)]
     run: bool,
 
-    /// With `--run`: use the reference interpreter (the graph as read).
+    /// With `--run`: use the reference interpreter (on the graph as read, or optimised with
+    /// `--optimize`).
     #[arg(long, requires = "run")]
     reference: bool,
+
+    /// Run the e-graph optimiser before running (`--emit optimized-ir` implies it).
+    #[arg(long)]
+    optimize: bool,
+
+    /// Write a JSON report of what each phase did to FILE, or print it to standard error.
+    #[arg(long, value_name = "FILE.json", num_args = 0..=1, default_missing_value = "-")]
+    report: Option<PathBuf>,
 
     /// A model input as `NAME=FILE.npy` (repeat for each input).
     #[arg(long = "input", value_name = "NAME=FILE.npy", requires = "run")]
@@ -56,10 +65,12 @@ struct Cli {
 }
 
 /// What `--emit` prints.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Emit {
     /// The verified graph IR as read, in the textual form (large inline constants elided).
     Ir,
+    /// The graph IR after the e-graph optimiser.
+    OptimizedIr,
     /// The graph IR as a Graphviz DOT graph.
     Dot,
 }
@@ -96,18 +107,29 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         shapes_only: cli.shapes_only,
         compute_dtype: cli.compute_dtype,
     };
-    let model = Model::load_with(&cli.model, &options)?;
+    let read = Model::load_with(&cli.model, &options)?;
+    let wants_optimized = cli.optimize || matches!(cli.emit, Some(Emit::OptimizedIr));
+    let (model, report) = if wants_optimized {
+        let (optimized, report) = read.optimize(&OptimizeOptions::default())?;
+        (optimized, Some(report))
+    } else {
+        (read.clone(), None)
+    };
     if let Some(emit) = cli.emit {
         let printed = match emit {
-            Emit::Ir => text::print_with(
-                model.graph(),
-                &text::PrintOptions {
+            Emit::Ir | Emit::OptimizedIr => {
+                let shown = if emit == Emit::Ir { &read } else { &model };
+                let options = text::PrintOptions {
                     elide_inline_over: Some(ELIDE_INLINE_OVER),
-                },
-            ),
+                };
+                text::print_with(shown.graph(), &options)
+            }
             Emit::Dot => dot::to_dot(model.graph()),
         };
         print!("{printed}");
+    }
+    if let Some(path) = &cli.report {
+        write_report(path, report.as_ref())?;
     }
     if cli.run {
         if !cli.reference {
@@ -127,6 +149,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Writes the report as JSON to `path`, or as text to standard error when `path` is `-`.
+fn write_report(path: &Path, optimize: Option<&OptimizeReport>) -> anyhow::Result<()> {
+    if path == Path::new("-") {
+        match optimize {
+            Some(report) => eprint!("{report}"),
+            None => eprintln!("nothing to report: no phase ran beyond reading the model"),
+        }
+        return Ok(());
+    }
+    let json = serde_json::json!({ "optimize": optimize });
+    let text = serde_json::to_string_pretty(&json)?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("writing the report to `{}`", path.display()))?;
     Ok(())
 }
 

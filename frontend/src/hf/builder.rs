@@ -528,6 +528,64 @@ impl<'g, 'a> ModelBuilder<'g, 'a> {
         }
     }
 
+    /// Where weights come from (the checkpoint, or nowhere in shapes-only mode).
+    pub fn weight_source(&self) -> WeightSource<'a> {
+        self.source
+    }
+
+    /// Binds a checkpoint tensor stored with shape `stored_shape` as a `dtype` tensor of shape
+    /// `shape` over the same bytes (FP4 weights stored as `I8 [out, in/2]` become
+    /// `F4E2M1 [out, in]`); the stored shape and the byte length are checked. In shapes-only
+    /// mode the weight is absent, typed `dtype` `shape`.
+    pub fn reinterpreted_weight(
+        &mut self,
+        name: &str,
+        stored_shape: &[u64],
+        dtype: DType,
+        shape: &[u64],
+    ) -> Result<ValueId, HfError> {
+        let data = match self.source {
+            WeightSource::ShapesOnly { .. } => WeightData::Absent,
+            WeightSource::Checkpoint(checkpoint, _) => {
+                let entry = checkpoint.get(name).ok_or_else(|| HfError::MissingTensor {
+                    dir: checkpoint.dir().to_path_buf(),
+                    tensor: name.to_string(),
+                })?;
+                if entry.shape != stored_shape {
+                    return Err(HfError::TensorShape {
+                        file: entry.file.clone(),
+                        tensor: name.to_string(),
+                        expected: stored_shape.to_vec(),
+                        found: entry.shape.clone(),
+                    });
+                }
+                let bits: u64 = shape.iter().product::<u64>() * dtype.bits() as u64;
+                if bits.div_ceil(8) != entry.length {
+                    return Err(HfError::TensorDtype {
+                        file: entry.file.clone(),
+                        tensor: name.to_string(),
+                        dtype: format!(
+                            "{} ({} bytes cannot hold {dtype} {shape:?})",
+                            match &entry.dtype {
+                                Ok(d) => d.to_string(),
+                                Err(d) => d.clone(),
+                            },
+                            entry.length
+                        ),
+                    });
+                }
+                WeightData::External {
+                    path: entry.file.clone(),
+                    offset: entry.offset,
+                    length: entry.length,
+                }
+            }
+        };
+        self.graph
+            .add_initializer(name, TensorType::new(dtype, Shape::known(shape)), data)
+            .map_err(graph_error(name))
+    }
+
     /// Concatenates values along axis 0 (one operand is returned as is).
     fn concat_rows(&mut self, name: &str, values: &[ValueId]) -> Result<ValueId, HfError> {
         if values.len() == 1 {
@@ -555,6 +613,6 @@ fn block_scale_shape(shape: &[u64], block: &[u64; 2]) -> Vec<u64> {
 fn graph_error(node: &str) -> impl FnOnce(BuildError) -> HfError + '_ {
     move |source| HfError::Graph {
         node: node.to_string(),
-        source,
+        source: Box::new(source),
     }
 }

@@ -34,7 +34,7 @@ pub enum HfError {
     },
     /// `model_type` names an architecture cubevec does not build.
     #[error(
-        "`{path}`: unknown model_type `{model_type}` (supported: mixtral, qwen2_moe, qwen3_moe, deepseek_v3)"
+        "`{path}`: unknown model_type `{model_type}` (supported: mixtral, qwen2_moe, qwen3_moe, deepseek_v3, deepseek_v4)"
     )]
     UnknownModelType {
         /// The config file.
@@ -114,6 +114,6 @@ pub enum HfError {
         /// The node being built.
         node: String,
         /// The IR's complaint.
-        source: cubevec_ir::builder::BuildError,
+        source: Box<cubevec_ir::builder::BuildError>,
     },
 }

@@ -14,6 +14,7 @@ mod checkpoint;
 mod config;
 mod decoder;
 mod deepseek_v3;
+mod deepseek_v4;
 mod error;
 mod llama_moe;
 mod rope;
@@ -92,6 +93,9 @@ pub fn load(dir: &Path, options: HfOptions) -> Result<Graph, HfError> {
         )?,
         "deepseek_v3" => {
             deepseek_v3::build(&mut b, &deepseek_v3::DeepseekV3Config::read(&config)?)?
+        }
+        "deepseek_v4" => {
+            deepseek_v4::build(&mut b, &deepseek_v4::DeepseekV4Config::read(&config)?)?
         }
         _ => {
             return Err(HfError::UnknownModelType {

@@ -104,6 +104,8 @@ pub struct NodeCx<'a> {
     pub version: i64,
     /// The model file, for messages.
     pub file: &'a Path,
+    /// The value names some node or graph output reads.
+    pub consumed: &'a HashSet<&'a str>,
 }
 
 impl NodeCx<'_> {
@@ -255,9 +257,13 @@ impl NodeCx<'_> {
         self.proto.input.len()
     }
 
-    /// Whether result `i` is requested.
+    /// Whether result `i` is named and read by a node or a graph output (optional results
+    /// nothing reads are not computed).
     pub fn has_output(&self, i: usize) -> bool {
-        self.proto.output.get(i).is_some_and(|s| !s.is_empty())
+        self.proto
+            .output
+            .get(i)
+            .is_some_and(|s| !s.is_empty() && self.consumed.contains(s.as_str()))
     }
 }
 
@@ -301,6 +307,11 @@ impl Importer {
         }
         val.name = Some(name.to_string());
         self.values.insert(name.to_string(), val);
+    }
+
+    /// The value bound to an ONNX name.
+    pub fn lookup(&self, name: &str) -> Option<&Val> {
+        self.values.get(name)
     }
 
     /// Declares a graph input.

@@ -9,7 +9,12 @@
 //!
 //! Supported: the default domain at opsets 1 to 28 as long as each op's schema in force is the
 //! one of opsets 13 to 23 or a later one whose changes the importer handles (see
-//! `docs/conformance.md`), and `com.microsoft` opset 1 for `MoE`.
+//! `docs/conformance.md`), and `com.microsoft` opset 1 for ONNX Runtime's fused `MoE`,
+//! `MultiHeadAttention`, `RotaryEmbedding` and `SkipSimplifiedLayerNormalization`.
+//!
+//! Operands that fix a shape (reshape and expand targets, axes, `k`, slice bounds) must be
+//! known at import time: constants, or values folded from `Shape` with symbolic dimensions.
+//! Model-local functions, control flow (subgraph attributes) and sparse tensors are rejected.
 
 mod context;
 pub mod error;
@@ -152,7 +157,11 @@ fn import(
         index: graph.node.len(),
         version: 0,
         file,
+        consumed: &consumed,
     };
+    for info in graph.value_info.iter().chain(&graph.output) {
+        check_declared_type(&imp, file, info)?;
+    }
     for output in &graph.output {
         imp.add_output(&output.name, &cx)?;
     }
@@ -162,6 +171,40 @@ fn import(
         reason: e.to_string(),
     })?;
     Ok(graph)
+}
+
+/// Checks a `value_info` or graph-output declaration against the imported value: same dtype,
+/// same rank, and equal sizes where both are known. Declarations without a usable tensor type
+/// and values the import folded away are not checked.
+fn check_declared_type(
+    imp: &Importer,
+    file: &Path,
+    info: &proto::ValueInfoProto,
+) -> Result<(), OnnxError> {
+    let Ok(declared) = reader::value_type(file, &info.name, info.r#type.as_ref()) else {
+        return Ok(());
+    };
+    let Some(val) = imp.lookup(&info.name) else {
+        return Ok(());
+    };
+    let inferred = &val.ty;
+    let sizes_differ = declared
+        .shape
+        .dims()
+        .iter()
+        .zip(inferred.shape.dims())
+        .any(|(d, i)| matches!((d.as_known(), i.as_known()), (Some(a), Some(b)) if a != b));
+    if declared.dtype != inferred.dtype
+        || declared.shape.rank() != inferred.shape.rank()
+        || sizes_differ
+    {
+        return Err(OnnxError::BadValueType {
+            file: file.to_path_buf(),
+            value: info.name.clone(),
+            reason: format!("declared {declared}, but the imported graph computes {inferred}"),
+        });
+    }
+    Ok(())
 }
 
 /// The imported opset version per domain (`""` for the default domain), checked.
@@ -209,6 +252,7 @@ fn import_node(
         index,
         version: 0,
         file,
+        consumed,
     };
     let spec = ops::lookup(domain, &node.op_type).ok_or_else(|| OnnxError::UnknownOp {
         file: file.to_path_buf(),

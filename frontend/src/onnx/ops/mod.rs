@@ -93,3 +93,29 @@ pub fn axis(n: &NodeCx, name: &str, axis: i64, rank: usize) -> Result<usize, Onn
 pub fn one(v: Val) -> Result<Vec<Option<Val>>, OnnxError> {
     Ok(vec![Some(v)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::lookup;
+
+    #[test]
+    fn schema_versions_in_force_are_checked() {
+        let not = lookup("", "Not").expect("Not");
+        assert_eq!(not.check_version(1), Ok(1));
+        assert_eq!(not.check_version(23), Ok(1));
+        let softmax = lookup("", "Softmax").expect("Softmax");
+        assert!(softmax.check_version(11).is_err());
+        assert_eq!(softmax.check_version(13), Ok(13));
+        assert_eq!(softmax.check_version(28), Ok(13));
+        let cast = lookup("", "Cast").expect("Cast");
+        assert_eq!(cast.check_version(28), Ok(28));
+        assert!(
+            lookup("", "SwiGLU")
+                .expect("SwiGLU")
+                .check_version(23)
+                .is_err()
+        );
+        assert!(lookup("com.microsoft", "MoE").is_some());
+        assert!(lookup("", "MoE").is_none());
+    }
+}

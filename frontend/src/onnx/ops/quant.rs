@@ -82,6 +82,12 @@ fn scale_to_rank(
     if v.rank() == rank {
         return Ok(v.clone());
     }
+    if v.rank() != 1 {
+        return Err(n.unsupported(format!(
+            "a per-axis scale or zero point must be 1-D or of the input's rank, got shape {}",
+            v.ty.shape
+        )));
+    }
     let mut shape = vec![Dim::Known(1); rank];
     shape[axis] = v.dims()[0].clone();
     imp.emit1(n, Op::Reshape { shape }, &[Some(v)])

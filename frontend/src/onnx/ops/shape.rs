@@ -327,9 +327,10 @@ fn slice(imp: &mut Importer, n: &NodeCx) -> Result<Vec<Option<Val>>, OnnxError> 
     // Shape arithmetic: slicing a shape vector.
     if x.const_tensor().is_none()
         && let Some((values, false, dtype)) = x.known.as_ref().and_then(Known::ints)
-        && count == 1
+        && let ([start], [end], [step]) = (s.as_slice(), e.as_slice(), steps.as_slice())
+        && by_split.is_empty()
     {
-        let picked = slice_vec(&values, s[0], e[0], steps[0]);
+        let picked = slice_vec(&values, *start, *end, *step);
         return one(Val::known(
             Known::Ints {
                 values: picked,
@@ -462,6 +463,9 @@ fn range(imp: &mut Importer, n: &NodeCx) -> Result<Vec<Option<Val>>, OnnxError> 
         limit.const_tensor(),
         delta.const_tensor(),
     ) {
+        if s.numel() != 1 || l.numel() != 1 || d.numel() != 1 {
+            return Err(n.unsupported("Range operands must be scalars"));
+        }
         let (s, l, d) = (s.get_f64(0), l.get_f64(0), d.get_f64(0));
         if d == 0.0 {
             return Err(n.unsupported("Range with delta 0"));

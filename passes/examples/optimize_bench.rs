@@ -1,0 +1,82 @@
+//! Optimisation time of the full DeepSeek-V3 graph (shapes only) against a single layer of it.
+//!
+//! ```text
+//! cargo run --release -p cubevec-passes --example optimize_bench [CONFIG_DIR]
+//! ```
+//!
+//! `CONFIG_DIR` holds a DeepSeek-V3 `config.json` (default: the repository's fixture). The single
+//! layer is the same config with one (MoE) layer. Each graph is optimised three times and the
+//! fastest run is reported, with the phase breakdown of that run.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use cubevec_frontend::hf::{self, HfOptions};
+use cubevec_ir::Graph;
+use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport, optimize};
+
+/// Optimises `graph` `runs` times; the fastest wall time and its report.
+fn time_optimize(graph: &Graph, runs: usize) -> Result<(f64, OptimizeReport)> {
+    let mut best: Option<(f64, OptimizeReport)> = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (_, report) = optimize(graph, &OptimizeOptions::default())?;
+        let seconds = start.elapsed().as_secs_f64();
+        if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
+            best = Some((seconds, report));
+        }
+    }
+    best.context("no run")
+}
+
+fn load(dir: &Path) -> Result<Graph> {
+    let options = HfOptions {
+        shapes_only: true,
+        compute_dtype: None,
+    };
+    hf::load(dir, options).with_context(|| format!("reading {}", dir.display()))
+}
+
+fn main() -> Result<()> {
+    let dir = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/configs/deepseek-v3")
+        });
+    let full = load(&dir)?;
+
+    let config_text = std::fs::read_to_string(dir.join("config.json"))?;
+    let mut config: serde_json::Value = serde_json::from_str(&config_text)?;
+    config["num_hidden_layers"] = 1.into();
+    config["first_k_dense_replace"] = 0.into();
+    let single_dir = tempfile::tempdir()?;
+    std::fs::write(
+        single_dir.path().join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    let single = load(single_dir.path())?;
+
+    let (full_s, full_report) = time_optimize(&full, 3)?;
+    let (single_s, single_report) = time_optimize(&single, 3)?;
+    println!(
+        "== single MoE layer: {} nodes, {:.1} ms",
+        single.nodes.len(),
+        single_s * 1e3
+    );
+    print!("{single_report}");
+    println!(
+        "== full model: {} nodes, {:.1} ms",
+        full.nodes.len(),
+        full_s * 1e3
+    );
+    print!("{full_report}");
+    println!(
+        "full / single-layer optimisation time: {:.2}x ({:.1} ms / {:.1} ms)",
+        full_s / single_s,
+        full_s * 1e3,
+        single_s * 1e3
+    );
+    Ok(())
+}

@@ -1,0 +1,562 @@
+//! One test per rewrite rule: the optimised graph has the expected ops and computes the same
+//! outputs as the input graph on random inputs.
+
+mod optimize_support;
+
+use cubevec_ir::graph::Graph;
+use cubevec_ir::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use cubevec_ir::{DType, Dim};
+use cubevec_passes::optimize::{OptimizeOptions, RuleFamily};
+use optimize_support::*;
+
+const F32_TOLERANCE: f64 = 1e-5;
+
+fn input(graph: &mut Graph, name: &str, dims: &[u64]) -> cubevec_ir::ValueId {
+    graph
+        .builder()
+        .add_input(name, f32_ty(dims))
+        .expect("unique input")
+}
+
+fn output(graph: &mut Graph, v: cubevec_ir::ValueId) {
+    graph.builder().add_output(v).expect("known value");
+}
+
+fn binary(
+    g: &mut Graph,
+    name: &str,
+    op: BinaryOp,
+    a: cubevec_ir::ValueId,
+    b: cubevec_ir::ValueId,
+) -> cubevec_ir::ValueId {
+    op_fn(g, name, Op::Binary(op), &[a, b])
+}
+
+fn unary(g: &mut Graph, name: &str, op: UnaryOp, a: cubevec_ir::ValueId) -> cubevec_ir::ValueId {
+    op_fn(g, name, Op::Unary(op), &[a])
+}
+
+fn op_fn(g: &mut Graph, name: &str, o: Op, inputs: &[cubevec_ir::ValueId]) -> cubevec_ir::ValueId {
+    op(g, name, o, inputs)
+}
+
+fn gemm(trans_b: bool) -> Op {
+    Op::Gemm {
+        alpha_bits: 1f32.to_bits(),
+        beta_bits: 1f32.to_bits(),
+        trans_a: false,
+        trans_b,
+    }
+}
+
+#[test]
+fn identity_elements_disappear() {
+    let mut g = Graph::new("identity");
+    let x = input(&mut g, "x", &[4, 8]);
+    let zero = constant(&mut g, "zero", &[], &[0.0]);
+    let one = constant(&mut g, "one", &[1], &[1.0]);
+    let a = binary(&mut g, "add", BinaryOp::Add, x, zero);
+    let m = binary(&mut g, "mul", BinaryOp::Mul, one, a);
+    let d = binary(&mut g, "div", BinaryOp::Div, m, one);
+    let y = unary(&mut g, "relu", UnaryOp::Relu, d);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Algebra]), 0.0);
+    assert_eq!(op_names(&opt), ["relu"]);
+    assert!(report.rules_fired["identity-element"] >= 3);
+}
+
+#[test]
+fn no_op_conversions_disappear() {
+    let mut g = Graph::new("no-op");
+    let x = input(&mut g, "x", &[4, 8]);
+    let c = op(&mut g, "cast", Op::Cast { to: DType::F32 }, &[x]);
+    let r = op(
+        &mut g,
+        "reshape",
+        Op::Reshape {
+            shape: vec![Dim::Known(4), Dim::Known(8)],
+        },
+        &[c],
+    );
+    let t = op(
+        &mut g,
+        "transpose",
+        Op::Transpose { perm: vec![0, 1] },
+        &[r],
+    );
+    let y = unary(&mut g, "exp", UnaryOp::Exp, t);
+    output(&mut g, y);
+    let (opt, _) = optimise_and_compare(&g, &only(&[RuleFamily::Algebra]), 0.0);
+    assert_eq!(op_names(&opt), ["exp"]);
+}
+
+#[test]
+fn transposes_and_reshapes_compose() {
+    let mut g = Graph::new("compose");
+    let x = input(&mut g, "x", &[2, 3, 4]);
+    let t1 = op(
+        &mut g,
+        "t1",
+        Op::Transpose {
+            perm: vec![1, 2, 0],
+        },
+        &[x],
+    );
+    let t2 = op(
+        &mut g,
+        "t2",
+        Op::Transpose {
+            perm: vec![2, 0, 1],
+        },
+        &[t1],
+    );
+    let t3 = op(
+        &mut g,
+        "t3",
+        Op::Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[t2],
+    );
+    let t4 = op(
+        &mut g,
+        "t4",
+        Op::Transpose {
+            perm: vec![1, 0, 2],
+        },
+        &[t3],
+    );
+    let r1 = op(
+        &mut g,
+        "r1",
+        Op::Reshape {
+            shape: vec![Dim::Known(4), Dim::Known(6)],
+        },
+        &[t4],
+    );
+    let r2 = op(
+        &mut g,
+        "r2",
+        Op::Reshape {
+            shape: vec![Dim::Known(24)],
+        },
+        &[r1],
+    );
+    output(&mut g, r2);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Algebra]), 0.0);
+    // t1∘t2 is the identity; t3∘t4 compose into one transpose; the reshapes into one.
+    assert_eq!(op_names(&opt), ["transpose", "reshape"]);
+    assert!(report.rules_fired.contains_key("transpose-transpose"));
+    assert!(report.rules_fired.contains_key("reshape-reshape"));
+}
+
+#[test]
+fn exact_cast_chains_collapse() {
+    let mut g = Graph::new("casts");
+    let x = g
+        .builder()
+        .add_input(
+            "x",
+            cubevec_ir::graph::TensorType::new(DType::F16, cubevec_ir::Shape::known(&[16])),
+        )
+        .expect("input");
+    let wide = op(&mut g, "wide", Op::Cast { to: DType::F32 }, &[x]);
+    let back = op(&mut g, "back", Op::Cast { to: DType::F16 }, &[wide]);
+    let e = unary(&mut g, "neg", UnaryOp::Neg, back);
+    let w2 = op(&mut g, "wide2", Op::Cast { to: DType::F32 }, &[e]);
+    let bf = op(&mut g, "to_bf16", Op::Cast { to: DType::BF16 }, &[w2]);
+    output(&mut g, bf);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Algebra]), 0.0);
+    // f16 → f32 → f16 is the identity; f16 → f32 → bf16 is one cast.
+    assert_eq!(op_names(&opt), ["neg", "cast"]);
+    assert!(report.rules_fired["cast-chain"] >= 2);
+}
+
+#[test]
+fn double_negation_disappears() {
+    let mut g = Graph::new("neg");
+    let x = input(&mut g, "x", &[5]);
+    let a = unary(&mut g, "n1", UnaryOp::Neg, x);
+    let b = unary(&mut g, "n2", UnaryOp::Neg, a);
+    let y = unary(&mut g, "tanh", UnaryOp::Tanh, b);
+    output(&mut g, y);
+    let (opt, _) = optimise_and_compare(&g, &only(&[RuleFamily::Algebra]), 0.0);
+    assert_eq!(op_names(&opt), ["tanh"]);
+}
+
+#[test]
+fn small_constant_subgraphs_fold() {
+    let mut g = Graph::new("fold");
+    let x = input(&mut g, "x", &[3, 4]);
+    let a = weight(&mut g, "a", &[4], 1);
+    let b = weight(&mut g, "b", &[4], 2);
+    let s = binary(&mut g, "sum", BinaryOp::Add, a, b);
+    let e = unary(&mut g, "exp", UnaryOp::Exp, s);
+    let y = binary(&mut g, "scale", BinaryOp::Mul, x, e);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Fold]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["mul"]);
+    assert_eq!(report.rules_fired["constant-fold"], 2);
+}
+
+#[test]
+fn transposes_fold_into_gemm_operands() {
+    let mut g = Graph::new("gemm-transpose");
+    let x = input(&mut g, "x", &[3, 8]);
+    let w = input(&mut g, "w", &[8, 5]);
+    let v = input(&mut g, "v", &[5, 8]);
+    let wt = op(&mut g, "wt", Op::Transpose { perm: vec![1, 0] }, &[w]);
+    let y = op(&mut g, "gemm", gemm(true), &[x, wt]);
+    let vt = op(&mut g, "vt", Op::Transpose { perm: vec![1, 0] }, &[v]);
+    let z = op(&mut g, "matmul", Op::MatMul, &[x, vt]);
+    output(&mut g, y);
+    output(&mut g, z);
+    let (opt, _) = optimise_and_compare(&g, &only(&[RuleFamily::Layout]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["gemm", "gemm"]);
+    assert!(matches!(opt.nodes[0].op, Op::Gemm { trans_b: false, .. }));
+    assert!(matches!(opt.nodes[1].op, Op::Gemm { trans_b: true, .. }));
+}
+
+/// `x * rsqrt(mean(x²) + eps) * w` in the ONNX form with `Pow`, `Sqrt` and `Reciprocal`.
+fn decomposed_rms_norm(
+    g: &mut Graph,
+    x: cubevec_ir::ValueId,
+    w: cubevec_ir::ValueId,
+    onnx_form: bool,
+) -> cubevec_ir::ValueId {
+    let two = constant(g, "two", &[], &[2.0]);
+    let eps = constant(g, "eps", &[], &[1e-6]);
+    let sq = if onnx_form {
+        binary(g, "pow", BinaryOp::Pow, x, two)
+    } else {
+        binary(g, "square", BinaryOp::Mul, x, x)
+    };
+    let mean = op(
+        g,
+        "mean",
+        Op::Reduce {
+            op: ReduceOp::Mean,
+            axes: vec![-1],
+            keep_dims: true,
+        },
+        &[sq],
+    );
+    let var = binary(g, "add_eps", BinaryOp::Add, mean, eps);
+    let inv = if onnx_form {
+        let s = unary(g, "sqrt", UnaryOp::Sqrt, var);
+        unary(g, "reciprocal", UnaryOp::Reciprocal, s)
+    } else {
+        unary(g, "rsqrt", UnaryOp::Rsqrt, var)
+    };
+    let n = binary(g, "normalise", BinaryOp::Mul, x, inv);
+    binary(g, "scale", BinaryOp::Mul, w, n)
+}
+
+#[test]
+fn rms_norm_is_recognised_in_both_forms() {
+    for onnx_form in [false, true] {
+        let mut g = Graph::new("rms");
+        let x = input(&mut g, "x", &[3, 16]);
+        let w = weight(&mut g, "w", &[16], 7);
+        let y = decomposed_rms_norm(&mut g, x, w, onnx_form);
+        output(&mut g, y);
+        let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Norm]), F32_TOLERANCE);
+        assert_eq!(op_names(&opt), ["rms_norm"], "onnx form: {onnx_form}");
+        assert!(report.rules_fired.contains_key("rms-norm-scale"));
+    }
+}
+
+#[test]
+fn silu_and_swiglu_are_recognised() {
+    let mut g = Graph::new("swiglu");
+    let gate = input(&mut g, "gate", &[4, 12]);
+    let up = input(&mut g, "up", &[4, 12]);
+    let s = unary(&mut g, "sigmoid", UnaryOp::Sigmoid, gate);
+    let silu = binary(&mut g, "silu", BinaryOp::Mul, gate, s);
+    let y = binary(&mut g, "gated", BinaryOp::Mul, silu, up);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Activation]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["swiglu"]);
+    assert!(report.rules_fired.contains_key("silu"));
+}
+
+#[test]
+fn swiglu_of_split_halves_becomes_one_operand() {
+    let mut g = Graph::new("swiglu-split");
+    let x = input(&mut g, "x", &[4, 24]);
+    let halves = op_all(
+        &mut g,
+        "split",
+        Op::Split {
+            axis: -1,
+            sizes: vec![Dim::Known(12), Dim::Known(12)],
+        },
+        &[Some(x)],
+    );
+    let silu = unary(&mut g, "silu", UnaryOp::Silu, halves[0]);
+    let y = binary(&mut g, "gated", BinaryOp::Mul, silu, halves[1]);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Activation]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["swiglu"]);
+    assert!(matches!(opt.nodes[0].op, Op::SwiGlu { split: true, .. }));
+    assert!(report.rules_fired.contains_key("swiglu-split"));
+}
+
+fn decomposed_softmax(g: &mut Graph, x: cubevec_ir::ValueId, axis: i64) -> cubevec_ir::ValueId {
+    let m = op(
+        g,
+        "max",
+        Op::Reduce {
+            op: ReduceOp::Max,
+            axes: vec![axis],
+            keep_dims: true,
+        },
+        &[x],
+    );
+    let d = binary(g, "shift", BinaryOp::Sub, x, m);
+    let e = unary(g, "exp", UnaryOp::Exp, d);
+    let s = op(
+        g,
+        "sum",
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![axis],
+            keep_dims: true,
+        },
+        &[e],
+    );
+    binary(g, "normalise", BinaryOp::Div, e, s)
+}
+
+#[test]
+fn softmax_is_recognised() {
+    let mut g = Graph::new("softmax");
+    let x = input(&mut g, "x", &[3, 5, 7]);
+    let y = decomposed_softmax(&mut g, x, 1);
+    output(&mut g, y);
+    let (opt, _) = optimise_and_compare(&g, &only(&[RuleFamily::Softmax]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["softmax"]);
+    assert_eq!(opt.nodes[0].op, Op::Softmax { axis: 1 });
+}
+
+#[test]
+fn rotate_half_rope_is_recognised() {
+    let mut g = Graph::new("rope");
+    let x = input(&mut g, "x", &[1, 2, 3, 8]);
+    let freqs = input(&mut g, "freqs", &[3, 4]);
+    let emb = op(&mut g, "emb", Op::Concat { axis: -1 }, &[freqs, freqs]);
+    let cos = unary(&mut g, "cos", UnaryOp::Cos, emb);
+    let sin = unary(&mut g, "sin", UnaryOp::Sin, emb);
+    let halves = op_all(
+        &mut g,
+        "halves",
+        Op::Split {
+            axis: -1,
+            sizes: vec![Dim::Known(4), Dim::Known(4)],
+        },
+        &[Some(x)],
+    );
+    let neg = unary(&mut g, "neg", UnaryOp::Neg, halves[1]);
+    let rot = op(&mut g, "rotate", Op::Concat { axis: -1 }, &[neg, halves[0]]);
+    let a = binary(&mut g, "xcos", BinaryOp::Mul, x, cos);
+    let b = binary(&mut g, "rsin", BinaryOp::Mul, rot, sin);
+    let y = binary(&mut g, "rope", BinaryOp::Add, a, b);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Rope]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["cos", "sin", "rope"]);
+    assert!(report.rules_fired.contains_key("rope-rotate-half"));
+}
+
+#[test]
+fn deinterleaved_rope_becomes_interleaved_rope() {
+    let mut g = Graph::new("rope-interleaved");
+    let x = input(&mut g, "x", &[1, 2, 3, 8]);
+    let cos = input(&mut g, "cos", &[3, 4]);
+    let sin = input(&mut g, "sin", &[3, 4]);
+    let known = |d: &[u64]| d.iter().map(|&v| Dim::Known(v)).collect::<Vec<_>>();
+    let pairs = op(
+        &mut g,
+        "pairs",
+        Op::Reshape {
+            shape: known(&[1, 2, 3, 4, 2]),
+        },
+        &[x],
+    );
+    let swapped = op(
+        &mut g,
+        "swap",
+        Op::Transpose {
+            perm: vec![0, 1, 2, 4, 3],
+        },
+        &[pairs],
+    );
+    let halves = op(
+        &mut g,
+        "merge",
+        Op::Reshape {
+            shape: known(&[1, 2, 3, 8]),
+        },
+        &[swapped],
+    );
+    let y = op(
+        &mut g,
+        "rope",
+        Op::Rope { interleaved: false },
+        &[halves, cos, sin],
+    );
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Rope]), F32_TOLERANCE);
+    assert!(
+        report.rules_fired.contains_key("rope-interleaved"),
+        "{report}"
+    );
+    // Both forms cost the same; the e-graph holds both and the result must be equivalent.
+    assert_eq!(count(&opt, "rope"), 1);
+}
+
+#[test]
+fn attention_is_recognised() {
+    let mut g = Graph::new("attention");
+    let q = input(&mut g, "q", &[1, 2, 3, 8]);
+    let k = input(&mut g, "k", &[1, 2, 5, 8]);
+    let v = input(&mut g, "v", &[1, 2, 5, 4]);
+    let mask = input(&mut g, "mask", &[1, 1, 3, 5]);
+    let scale = constant(&mut g, "scale", &[], &[0.125]);
+    let kt = op(
+        &mut g,
+        "kt",
+        Op::Transpose {
+            perm: vec![0, 1, 3, 2],
+        },
+        &[k],
+    );
+    let s = op(&mut g, "scores", Op::MatMul, &[q, kt]);
+    let ss = binary(&mut g, "scaled", BinaryOp::Mul, s, scale);
+    let masked = binary(&mut g, "masked", BinaryOp::Add, ss, mask);
+    let p = op(&mut g, "probs", Op::Softmax { axis: -1 }, &[masked]);
+    let y = op(&mut g, "context", Op::MatMul, &[p, v]);
+    output(&mut g, y);
+    let (opt, _) = optimise_and_compare(&g, &only(&[RuleFamily::Attention]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["attention"]);
+}
+
+#[test]
+fn parallel_projections_merge_when_cheaper() {
+    let mut g = Graph::new("merge");
+    let x = input(&mut g, "x", &[2, 64]);
+    let wg = weight(&mut g, "w_gate", &[96, 64], 1);
+    let wu = weight(&mut g, "w_up", &[96, 64], 2);
+    let gate = op(&mut g, "gate", gemm(true), &[x, wg]);
+    let up = op(&mut g, "up", gemm(true), &[x, wu]);
+    let y = op(
+        &mut g,
+        "act",
+        Op::SwiGlu {
+            split: false,
+            limit_bits: None,
+        },
+        &[gate, up],
+    );
+    output(&mut g, y);
+    let options = only(&[RuleFamily::MatMul, RuleFamily::Activation]);
+    let (opt, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert_eq!(count(&opt, "gemm"), 1, "{report}");
+    assert!(report.rules_fired.contains_key("merge-parallel-matmul"));
+    assert!(report.cost_after < report.cost_before);
+}
+
+#[test]
+fn low_rank_weight_chains_are_absorbed() {
+    let mut g = Graph::new("absorb");
+    let x = input(&mut g, "x", &[2, 32]);
+    let b = weight(&mut g, "b", &[32, 256], 1);
+    let c = weight(&mut g, "c", &[256, 32], 2);
+    let xb = op(&mut g, "xb", Op::MatMul, &[x, b]);
+    let y = op(&mut g, "xbc", Op::MatMul, &[xb, c]);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::MatMul]), 1e-4);
+    // The weight product is computed from weights alone; one product by activations remains.
+    assert!(report.rules_fired.contains_key("matmul-chain-absorb"));
+    let by_activation = opt
+        .nodes
+        .iter()
+        .filter(|n| n.op == Op::MatMul && n.inputs[0] == opt.inputs.first().copied())
+        .count();
+    assert_eq!(by_activation, 1, "{report}");
+    assert!(report.cost_after < report.cost_before);
+}
+
+#[test]
+fn factored_weights_stay_factored_when_reading_them_is_cheaper() {
+    let mut g = Graph::new("factor");
+    let x = input(&mut g, "x", &[2, 256]);
+    let b = weight(&mut g, "b", &[256, 8], 1);
+    let c = weight(&mut g, "c", &[8, 256], 2);
+    let bc = op(&mut g, "bc", Op::MatMul, &[b, c]);
+    let y = op(&mut g, "xbc", Op::MatMul, &[x, bc]);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::MatMul]), 1e-4);
+    assert!(report.rules_fired.contains_key("matmul-chain-factor"));
+    assert_eq!(count(&opt, "matmul"), 2, "{report}");
+    assert!(report.cost_after <= report.cost_before);
+}
+
+#[test]
+fn default_options_run_every_family() {
+    let mut g = Graph::new("all");
+    let x = input(&mut g, "x", &[3, 16]);
+    let w = weight(&mut g, "w", &[16], 3);
+    let n = decomposed_rms_norm(&mut g, x, w, true);
+    let y = decomposed_softmax(&mut g, n, -1);
+    output(&mut g, y);
+    let (opt, _) = optimise_and_compare(&g, &OptimizeOptions::default(), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["rms_norm", "softmax"]);
+}
+
+#[test]
+fn limits_bound_saturation_and_the_result_stays_valid() {
+    let mut g = Graph::new("limits");
+    let x = input(&mut g, "x", &[3, 16]);
+    let w = weight(&mut g, "w", &[16], 3);
+    let n = decomposed_rms_norm(&mut g, x, w, true);
+    let y = decomposed_softmax(&mut g, n, -1);
+    output(&mut g, y);
+    let options = OptimizeOptions {
+        iter_limit: 1,
+        ..OptimizeOptions::default()
+    };
+    let (_, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert_eq!(report.iterations, 1);
+    assert_eq!(
+        report.stop_reasons.keys().collect::<Vec<_>>(),
+        ["IterationLimit(1)"]
+    );
+    let options = OptimizeOptions {
+        node_limit: 20,
+        ..OptimizeOptions::default()
+    };
+    let (_, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert!(report.egraph_nodes < 40, "{report}");
+    assert!(
+        report
+            .stop_reasons
+            .keys()
+            .all(|r| r.starts_with("NodeLimit")),
+        "{report}"
+    );
+}
+
+#[test]
+fn an_invalid_input_graph_is_rejected() {
+    let mut g = Graph::new("invalid");
+    let x = input(&mut g, "x", &[2]);
+    let y = unary(&mut g, "neg", UnaryOp::Neg, x);
+    output(&mut g, y);
+    g.nodes[0].inputs[0] = Some(cubevec_ir::ValueId(99));
+    let err = cubevec_passes::optimize::optimize(&g, &OptimizeOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, cubevec_passes::optimize::OptimizeError::Input(_)),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("input graph: "), "{err}");
+}
