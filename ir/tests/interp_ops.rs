@@ -194,36 +194,9 @@ fn bits(v: f32) -> u32 {
     v.to_bits()
 }
 
-const UNARY: [UnaryOp; 24] = [
-    UnaryOp::Neg,
-    UnaryOp::Abs,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Rsqrt,
-    UnaryOp::Reciprocal,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Tanh,
-    UnaryOp::Erf,
-    UnaryOp::Sigmoid,
-    UnaryOp::Relu,
-    UnaryOp::Silu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::Softplus,
-    UnaryOp::Floor,
-    UnaryOp::Ceil,
-    UnaryOp::Round,
-    UnaryOp::Sign,
-    UnaryOp::Not,
-    UnaryOp::IsNaN,
-    UnaryOp::IsInf,
-];
-
 #[test]
 fn unary_ops() {
-    for u in UNARY {
+    for u in UnaryOp::ALL {
         let op = Op::Unary(u);
         let case = format!("unary_{}", op.name());
         let (input, output) = match u {
@@ -239,29 +212,9 @@ fn unary_ops() {
     check("unary_abs_i32", Op::Unary(UnaryOp::Abs), &[I32], &[I32]);
 }
 
-const BINARY: [BinaryOp; 17] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Pow,
-    BinaryOp::Mod,
-    BinaryOp::FMod,
-    BinaryOp::Max,
-    BinaryOp::Min,
-    BinaryOp::Equal,
-    BinaryOp::Less,
-    BinaryOp::LessOrEqual,
-    BinaryOp::Greater,
-    BinaryOp::GreaterOrEqual,
-    BinaryOp::And,
-    BinaryOp::Or,
-    BinaryOp::Xor,
-];
-
 #[test]
 fn binary_ops() {
-    for b in BINARY {
+    for b in BinaryOp::ALL {
         let op = Op::Binary(b);
         let case = format!("binary_{}", op.name());
         let (input, output) = if b.is_logical() {

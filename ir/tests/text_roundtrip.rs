@@ -74,61 +74,6 @@ fn bits(v: f32) -> u32 {
     v.to_bits()
 }
 
-const UNARY: [UnaryOp; 24] = [
-    UnaryOp::Neg,
-    UnaryOp::Abs,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Rsqrt,
-    UnaryOp::Reciprocal,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Tanh,
-    UnaryOp::Erf,
-    UnaryOp::Sigmoid,
-    UnaryOp::Relu,
-    UnaryOp::Silu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::Softplus,
-    UnaryOp::Floor,
-    UnaryOp::Ceil,
-    UnaryOp::Round,
-    UnaryOp::Sign,
-    UnaryOp::Not,
-    UnaryOp::IsNaN,
-    UnaryOp::IsInf,
-];
-
-const BINARY: [BinaryOp; 17] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Pow,
-    BinaryOp::Mod,
-    BinaryOp::FMod,
-    BinaryOp::Max,
-    BinaryOp::Min,
-    BinaryOp::Equal,
-    BinaryOp::Less,
-    BinaryOp::LessOrEqual,
-    BinaryOp::Greater,
-    BinaryOp::GreaterOrEqual,
-    BinaryOp::And,
-    BinaryOp::Or,
-    BinaryOp::Xor,
-];
-
-const REDUCE: [ReduceOp; 5] = [
-    ReduceOp::Sum,
-    ReduceOp::Mean,
-    ReduceOp::Max,
-    ReduceOp::Min,
-    ReduceOp::Prod,
-];
-
 /// Tags naming every variant (and attribute enum variant) an op exercises. The matches are
 /// exhaustive, so a new variant fails to compile here until the coverage graph includes it.
 fn variant_tags(op: &Op) -> Vec<String> {
@@ -366,13 +311,13 @@ fn coverage_graph() -> Graph {
         },
     );
 
-    for (i, u) in UNARY.into_iter().enumerate() {
+    for (i, u) in UnaryOp::ALL.into_iter().enumerate() {
         b.simple(&format!("u{i}"), Op::Unary(u), vec![Some(x)]);
     }
-    for (i, op) in BINARY.into_iter().enumerate() {
+    for (i, op) in BinaryOp::ALL.into_iter().enumerate() {
         b.simple(&format!("b{i}"), Op::Binary(op), vec![Some(x), Some(y)]);
     }
-    for (i, op) in REDUCE.into_iter().enumerate() {
+    for (i, op) in ReduceOp::ALL.into_iter().enumerate() {
         let axes = if i % 2 == 0 { vec![] } else { vec![0, -1] };
         b.simple(
             &format!("r{i}"),

@@ -9,64 +9,6 @@ use crate::shape::Dim;
 use super::error::ParseErrorKind;
 use super::syntax::{AttrItem, AttrSet, Located, Syn, SynKind};
 
-/// Every unary op, in declaration order.
-const UNARY_OPS: [UnaryOp; 24] = [
-    UnaryOp::Neg,
-    UnaryOp::Abs,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Rsqrt,
-    UnaryOp::Reciprocal,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Tanh,
-    UnaryOp::Erf,
-    UnaryOp::Sigmoid,
-    UnaryOp::Relu,
-    UnaryOp::Silu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::Softplus,
-    UnaryOp::Floor,
-    UnaryOp::Ceil,
-    UnaryOp::Round,
-    UnaryOp::Sign,
-    UnaryOp::Not,
-    UnaryOp::IsNaN,
-    UnaryOp::IsInf,
-];
-
-/// Every binary op, in declaration order.
-const BINARY_OPS: [BinaryOp; 17] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Pow,
-    BinaryOp::Mod,
-    BinaryOp::FMod,
-    BinaryOp::Max,
-    BinaryOp::Min,
-    BinaryOp::Equal,
-    BinaryOp::Less,
-    BinaryOp::LessOrEqual,
-    BinaryOp::Greater,
-    BinaryOp::GreaterOrEqual,
-    BinaryOp::And,
-    BinaryOp::Or,
-    BinaryOp::Xor,
-];
-
-/// Every reduction, in declaration order.
-const REDUCE_OPS: [ReduceOp; 5] = [
-    ReduceOp::Sum,
-    ReduceOp::Mean,
-    ReduceOp::Max,
-    ReduceOp::Min,
-    ReduceOp::Prod,
-];
-
 /// The attribute names of every op other than the unary, binary and reduce families, in the
 /// order they are printed.
 const OP_ATTRIBUTES: &[(&str, &[&str])] = &[
@@ -331,8 +273,8 @@ fn activation_value(activation: &ExpertActivation) -> AttrValue {
 
 /// The attribute names the op called `name` takes, or `None` if no op has that name.
 fn attribute_names(name: &str) -> Option<&'static [&'static str]> {
-    if UNARY_OPS.iter().any(|u| Op::Unary(*u).name() == name)
-        || BINARY_OPS.iter().any(|b| Op::Binary(*b).name() == name)
+    if UnaryOp::ALL.iter().any(|u| Op::Unary(*u).name() == name)
+        || BinaryOp::ALL.iter().any(|b| Op::Binary(*b).name() == name)
     {
         return Some(&[]);
     }
@@ -346,7 +288,7 @@ fn attribute_names(name: &str) -> Option<&'static [&'static str]> {
 }
 
 fn reduce_by_name(name: &str) -> Option<ReduceOp> {
-    REDUCE_OPS.into_iter().find(|r| {
+    ReduceOp::ALL.into_iter().find(|r| {
         Op::Reduce {
             op: *r,
             axes: Vec::new(),
@@ -362,10 +304,13 @@ pub(crate) fn build_op(name: &str, offset: usize, items: Vec<AttrItem>) -> Resul
     let known = attribute_names(name)
         .ok_or_else(|| Located::new(offset, ParseErrorKind::UnknownOp(name.to_string())))?;
     let mut a = AttrSet::new(name, offset, items, known)?;
-    if let Some(u) = UNARY_OPS.into_iter().find(|u| Op::Unary(*u).name() == name) {
+    if let Some(u) = UnaryOp::ALL
+        .into_iter()
+        .find(|u| Op::Unary(*u).name() == name)
+    {
         return Ok(Op::Unary(u));
     }
-    if let Some(b) = BINARY_OPS
+    if let Some(b) = BinaryOp::ALL
         .into_iter()
         .find(|b| Op::Binary(*b).name() == name)
     {
@@ -597,11 +542,11 @@ mod tests {
 
     #[test]
     fn op_names_are_unique() {
-        let mut names: Vec<&str> = UNARY_OPS
+        let mut names: Vec<&str> = UnaryOp::ALL
             .iter()
             .map(|u| Op::Unary(*u).name())
-            .chain(BINARY_OPS.iter().map(|b| Op::Binary(*b).name()))
-            .chain(REDUCE_OPS.iter().map(|r| {
+            .chain(BinaryOp::ALL.iter().map(|b| Op::Binary(*b).name()))
+            .chain(ReduceOp::ALL.iter().map(|r| {
                 Op::Reduce {
                     op: *r,
                     axes: vec![],
