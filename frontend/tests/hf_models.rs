@@ -2,56 +2,15 @@
 //! transformers, whose logits torch computed (see `scripts/make_moe_fixtures.py`), and the
 //! published configs of full-size models in shapes-only mode.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod hf_support;
 
 use cubevec_frontend::hf::{self, HfError, HfOptions};
-use cubevec_ir::interp::{RunOptions, run};
-use cubevec_ir::npy::read_npy;
 use cubevec_ir::op::Op;
 use cubevec_ir::verify::verify;
 use cubevec_ir::{DType, WeightData};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-/// Runs the fixture model `name` on its `input_ids.npy` with the reference interpreter in f32
-/// and checks the logits against torch's within 1e-4 of the largest logit.
-fn check_logits(name: &str) {
-    let dir = fixtures().join("models").join(name);
-    check_logits_in(name, &dir, &dir.join("logits.npy"));
-}
-
-/// [`check_logits`] for the model in `dir` against the logits in `expected`.
-fn check_logits_in(name: &str, dir: &Path, expected: &Path) {
-    let options = HfOptions {
-        shapes_only: false,
-        compute_dtype: Some(DType::F32),
-    };
-    let graph = hf::load(dir, options).unwrap_or_else(|e| panic!("{name}: {e}"));
-    verify(&graph).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let ids = read_npy(&dir.join("input_ids.npy")).unwrap();
-    let expected = read_npy(expected).unwrap();
-    let inputs = HashMap::from([("input_ids".to_string(), ids)]);
-    let options = RunOptions {
-        weight_dir: Some(dir.to_path_buf()),
-    };
-    let outputs = run(&graph, &inputs, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let got = &outputs[0];
-    assert_eq!(got.shape(), expected.shape(), "{name}: logits shape");
-    let (got, expected) = (got.to_f32_vec(), expected.to_f32_vec());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= 1e-4 * scale,
-        "{name}: max |logit diff| {worst} exceeds 1e-4 × {scale}"
-    );
-}
+use hf_support::{check_logits, check_logits_in, fixtures};
 
 #[test]
 fn mixtral_matches_torch() {
