@@ -3,8 +3,6 @@
 //! published checkpoint names, and an FP8/FP4-quantised copy; plus the published V4-Flash config
 //! in shapes-only mode.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod hf_support;
@@ -13,7 +11,7 @@ use cubevec_frontend::hf::{self, HfError, HfOptions};
 use cubevec_ir::op::{Op, RoutingMode};
 use cubevec_ir::verify::verify;
 use cubevec_ir::{DType, Graph};
-use hf_support::{check_logits, fixtures, load_f32};
+use hf_support::{check_logits, fixtures};
 
 fn count(graph: &Graph, pred: impl Fn(&Op) -> bool) -> usize {
     graph.nodes.iter().filter(|n| pred(&n.op)).count()
