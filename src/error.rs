@@ -35,6 +35,9 @@ pub enum Error {
     /// The e-graph optimiser failed.
     #[error("optimisation failed: {0}")]
     Optimize(Box<cubevec_passes::optimize::OptimizeError>),
+    /// Splitting the graph into tiled kernels failed.
+    #[error("kernel planning failed: {0}")]
+    Partition(Box<cubevec_passes::partition::PartitionError>),
     /// The graph failed verification.
     #[error("invalid graph in `{path}`: {source}")]
     Verify {
@@ -69,4 +72,5 @@ boxed_from!(
     HuggingFace(cubevec_frontend::hf::HfError),
     Optimize(cubevec_passes::optimize::OptimizeError),
     Interp(cubevec_ir::interp::InterpError),
+    Partition(cubevec_passes::partition::PartitionError),
 );

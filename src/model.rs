@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use cubevec_frontend::hf::{self, HfOptions};
 use cubevec_ir::interp::{self, RunOptions};
+use cubevec_ir::shape::DimBindings;
+use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Graph, Tensor};
 use cubevec_passes::optimize::{self, OptimizeOptions, OptimizeReport};
+use cubevec_passes::partition::{self, PartitionReport, PlannedKernel};
 
 use crate::Error;
 
@@ -126,6 +129,18 @@ impl Model {
             format: self.format,
         };
         Ok((model, report))
+    }
+
+    /// Splits the graph into kernels tiled for `target`, with its symbolic dimensions bound by
+    /// `bindings` (`batch`, `seq`, …), and reports each kernel's modelled cost.
+    pub fn plan_kernels(
+        &self,
+        target: &Target,
+        bindings: &DimBindings,
+    ) -> Result<(Vec<PlannedKernel>, PartitionReport), Error> {
+        let kernels = partition::partition(&self.graph, target, bindings)?;
+        let report = partition::report(&self.graph, target, &kernels);
+        Ok((kernels, report))
     }
 
     /// The graph as read.

@@ -329,3 +329,73 @@ fn optimize_then_run_matches_torch_and_report_prints_phases() {
     let err = stderr(&out);
     assert!(err.contains("modelled time"), "{err}");
 }
+
+#[test]
+fn emit_kernel_ir_for_a_target_with_a_json_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report.json");
+    let model = fixture("ir/mlp_block_bf16.cvir");
+    let out = compile_model(&[
+        model.to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "--dim",
+        "tokens=4096",
+        "--emit",
+        "kernel-ir",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("\nkernel ").count() + 1, 6, "{text}");
+    assert!(text.contains("core=aic"), "a Cube kernel");
+    assert!(text.contains("core=aiv"), "a Vector kernel");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["target"], "ascend910b2");
+    let kernels = json["kernels"].as_array().unwrap();
+    assert_eq!(kernels.len(), 6);
+    for k in kernels {
+        for field in [
+            "name",
+            "kind",
+            "tiles",
+            "flops",
+            "bytes",
+            "modeled_time_us",
+            "bound",
+        ] {
+            assert!(!k[field].is_null(), "{field} missing in {k}");
+        }
+        let efficiency = k["efficiency"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&efficiency), "{k}");
+    }
+    let gate = kernels
+        .iter()
+        .find(|k| k["name"] == "k1_gate_proj")
+        .unwrap();
+    assert_eq!(gate["bound"], "Compute");
+}
+
+#[test]
+fn kernel_planning_errors_name_the_target_or_the_dimension() {
+    let model = fixture("ir/mlp_block_bf16.cvir");
+    let model = model.to_str().unwrap();
+    let out = compile_model(&[model, "--target", "ascend999", "--emit", "kernel-ir"]);
+    assert_fails_with(&out, &["ascend999", "ascend910b2"]);
+    let out = compile_model(&[model, "--target", "ascend910b2", "--emit", "kernel-ir"]);
+    assert_fails_with(&out, &["norm", "not bound"]);
+    let out = compile_model(&[model, "--emit", "kernel-ir"]);
+    assert_fails_with(&out, &["--target"]);
+    let out = compile_model(&[
+        model,
+        "--target",
+        "ascend910b2",
+        "--dim",
+        "tokens",
+        "--emit",
+        "kernel-ir",
+    ]);
+    assert_fails_with(&out, &["NAME=N"]);
+}

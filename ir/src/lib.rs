@@ -9,6 +9,9 @@
 //! - [`dot`]: Graphviz export.
 //! - [`interp`]: the reference interpreter, the oracle for every optimisation and back end.
 //! - [`npy`]: reading and writing `.npy` files.
+//! - [`kernel`]: the kernel IR: tiled programs over explicit Ascend memory levels, which both back
+//!   ends consume.
+//! - [`target`]: target descriptions (910B1–B4, 910C) read from data files.
 
 pub mod builder;
 pub mod dot;
@@ -16,9 +19,11 @@ pub mod dtype;
 pub mod graph;
 pub mod infer;
 pub mod interp;
+pub mod kernel;
 pub mod npy;
 pub mod op;
 pub mod shape;
+pub mod target;
 pub mod tensor;
 pub mod text;
 pub mod verify;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use cubevec::ir::shape::DimBindings;
+use cubevec::ir::target::Target;
 use cubevec::ir::{DType, Tensor, dot, npy, text};
-use cubevec::{LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir};
+use cubevec::{LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir, PartitionReport};
 
 /// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
 #[derive(Parser, Debug)]
@@ -55,6 +57,23 @@ struct Cli {
     #[arg(long, value_name = "DIR", requires = "run")]
     output_dir: Option<PathBuf>,
 
+    /// The device to plan kernels for: ascend910b1, ascend910b2, ascend910b3, ascend910b4 or
+    /// ascend910c.
+    #[arg(long, value_name = "TARGET")]
+    target: Option<String>,
+
+    /// Sequence length the symbolic `seq` dimension is specialised to when planning kernels.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    seq_len: u64,
+
+    /// Batch size the symbolic `batch` dimension is specialised to when planning kernels.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    batch: u64,
+
+    /// The size of another symbolic dimension when planning kernels, as `NAME=N` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N")]
+    dims: Vec<String>,
+
     /// Print nothing but errors.
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
@@ -71,6 +90,8 @@ enum Emit {
     Ir,
     /// The graph IR after the e-graph optimiser.
     OptimizedIr,
+    /// The tiled kernels for `--target` (of the optimised graph with `--optimize`).
+    KernelIr,
     /// The graph IR as a Graphviz DOT graph.
     Dot,
 }
@@ -108,15 +129,33 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         compute_dtype: cli.compute_dtype,
     };
     let read = Model::load_with(&cli.model, &options)?;
-    let wants_optimized = cli.optimize || matches!(cli.emit, Some(Emit::OptimizedIr));
+    let target = match &cli.target {
+        Some(name) => Some(Target::by_name(name)?),
+        None => None,
+    };
+    if cli.emit == Some(Emit::KernelIr) && target.is_none() {
+        bail!("`--emit kernel-ir` needs `--target` (for example `--target ascend910b2`)");
+    }
+    let wants_optimized = cli.optimize || cli.emit == Some(Emit::OptimizedIr);
     let (model, report) = if wants_optimized {
         let (optimized, report) = read.optimize(&OptimizeOptions::default())?;
         (optimized, Some(report))
     } else {
         (read.clone(), None)
     };
+    let plan = match &target {
+        Some(target) => {
+            let bindings = dim_bindings(cli)?;
+            Some(model.plan_kernels(target, &bindings)?)
+        }
+        None => None,
+    };
     if let Some(emit) = cli.emit {
         let printed = match emit {
+            Emit::KernelIr => {
+                let kernels = plan.as_ref().map(|(k, _)| k.as_slice()).unwrap_or_default();
+                kernels.iter().map(|k| format!("{}\n", k.kernel)).collect()
+            }
             Emit::Ir | Emit::OptimizedIr => {
                 let shown = if emit == Emit::Ir { &read } else { &model };
                 let options = text::PrintOptions {
@@ -129,7 +168,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         print!("{printed}");
     }
     if let Some(path) = &cli.report {
-        write_report(path, report.as_ref())?;
+        write_report(path, report.as_ref(), plan.as_ref().map(|(_, r)| r))?;
     }
     if cli.run {
         if !cli.reference {
@@ -153,19 +192,54 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// Writes the report as JSON to `path`, or as text to standard error when `path` is `-`.
-fn write_report(path: &Path, optimize: Option<&OptimizeReport>) -> anyhow::Result<()> {
+fn write_report(
+    path: &Path,
+    optimize: Option<&OptimizeReport>,
+    kernels: Option<&PartitionReport>,
+) -> anyhow::Result<()> {
     if path == Path::new("-") {
         match optimize {
             Some(report) => eprint!("{report}"),
             None => eprintln!("nothing to report: no phase ran beyond reading the model"),
         }
+        if let Some(plan) = kernels {
+            eprintln!(
+                "{} kernels for {}, modelled time {:.1} us",
+                plan.kernels.len(),
+                plan.target,
+                plan.total_modeled_time_us
+            );
+        }
         return Ok(());
     }
-    let json = serde_json::json!({ "optimize": optimize });
+    let json = serde_json::json!({
+        "optimize": optimize,
+        "target": kernels.map(|k| &k.target),
+        "kernels": kernels.map(|k| &k.kernels),
+        "total_modeled_time_us": kernels.map(|k| k.total_modeled_time_us),
+    });
     let text = serde_json::to_string_pretty(&json)?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("writing the report to `{}`", path.display()))?;
     Ok(())
+}
+
+/// The sizes of symbolic dimensions: `batch` and `seq` from their flags, others from `--dim`.
+fn dim_bindings(cli: &Cli) -> anyhow::Result<DimBindings> {
+    let mut bindings = DimBindings::from([
+        ("batch".to_string(), cli.batch),
+        ("seq".to_string(), cli.seq_len),
+    ]);
+    for arg in &cli.dims {
+        let parsed = arg
+            .split_once('=')
+            .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
+        let Some((name, size)) = parsed else {
+            bail!("`--dim {arg}`: expected NAME=N with N a non-negative integer");
+        };
+        bindings.insert(name.to_string(), size);
+    }
+    Ok(bindings)
 }
 
 /// Reads `NAME=FILE.npy` arguments.

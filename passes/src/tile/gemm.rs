@@ -1,0 +1,774 @@
+//! Cube GEMM tiling: `C[m, n] = A[m, k] · B[k, n]` (B optionally stored transposed as `[n, k]`),
+//! batched or grouped by expert, on the AIC pipeline GM → L1 (NZ) → L0A/L0B → Cube → L0C →
+//! Fixpipe → GM.
+//!
+//! Tiling: an output tile is `m1 × n1`; its K range is walked in L1 steps of `k1` (A and B tiles
+//! double-buffered in L1) and, inside, in L0 steps of `k0` (double-buffered in L0A/L0B), the
+//! accumulator stays in L0C in f32 (one or two stages). L0 tiles have the L1 tile's `m1` and
+//! `n1`. Output tiles (and, with split-K, K ranges) are work units dealt round-robin to the AICs
+//! in a swizzled order (strips of `swizzle` tile rows, walked column by column, or the transpose).
+//! Split-K accumulates partial sums atomically into a zero-filled output. Tails in M, N and K
+//! are handled by `min` extents: Mmad always runs on whole 16-row/column fractals (m, n rounded
+//! up to 16), Fixpipe writes only the valid rows and columns, K is passed exactly.
+//!
+//! [`plan`] searches the candidate tilings with the cost model and keeps the fastest.
+
+use std::collections::BTreeMap;
+
+use cubevec_ir::DType;
+use cubevec_ir::kernel::{
+    BufId, Buffer, BufferPlanner, CoreType, Expr, Kernel, Layout, MemLevel, Param, ParamRole, Pipe,
+    Stmt, verify,
+};
+use cubevec_ir::target::Target;
+use serde::Serialize;
+
+use super::TileError;
+use super::build::{c, for_, gm, let_, round16, set, tile, v, wait};
+use crate::cost::{KernelCost, Work, estimate};
+
+/// One GEMM (or a set of same-shaped-N/K GEMMs sharing one launch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GemmProblem {
+    /// Kernel name (a C identifier).
+    pub name: String,
+    /// Rows of A per group, in order; A and C stack the groups' rows. One entry for a plain GEMM,
+    /// equal entries for a batched GEMM, expert token counts for a grouped (MoE) GEMM. Groups of
+    /// zero rows are allowed (experts without tokens).
+    pub groups: Vec<u64>,
+    /// Columns of B and C.
+    pub n: u64,
+    /// The reduction depth.
+    pub k: u64,
+    /// Dtype of A and B.
+    pub input: DType,
+    /// Dtype of C (converted by the Fixpipe).
+    pub output: DType,
+    /// B is stored `[n, k]` (weights as in `GroupedMatMul` and `nn.Linear`) instead of `[k, n]`.
+    pub b_transposed: bool,
+    /// Apply ReLU on the way out.
+    pub relu: bool,
+}
+
+impl GemmProblem {
+    /// A plain `m × n × k` GEMM.
+    pub fn plain(
+        name: &str,
+        m: u64,
+        n: u64,
+        k: u64,
+        dtype: DType,
+        b_transposed: bool,
+    ) -> GemmProblem {
+        GemmProblem {
+            name: name.to_string(),
+            groups: vec![m],
+            n,
+            k,
+            input: dtype,
+            output: dtype,
+            b_transposed,
+            relu: false,
+        }
+    }
+
+    /// Total rows of A and C.
+    pub fn total_m(&self) -> u64 {
+        self.groups.iter().sum()
+    }
+
+    /// The useful work: 2·M·N·K FLOP, and every operand and the result once.
+    pub fn work(&self) -> Work {
+        let m = self.total_m() as f64;
+        let (n, k) = (self.n as f64, self.k as f64);
+        let ib = self.input.bits() as f64 / 8.0;
+        let ob = self.output.bits() as f64 / 8.0;
+        Work {
+            flops: 2.0 * m * n * k,
+            bytes: (m * k + self.groups.len() as f64 * k * n) * ib + m * n * ob,
+            cube: true,
+            dtype: self.input,
+        }
+    }
+}
+
+/// The tiling parameters of a GEMM kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct GemmTiling {
+    /// Rows of an output tile (multiple of 16).
+    pub m1: u64,
+    /// Columns of an output tile (multiple of 16).
+    pub n1: u64,
+    /// K per L1 step (multiple of `k0`).
+    pub k1: u64,
+    /// K per L0 step / Mmad (multiple of the fractal K).
+    pub k0: u64,
+    /// Number of K ranges per output tile (1 = no split-K).
+    pub split_k: u64,
+    /// L0C stages (2 lets the Fixpipe of one tile overlap the next tile's Mmads).
+    pub l0c_stages: u64,
+    /// Tile rows per swizzle strip.
+    pub swizzle: u64,
+    /// Walk strips of tile columns instead of tile rows.
+    pub swizzle_n_major: bool,
+}
+
+impl GemmTiling {
+    /// CATLASS's Atlas A2 choice: L1 128×256×256, L0 128×256×64 for 16-bit inputs (int8:
+    /// 128×256×512 / K0 128), one L0C stage, swizzle 3 along the longer side.
+    pub fn catlass_default(problem: &GemmProblem) -> GemmTiling {
+        let (k1, k0) = if problem.input.bits() == 8 {
+            (512, 128)
+        } else {
+            (256, 64)
+        };
+        GemmTiling {
+            m1: 128,
+            n1: 256,
+            k1,
+            k0,
+            split_k: 1,
+            l0c_stages: 1,
+            swizzle: 3,
+            swizzle_n_major: problem.total_m() < problem.n,
+        }
+    }
+}
+
+/// A tiled GEMM: the parameters, the kernel and its modelled cost.
+#[derive(Clone, Debug)]
+pub struct GemmPlan {
+    /// The chosen tiling.
+    pub tiling: GemmTiling,
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Its estimate.
+    pub cost: KernelCost,
+}
+
+fn check(problem: &GemmProblem, target: &Target) -> Result<(u64, u64), TileError> {
+    let invalid = |message: String| TileError::Invalid {
+        name: problem.name.clone(),
+        message,
+    };
+    if problem.groups.is_empty() || problem.total_m() == 0 || problem.n == 0 || problem.k == 0 {
+        return Err(invalid(format!(
+            "empty GEMM (groups {:?}, n {}, k {})",
+            problem.groups, problem.n, problem.k
+        )));
+    }
+    let frac = target
+        .fractal(problem.input)
+        .ok_or_else(|| TileError::Unsupported {
+            name: problem.name.clone(),
+            dtype: problem.input,
+            what: "Cube input".into(),
+        })?;
+    let acc = if problem.input == DType::I8 {
+        DType::I32
+    } else {
+        DType::F32
+    };
+    let out_ok = match acc {
+        DType::F32 => matches!(problem.output, DType::F32 | DType::F16 | DType::BF16),
+        _ => matches!(problem.output, DType::I32 | DType::F16),
+    };
+    if !out_ok {
+        return Err(TileError::Unsupported {
+            name: problem.name.clone(),
+            dtype: problem.output,
+            what: format!("output for {} inputs", problem.input),
+        });
+    }
+    if problem.input.bits() != 16 && !problem.b_transposed {
+        return Err(TileError::Unsupported {
+            name: problem.name.clone(),
+            dtype: problem.input,
+            what: "B stored [k, n]: the L1→L0B fractal transpose exists for 16-bit types only; store B as [n, k]".into(),
+        });
+    }
+    let ld_b = if problem.b_transposed {
+        problem.k
+    } else {
+        problem.n
+    };
+    if problem.k > 65535 || ld_b > 65535 {
+        return Err(invalid(
+            "a GM row pitch above 65535 elements exceeds Nd2NzParams".into(),
+        ));
+    }
+    Ok((frac.k, (problem.input.bits() / 8) as u64))
+}
+
+/// Derived counts of a tiling for one problem.
+struct Counts {
+    k_per_split: u64,
+    splits: u64,
+    n_tiles: u64,
+}
+
+fn counts(problem: &GemmProblem, t: &GemmTiling) -> Counts {
+    let k_tiles = problem.k.div_ceil(t.k1);
+    let k_per_split = k_tiles.div_ceil(t.split_k.max(1));
+    Counts {
+        k_per_split,
+        splits: k_tiles.div_ceil(k_per_split),
+        n_tiles: problem.n.div_ceil(t.n1),
+    }
+}
+
+/// Work units (output tiles × K ranges) over all groups.
+pub fn units(problem: &GemmProblem, t: &GemmTiling) -> u64 {
+    let cn = counts(problem, t);
+    problem
+        .groups
+        .iter()
+        .map(|m| m.div_ceil(t.m1) * cn.n_tiles * cn.splits)
+        .sum()
+}
+
+/// Whether a tiling fits the target's buffers and hardware limits for this problem.
+pub fn fits(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> bool {
+    let Ok((c0, eb)) = check(problem, target) else {
+        return false;
+    };
+    let b = &target.buffers;
+    let shape_ok = t.m1.is_multiple_of(16)
+        && t.n1.is_multiple_of(16)
+        && t.k0.is_multiple_of(c0)
+        && t.k0 > 0
+        && t.k1.is_multiple_of(t.k0)
+        && t.m1 > 0
+        && t.n1 > 0
+        && t.m1 <= 4080
+        && t.n1 <= 4080
+        && t.k0 <= 4095
+        && (1..=2).contains(&t.l0c_stages)
+        && t.split_k >= 1
+        && t.swizzle >= 1;
+    shape_ok
+        && 2 * t.m1 * t.k0 * eb <= b.l0a.usable_bytes()
+        && 2 * t.k0 * t.n1 * eb <= b.l0b.usable_bytes()
+        && t.l0c_stages * t.m1 * t.n1 * 4 <= b.l0c.usable_bytes()
+        && 2 * (t.m1 * t.k1 + t.k1 * t.n1) * eb <= b.l1.usable_bytes()
+}
+
+/// Builds the kernel for `problem` with tiling `t`.
+pub fn build(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> Result<Kernel, TileError> {
+    check(problem, target)?;
+    if !fits(problem, t, target) {
+        return Err(TileError::NoFit {
+            name: problem.name.clone(),
+            reason: format!("{t:?} exceeds a buffer or breaks a fractal rule"),
+        });
+    }
+    let cn = counts(problem, t);
+    let total_units = units(problem, t);
+    let blocks = total_units.min(target.cores.aic as u64).max(1);
+    let groups = problem.groups.len() as u64;
+    let acc = if problem.input == DType::I8 {
+        DType::I32
+    } else {
+        DType::F32
+    };
+    let split = cn.splits > 1;
+
+    let m_total = problem.total_m();
+    let b_shape = match (groups, problem.b_transposed) {
+        (1, false) => vec![problem.k, problem.n],
+        (1, true) => vec![problem.n, problem.k],
+        (g, false) => vec![g, problem.k, problem.n],
+        (g, true) => vec![g, problem.n, problem.k],
+    };
+    let params = vec![
+        Param {
+            name: "a".into(),
+            dtype: problem.input,
+            shape: vec![m_total, problem.k],
+            role: ParamRole::Input,
+        },
+        Param {
+            name: "b".into(),
+            dtype: problem.input,
+            shape: b_shape,
+            role: ParamRole::Input,
+        },
+        Param {
+            name: "c".into(),
+            dtype: problem.output,
+            shape: vec![m_total, problem.n],
+            role: if split {
+                ParamRole::OutputZeroed
+            } else {
+                ParamRole::Output
+            },
+        },
+    ];
+    let mut planner = BufferPlanner::new();
+    let mut add = |name: &str, level, dtype, layout, rows, cols, stages| {
+        planner.add(
+            target,
+            Buffer {
+                name: name.into(),
+                level,
+                dtype,
+                layout,
+                rows,
+                cols,
+                stages,
+                offset: 0,
+            },
+        )
+    };
+    let l1a = add(
+        "l1a",
+        MemLevel::L1,
+        problem.input,
+        Layout::Nz,
+        t.m1,
+        t.k1,
+        2,
+    );
+    let (b_rows, b_cols) = if problem.b_transposed {
+        (t.n1, t.k1)
+    } else {
+        (t.k1, t.n1)
+    };
+    let l1b = add(
+        "l1b",
+        MemLevel::L1,
+        problem.input,
+        Layout::Nz,
+        b_rows,
+        b_cols,
+        2,
+    );
+    let l0a = add(
+        "l0a",
+        MemLevel::L0A,
+        problem.input,
+        Layout::Zz,
+        t.m1,
+        t.k0,
+        2,
+    );
+    let l0b = add(
+        "l0b",
+        MemLevel::L0B,
+        problem.input,
+        Layout::Zn,
+        t.k0,
+        t.n1,
+        2,
+    );
+    let l0c = add(
+        "l0c",
+        MemLevel::L0C,
+        acc,
+        Layout::Nz,
+        t.m1,
+        t.n1,
+        t.l0c_stages,
+    );
+    let buffers = planner.finish();
+    let bufs = Bufs {
+        l1a,
+        l1b,
+        l0a,
+        l0b,
+        l0c,
+    };
+
+    let mut cube = Vec::new();
+    for s in 0..2 {
+        cube.push(set(Pipe::Mte1, Pipe::Mte2, c(s)));
+        cube.push(set(Pipe::M, Pipe::Mte1, c(s)));
+    }
+    for s in 0..t.l0c_stages {
+        cube.push(set(Pipe::Fix, Pipe::M, c(s)));
+    }
+    let mut start = 0u64;
+    let mut row_base = 0u64;
+    for (g, &m_g) in problem.groups.iter().enumerate() {
+        let group_units = m_g.div_ceil(t.m1) * cn.n_tiles * cn.splits;
+        if group_units > 0 {
+            cube.push(group_loop(
+                problem,
+                t,
+                &cn,
+                &bufs,
+                blocks,
+                g as u64,
+                m_g,
+                row_base,
+                start,
+                group_units,
+            ));
+        }
+        start += group_units;
+        row_base += m_g;
+    }
+    for s in 0..2 {
+        cube.push(wait(Pipe::Mte1, Pipe::Mte2, c(s)));
+        cube.push(wait(Pipe::M, Pipe::Mte1, c(s)));
+    }
+    for s in 0..t.l0c_stages {
+        cube.push(wait(Pipe::Fix, Pipe::M, c(s)));
+    }
+
+    let tiling: BTreeMap<String, u64> = [
+        ("m1", t.m1),
+        ("n1", t.n1),
+        ("k1", t.k1),
+        ("k0", t.k0),
+        ("split_k", cn.splits),
+        ("l0c_stages", t.l0c_stages),
+        ("swizzle", t.swizzle),
+        ("swizzle_n_major", t.swizzle_n_major as u64),
+        ("units", total_units),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let kernel = Kernel {
+        name: problem.name.clone(),
+        core: CoreType::Aic,
+        blocks: blocks as u32,
+        params,
+        buffers,
+        cube,
+        vector: Vec::new(),
+        tiling,
+    };
+    Ok(kernel)
+}
+
+struct Bufs {
+    l1a: BufId,
+    l1b: BufId,
+    l0a: BufId,
+    l0b: BufId,
+    l0c: BufId,
+}
+
+/// The round-robin loop over one group's work units on this block.
+#[allow(clippy::too_many_arguments)]
+fn group_loop(
+    problem: &GemmProblem,
+    t: &GemmTiling,
+    cn: &Counts,
+    bufs: &Bufs,
+    blocks: u64,
+    group: u64,
+    m_g: u64,
+    row_base: u64,
+    start: u64,
+    group_units: u64,
+) -> Stmt {
+    let m_tiles = m_g.div_ceil(t.m1);
+    // First unit of this group owned by block `blk` (units are dealt round-robin globally).
+    let first = if start.is_multiple_of(blocks) {
+        v("blk")
+    } else {
+        v("blk").add(c(blocks - start % blocks)).rem(c(blocks))
+    };
+    let trips = c(group_units)
+        .sub(first.clone())
+        .add(c(blocks - 1))
+        .div(c(blocks));
+    let (major_tiles, minor_tiles) = if t.swizzle_n_major {
+        (cn.n_tiles, m_tiles)
+    } else {
+        (m_tiles, cn.n_tiles)
+    };
+    let w = t.swizzle.min(major_tiles);
+    let strip = c(w * minor_tiles);
+    let mut body = vec![
+        let_("u", first.add(v("t").mul(c(blocks)))),
+        let_("ks", v("u").rem(c(cn.splits))),
+        let_("tile", v("u").div(c(cn.splits))),
+        let_("strip", v("tile").div(strip.clone())),
+        let_("pos", v("tile").rem(strip)),
+        let_("width", c(w).min(c(major_tiles).sub(v("strip").mul(c(w))))),
+        let_("major", v("strip").mul(c(w)).add(v("pos").rem(v("width")))),
+        let_("minor", v("pos").div(v("width"))),
+    ];
+    let (mi, ni) = if t.swizzle_n_major {
+        (v("minor"), v("major"))
+    } else {
+        (v("major"), v("minor"))
+    };
+    body.extend([
+        let_("mo", mi.mul(c(t.m1))),
+        let_("ml", c(m_g).sub(v("mo")).min(c(t.m1))),
+        let_("m16", round16(v("ml"))),
+        let_("no", ni.mul(c(t.n1))),
+        let_("nl", c(problem.n).sub(v("no")).min(c(t.n1))),
+        let_("n16", round16(v("nl"))),
+        let_("klo", v("ks").mul(c(cn.k_per_split * t.k1))),
+        let_(
+            "klen",
+            c(problem.k).sub(v("klo")).min(c(cn.k_per_split * t.k1)),
+        ),
+        let_("cs", v("t").rem(c(t.l0c_stages))),
+        wait(Pipe::Fix, Pipe::M, v("cs")),
+    ]);
+    let l0_per_l1 = t.k1 / t.k0;
+    let step = v("t").mul(c(cn.k_per_split)).add(v("kk"));
+    let b_region_l1 = |rows: Expr, cols: Expr| tile(bufs.l1b, v("s1"), (c(0), c(0)), (rows, cols));
+    let (b_gm_at, b_gm_size, b_l1) = if problem.b_transposed {
+        (
+            (v("no"), v("ko")),
+            (v("nl"), v("kl1")),
+            b_region_l1(v("nl"), v("kl1")),
+        )
+    } else {
+        (
+            (v("ko"), v("no")),
+            (v("kl1"), v("nl")),
+            b_region_l1(v("kl1"), v("nl")),
+        )
+    };
+    let l0b_src = if problem.b_transposed {
+        tile(
+            bufs.l1b,
+            v("s1"),
+            (c(0), v("j").mul(c(t.k0))),
+            (v("n16"), v("kl0")),
+        )
+    } else {
+        tile(
+            bufs.l1b,
+            v("s1"),
+            (v("j").mul(c(t.k0)), c(0)),
+            (v("kl0"), v("n16")),
+        )
+    };
+    // Accumulating Mmads with fewer than 10 fractals need a PIPE_M barrier between them.
+    let min_m = if m_g.is_multiple_of(t.m1) {
+        t.m1
+    } else {
+        (m_g % t.m1).div_ceil(16) * 16
+    };
+    let min_n = if problem.n.is_multiple_of(t.n1) {
+        t.n1
+    } else {
+        (problem.n % t.n1).div_ceil(16) * 16
+    };
+    let small = (min_m / 16) * (min_n / 16) < 10;
+    let mut l0_body = vec![
+        let_("kl0", v("kl1").sub(v("j").mul(c(t.k0))).min(c(t.k0))),
+        let_("s0", step.clone().mul(c(l0_per_l1)).add(v("j")).rem(c(2))),
+        wait(Pipe::M, Pipe::Mte1, v("s0")),
+        Stmt::LoadL0 {
+            dst: tile(bufs.l0a, v("s0"), (c(0), c(0)), (v("m16"), v("kl0"))),
+            src: tile(
+                bufs.l1a,
+                v("s1"),
+                (c(0), v("j").mul(c(t.k0))),
+                (v("m16"), v("kl0")),
+            ),
+            transpose: false,
+        },
+        Stmt::LoadL0 {
+            dst: tile(bufs.l0b, v("s0"), (c(0), c(0)), (v("kl0"), v("n16"))),
+            src: l0b_src,
+            transpose: problem.b_transposed,
+        },
+        set(Pipe::Mte1, Pipe::M, v("s0")),
+        wait(Pipe::Mte1, Pipe::M, v("s0")),
+    ];
+    if small {
+        l0_body.push(Stmt::Barrier { pipe: Pipe::M });
+    }
+    l0_body.extend([
+        Stmt::Mmad {
+            c: bufs.l0c,
+            c_stage: v("cs"),
+            a: bufs.l0a,
+            a_stage: v("s0"),
+            b: bufs.l0b,
+            b_stage: v("s0"),
+            m: v("m16"),
+            n: v("n16"),
+            k: v("kl0"),
+            init: c(1).sub(v("kk").add(v("j")).min(c(1))),
+        },
+        set(Pipe::M, Pipe::Mte1, v("s0")),
+    ]);
+    let k_body = vec![
+        let_("ko", v("klo").add(v("kk").mul(c(t.k1)))),
+        let_("kl1", v("klen").sub(v("kk").mul(c(t.k1))).min(c(t.k1))),
+        let_("s1", step.rem(c(2))),
+        wait(Pipe::Mte1, Pipe::Mte2, v("s1")),
+        Stmt::CopyIn {
+            dst: tile(bufs.l1a, v("s1"), (c(0), c(0)), (v("ml"), v("kl1"))),
+            src: gm(
+                0,
+                c(0),
+                (c(row_base).add(v("mo")), v("ko")),
+                (v("ml"), v("kl1")),
+            ),
+        },
+        Stmt::CopyIn {
+            dst: b_l1,
+            src: gm(1, c(group), b_gm_at, b_gm_size),
+        },
+        set(Pipe::Mte2, Pipe::Mte1, v("s1")),
+        wait(Pipe::Mte2, Pipe::Mte1, v("s1")),
+        for_("j", v("kl1").add(c(t.k0 - 1)).div(c(t.k0)), true, l0_body),
+        set(Pipe::Mte1, Pipe::Mte2, v("s1")),
+    ];
+    body.push(for_(
+        "kk",
+        v("klen").add(c(t.k1 - 1)).div(c(t.k1)),
+        true,
+        k_body,
+    ));
+    body.extend([
+        set(Pipe::M, Pipe::Fix, v("cs")),
+        wait(Pipe::M, Pipe::Fix, v("cs")),
+        Stmt::Fixpipe {
+            dst: gm(
+                2,
+                c(0),
+                (c(row_base).add(v("mo")), v("no")),
+                (v("ml"), v("nl")),
+            ),
+            src: tile(bufs.l0c, v("cs"), (c(0), c(0)), (v("ml"), v("nl"))),
+            relu: problem.relu,
+            atomic_add: cn.splits > 1,
+        },
+        set(Pipe::Fix, Pipe::M, v("cs")),
+    ]);
+    for_("t", trips, t.l0c_stages > 1, body)
+}
+
+/// Candidate tilings for `problem` on `target`, in a fixed order.
+pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTiling>, TileError> {
+    let (c0, _) = check(problem, target)?;
+    let max_m = problem.groups.iter().copied().max().unwrap_or(1).max(1);
+    let with_exact = |list: &[u64], exact: u64, cap: u64| -> Vec<u64> {
+        let mut out: Vec<u64> = list.iter().copied().filter(|&x| x <= exact).collect();
+        if exact <= cap {
+            out.push(exact);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    // Tiles far below the problem size only multiply the work units; keep m1 ≥ 64 and
+    // n1 ≥ 32 unless the dimension itself is smaller.
+    let m_exact = max_m.div_ceil(16) * 16;
+    let n_exact = problem.n.div_ceil(16) * 16;
+    let m1s: Vec<u64> = with_exact(&[16, 32, 64, 96, 128, 192, 256], m_exact, 256)
+        .into_iter()
+        .filter(|&m| m >= m_exact.min(64))
+        .collect();
+    let n1s: Vec<u64> = with_exact(&[16, 32, 64, 128, 192, 256, 384, 512], n_exact, 512)
+        .into_iter()
+        .filter(|&n| n >= n_exact.min(32))
+        .collect();
+    let k_round = problem.k.div_ceil(c0) * c0;
+    let swizzle_n_major = problem.total_m() < problem.n;
+    let mut out = Vec::new();
+    for &m1 in &m1s {
+        for &n1 in &n1s {
+            // The deepest L0 step that double-buffers in L0A and L0B: fewer, longer Mmads.
+            let eb = (problem.input.bits() / 8) as u64;
+            let l0 = target
+                .buffers
+                .l0a
+                .usable_bytes()
+                .min(target.buffers.l0b.usable_bytes());
+            let deepest = (l0 / (2 * m1.max(n1) * eb) / c0 * c0).clamp(c0, 256);
+            for k0 in [deepest.min(k_round)] {
+                let mut k1s: Vec<u64> = [1u64, 2, 4]
+                    .iter()
+                    .map(|f| (k0 * f).min(problem.k.div_ceil(k0) * k0))
+                    .collect();
+                k1s.dedup();
+                for &k1 in &k1s {
+                    for l0c_stages in [1, 2] {
+                        let base = GemmTiling {
+                            m1,
+                            n1,
+                            k1,
+                            k0,
+                            split_k: 1,
+                            l0c_stages,
+                            swizzle: 3,
+                            swizzle_n_major,
+                        };
+                        if !fits(problem, &base, target) {
+                            continue;
+                        }
+                        let tiles = units(problem, &base);
+                        let k_tiles = problem.k.div_ceil(k1);
+                        for split_k in [1u64, 2, 3, 4, 6, 8] {
+                            if split_k > 1
+                                && (tiles >= target.cores.aic as u64 || split_k > k_tiles)
+                            {
+                                continue;
+                            }
+                            out.push(GemmTiling { split_k, ..base });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let reference = GemmTiling::catlass_default(problem);
+    if fits(problem, &reference, target) && !out.contains(&reference) {
+        out.push(reference);
+    }
+    if out.is_empty() {
+        return Err(TileError::NoFit {
+            name: problem.name.clone(),
+            reason: "no candidate fits".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Builds and costs one tiling.
+pub fn evaluate(
+    problem: &GemmProblem,
+    t: &GemmTiling,
+    target: &Target,
+) -> Result<GemmPlan, TileError> {
+    let kernel = build(problem, t, target)?;
+    let cost = estimate(&kernel, target, &problem.work())?;
+    Ok(GemmPlan {
+        tiling: *t,
+        kernel,
+        cost,
+    })
+}
+
+/// Chooses the tiling with the lowest modelled time (ties: fewer work units, then the
+/// candidate order), and verifies its kernel.
+pub fn plan(problem: &GemmProblem, target: &Target) -> Result<GemmPlan, TileError> {
+    let mut best: Option<(f64, u64, GemmTiling)> = None;
+    for t in candidates(problem, target)? {
+        let kernel = build(problem, &t, target)?;
+        let time = estimate(&kernel, target, &problem.work())?.modeled_time_us;
+        let u = units(problem, &t);
+        let better = match &best {
+            None => true,
+            Some((bt, bu, _)) => time < bt * (1.0 - 1e-9) || (time <= *bt && u < *bu),
+        };
+        if better {
+            best = Some((time, u, t));
+        }
+    }
+    let Some((_, _, tiling)) = best else {
+        return Err(TileError::NoFit {
+            name: problem.name.clone(),
+            reason: "no candidate evaluated".into(),
+        });
+    };
+    let chosen = evaluate(problem, &tiling, target)?;
+    verify(&chosen.kernel, target)?;
+    Ok(chosen)
+}

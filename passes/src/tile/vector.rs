@@ -1,0 +1,740 @@
+//! Vector-core (AIV) tiling: elementwise chains over flattened tensors, and row-wise kernels
+//! (RMSNorm, softmax) over `[rows, cols]` tensors.
+//!
+//! Every kernel streams tiles GM → UB → compute → UB → GM with the input and output buffers
+//! double-buffered (two stages, handed between MTE2, V and MTE3 by flags), and computes in f32
+//! (16-bit inputs are cast up and the result cast back with round-to-nearest-even). The tile
+//! length is the largest that fits the UB budget (all stages and f32 temporaries), 32-byte
+//! aligned, then balanced over the AIVs; tails are `min` extents, and UB row pitches are
+//! rounded up to 16 elements so that every row starts 32-byte aligned.
+
+use std::collections::BTreeMap;
+
+use cubevec_ir::DType;
+use cubevec_ir::kernel::{
+    BufId, Buffer, BufferPlanner, CoreType, Expr, Kernel, Layout, MemLevel, Param, ParamRole, Pipe,
+    ReduceKind, Slice, Stmt, VecArg, VecOp, verify,
+};
+use cubevec_ir::target::Target;
+
+use super::TileError;
+use super::build::{c, for_, gm, let_, set, tile, v, wait};
+use crate::cost::{KernelCost, Work, estimate};
+
+/// An operand of a chain step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ChainArg {
+    /// Input tensor `i` (as f32).
+    Input(usize),
+    /// Temporary `j` (f32).
+    Temp(usize),
+    /// An immediate scalar.
+    Imm(f64),
+}
+
+/// One step of an elementwise chain: `temps[dst] = op(srcs)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainStep {
+    /// The vector operation (not [`VecOp::Cast`], which the tiler inserts itself).
+    pub op: VecOp,
+    /// The temporary written.
+    pub dst: usize,
+    /// Operands in [`VecOp::operand_kinds`] order.
+    pub srcs: Vec<ChainArg>,
+}
+
+/// An elementwise computation over equally shaped tensors, flattened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ElementwiseChain {
+    /// Kernel name.
+    pub name: String,
+    /// Elements per tensor.
+    pub len: u64,
+    /// Storage dtype of the inputs and the output (f16, bf16 or f32).
+    pub dtype: DType,
+    /// Number of input tensors.
+    pub inputs: usize,
+    /// The steps, in order.
+    pub steps: Vec<ChainStep>,
+    /// The temporary holding the result after the last step.
+    pub output: usize,
+}
+
+impl ElementwiseChain {
+    /// `silu(gate) * up` = `gate / (1 + exp(-gate)) * up` (SwiGLU with separate operands).
+    pub fn swiglu(name: &str, len: u64, dtype: DType) -> ElementwiseChain {
+        use ChainArg::{Imm, Input, Temp};
+        let step = |op, srcs: Vec<ChainArg>| ChainStep { op, dst: 0, srcs };
+        ElementwiseChain {
+            name: name.to_string(),
+            len,
+            dtype,
+            inputs: 2,
+            steps: vec![
+                step(VecOp::Muls, vec![Input(0), Imm(-1.0)]),
+                step(VecOp::Exp, vec![Temp(0)]),
+                step(VecOp::Adds, vec![Temp(0), Imm(1.0)]),
+                step(VecOp::Div, vec![Input(0), Temp(0)]),
+                step(VecOp::Mul, vec![Temp(0), Input(1)]),
+            ],
+            output: 0,
+        }
+    }
+
+    fn temps(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| s.dst + 1)
+            .chain([self.output + 1])
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The useful work: one op per element per step; inputs and output once.
+    pub fn work(&self) -> Work {
+        let eb = self.dtype.bits() as f64 / 8.0;
+        Work {
+            flops: self.len as f64 * self.steps.len() as f64,
+            bytes: self.len as f64 * eb * (self.inputs as f64 + 1.0),
+            cube: false,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// A row-wise normalisation over the last axis of `[rows, cols]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowWise {
+    /// Kernel name.
+    pub name: String,
+    /// Rows (product of the leading dimensions).
+    pub rows: u64,
+    /// Elements per row.
+    pub cols: u64,
+    /// Storage dtype (f16, bf16 or f32).
+    pub dtype: DType,
+    /// Which normalisation.
+    pub kind: RowKind,
+}
+
+/// Row-wise kernels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RowKind {
+    /// `x / sqrt(mean(x²) + eps) * gamma` with a `[cols]` gamma parameter.
+    RmsNorm {
+        /// Epsilon.
+        eps: f64,
+    },
+    /// `exp(x - max) / sum(exp(x - max))`.
+    Softmax,
+}
+
+impl RowWise {
+    /// The useful work (ops per element: 4 for RMSNorm, 5 for softmax).
+    pub fn work(&self) -> Work {
+        let n = (self.rows * self.cols) as f64;
+        let eb = self.dtype.bits() as f64 / 8.0;
+        let (ops, extra) = match self.kind {
+            RowKind::RmsNorm { .. } => (4.0, self.cols as f64 * eb),
+            RowKind::Softmax => (5.0, 0.0),
+        };
+        Work {
+            flops: n * ops,
+            bytes: 2.0 * n * eb + extra,
+            cube: false,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// A tiled vector kernel and its estimate.
+#[derive(Clone, Debug)]
+pub struct VectorPlan {
+    /// Elements (chains) or rows (row-wise kernels) per tile.
+    pub tile: u64,
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Its estimate.
+    pub cost: KernelCost,
+}
+
+/// Elements per 256-byte-aligned granule used for flat tile lengths.
+const GRANULE: u64 = 64;
+
+fn check_dtype(name: &str, dtype: DType) -> Result<(), TileError> {
+    if matches!(dtype, DType::F16 | DType::BF16 | DType::F32) {
+        Ok(())
+    } else {
+        Err(TileError::Unsupported {
+            name: name.to_string(),
+            dtype,
+            what: "vector storage type (use f16, bf16 or f32)".into(),
+        })
+    }
+}
+
+fn ub_buffer(name: &str, dtype: DType, rows: u64, cols: u64, stages: u64) -> Buffer {
+    Buffer {
+        name: name.to_string(),
+        level: MemLevel::Ub,
+        dtype,
+        layout: Layout::Nd,
+        rows,
+        cols,
+        stages,
+        offset: 0,
+    }
+}
+
+fn slice(buf: BufId, stage: Expr, offset: Expr) -> Slice {
+    Slice { buf, stage, offset }
+}
+
+fn vec_op(op: VecOp, dst: Slice, srcs: Vec<VecArg>, count: Expr) -> Stmt {
+    Stmt::Vector {
+        op,
+        dst,
+        srcs,
+        count,
+    }
+}
+
+/// Flags opening and closing a double-buffered MTE2 → V → MTE3 stream.
+fn stream_prologue() -> Vec<Stmt> {
+    (0..2)
+        .flat_map(|s| {
+            [
+                set(Pipe::V, Pipe::Mte2, c(s)),
+                set(Pipe::Mte3, Pipe::V, c(s)),
+            ]
+        })
+        .collect()
+}
+
+fn stream_epilogue() -> Vec<Stmt> {
+    (0..2)
+        .flat_map(|s| {
+            [
+                wait(Pipe::V, Pipe::Mte2, c(s)),
+                wait(Pipe::Mte3, Pipe::V, c(s)),
+            ]
+        })
+        .collect()
+}
+
+/// UB bytes a chain needs per element of tile length.
+fn chain_bytes_per_elem(chain: &ElementwiseChain) -> u64 {
+    let eb = (chain.dtype.bits() / 8) as u64;
+    let cast = chain.dtype != DType::F32;
+    let io = (chain.inputs as u64 + 1) * 2 * eb;
+    let casts = if cast { chain.inputs as u64 * 4 } else { 0 };
+    io + casts + chain.temps() as u64 * 4
+}
+
+/// Builds an elementwise-chain kernel with `tile_len` elements per tile.
+pub fn build_chain(
+    chain: &ElementwiseChain,
+    tile_len: u64,
+    target: &Target,
+) -> Result<Kernel, TileError> {
+    check_dtype(&chain.name, chain.dtype)?;
+    let invalid = |message: String| TileError::Invalid {
+        name: chain.name.clone(),
+        message,
+    };
+    if chain.len == 0 || chain.inputs == 0 {
+        return Err(invalid("empty chain".into()));
+    }
+    for (i, step) in chain.steps.iter().enumerate() {
+        let kinds = step.op.operand_kinds();
+        let ok = step.op != VecOp::Cast
+            && kinds.len() == step.srcs.len()
+            && step.srcs.iter().zip(kinds).all(|(a, &is_slice)| match a {
+                ChainArg::Input(j) => is_slice && *j < chain.inputs,
+                ChainArg::Temp(_) => is_slice,
+                ChainArg::Imm(_) => !is_slice,
+            });
+        if !ok {
+            return Err(invalid(format!(
+                "step {i} ({}) has wrong operands",
+                step.op.name()
+            )));
+        }
+    }
+    if tile_len == 0 || !tile_len.is_multiple_of(GRANULE) {
+        return Err(invalid(format!(
+            "tile length {tile_len} is not a positive multiple of {GRANULE}"
+        )));
+    }
+    let cast = chain.dtype != DType::F32;
+    let mut planner = BufferPlanner::new();
+    let mut params = Vec::new();
+    let mut inputs = Vec::new();
+    let mut casts = Vec::new();
+    for i in 0..chain.inputs {
+        params.push(Param {
+            name: format!("in{i}"),
+            dtype: chain.dtype,
+            shape: vec![chain.len],
+            role: ParamRole::Input,
+        });
+        inputs.push(planner.add(
+            target,
+            ub_buffer(&format!("x{i}"), chain.dtype, 1, tile_len, 2),
+        ));
+        if cast {
+            casts.push(planner.add(
+                target,
+                ub_buffer(&format!("xf{i}"), DType::F32, 1, tile_len, 1),
+            ));
+        }
+    }
+    params.push(Param {
+        name: "out".into(),
+        dtype: chain.dtype,
+        shape: vec![chain.len],
+        role: ParamRole::Output,
+    });
+    let temps: Vec<BufId> = (0..chain.temps())
+        .map(|j| {
+            planner.add(
+                target,
+                ub_buffer(&format!("t{j}"), DType::F32, 1, tile_len, 1),
+            )
+        })
+        .collect();
+    let y = planner.add(target, ub_buffer("y", chain.dtype, 1, tile_len, 2));
+    let buffers = planner.finish();
+
+    let tiles = chain.len.div_ceil(tile_len);
+    let blocks = tiles.min(target.cores.aiv as u64);
+    let out_param = chain.inputs;
+    let mut body = vec![
+        let_("tile", v("blk").add(v("t").mul(c(blocks)))),
+        let_("off", v("tile").mul(c(tile_len))),
+        let_("n", c(chain.len).sub(v("off")).min(c(tile_len))),
+        let_("s", v("t").rem(c(2))),
+        wait(Pipe::V, Pipe::Mte2, v("s")),
+    ];
+    for (i, &x) in inputs.iter().enumerate() {
+        body.push(Stmt::CopyIn {
+            dst: tile(x, v("s"), (c(0), c(0)), (c(1), v("n"))),
+            src: gm(i, c(0), (c(0), v("off")), (c(1), v("n"))),
+        });
+    }
+    body.extend([
+        set(Pipe::Mte2, Pipe::V, v("s")),
+        wait(Pipe::Mte2, Pipe::V, v("s")),
+        wait(Pipe::Mte3, Pipe::V, v("s")),
+    ]);
+    let input_slice = |i: usize| {
+        if cast {
+            slice(casts[i], c(0), c(0))
+        } else {
+            slice(inputs[i], v("s"), c(0))
+        }
+    };
+    for (i, &xf) in casts.iter().enumerate() {
+        body.push(vec_op(
+            VecOp::Cast,
+            slice(xf, c(0), c(0)),
+            vec![VecArg::Slice(slice(inputs[i], v("s"), c(0)))],
+            v("n"),
+        ));
+    }
+    if cast {
+        body.push(set(Pipe::V, Pipe::Mte2, v("s")));
+    }
+    for step in &chain.steps {
+        let srcs = step
+            .srcs
+            .iter()
+            .map(|a| match a {
+                ChainArg::Input(i) => VecArg::Slice(input_slice(*i)),
+                ChainArg::Temp(j) => VecArg::Slice(slice(temps[*j], c(0), c(0))),
+                ChainArg::Imm(x) => VecArg::Imm(*x),
+            })
+            .collect();
+        body.push(vec_op(
+            step.op,
+            slice(temps[step.dst], c(0), c(0)),
+            srcs,
+            v("n"),
+        ));
+    }
+    if !cast {
+        body.push(set(Pipe::V, Pipe::Mte2, v("s")));
+    }
+    let out_op = if cast { VecOp::Cast } else { VecOp::Adds };
+    let out_args = if cast {
+        vec![VecArg::Slice(slice(temps[chain.output], c(0), c(0)))]
+    } else {
+        vec![
+            VecArg::Slice(slice(temps[chain.output], c(0), c(0))),
+            VecArg::Imm(0.0),
+        ]
+    };
+    body.extend([
+        vec_op(out_op, slice(y, v("s"), c(0)), out_args, v("n")),
+        set(Pipe::V, Pipe::Mte3, v("s")),
+        wait(Pipe::V, Pipe::Mte3, v("s")),
+        Stmt::CopyOut {
+            dst: gm(out_param, c(0), (c(0), v("off")), (c(1), v("n"))),
+            src: tile(y, v("s"), (c(0), c(0)), (c(1), v("n"))),
+        },
+        set(Pipe::Mte3, Pipe::V, v("s")),
+    ]);
+    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let mut vector = stream_prologue();
+    vector.push(for_("t", trips, true, body));
+    vector.extend(stream_epilogue());
+    Ok(Kernel {
+        name: chain.name.clone(),
+        core: CoreType::Aiv,
+        blocks: blocks as u32,
+        params,
+        buffers,
+        cube: Vec::new(),
+        vector,
+        tiling: [
+            ("tile_len".to_string(), tile_len),
+            ("tiles".to_string(), tiles),
+        ]
+        .into_iter()
+        .collect(),
+    })
+}
+
+/// Tiles an elementwise chain: candidate tile lengths from the UB budget down to a balanced
+/// split over the AIVs, the fastest under the cost model wins.
+pub fn plan_chain(chain: &ElementwiseChain, target: &Target) -> Result<VectorPlan, TileError> {
+    check_dtype(&chain.name, chain.dtype)?;
+    let budget = target.buffers.ub.usable_bytes();
+    let max_len = budget / chain_bytes_per_elem(chain) / GRANULE * GRANULE;
+    if max_len == 0 {
+        return Err(TileError::NoFit {
+            name: chain.name.clone(),
+            reason: "the chain's buffers exceed UB even for one granule".into(),
+        });
+    }
+    let whole = chain.len.div_ceil(GRANULE) * GRANULE;
+    let balanced = chain
+        .len
+        .div_ceil(target.cores.aiv as u64)
+        .div_ceil(GRANULE)
+        * GRANULE;
+    let mut lens: Vec<u64> = [max_len, max_len / 2, max_len / 4, balanced, balanced / 2]
+        .iter()
+        .map(|&l| (l / GRANULE * GRANULE).clamp(GRANULE, max_len).min(whole))
+        .collect();
+    lens.sort_unstable();
+    lens.dedup();
+    pick(
+        lens,
+        |len| {
+            let kernel = build_chain(chain, len, target)?;
+            let cost = estimate(&kernel, target, &chain.work())?;
+            Ok((kernel, cost))
+        },
+        target,
+    )
+}
+
+fn pick<F>(candidates: Vec<u64>, mut make: F, target: &Target) -> Result<VectorPlan, TileError>
+where
+    F: FnMut(u64) -> Result<(Kernel, KernelCost), TileError>,
+{
+    let mut best: Option<VectorPlan> = None;
+    for tile in candidates {
+        let (kernel, cost) = make(tile)?;
+        if best
+            .as_ref()
+            .is_none_or(|b| cost.modeled_time_us < b.cost.modeled_time_us * (1.0 - 1e-9))
+        {
+            best = Some(VectorPlan { tile, kernel, cost });
+        }
+    }
+    let Some(best) = best else {
+        return Err(TileError::NoFit {
+            name: "vector".into(),
+            reason: "no tile length to try".into(),
+        });
+    };
+    verify(&best.kernel, target)?;
+    Ok(best)
+}
+
+/// Builds a row-wise kernel with `tile_rows` rows per tile.
+pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kernel, TileError> {
+    check_dtype(&op.name, op.dtype)?;
+    if op.rows == 0 || op.cols == 0 || tile_rows == 0 {
+        return Err(TileError::Invalid {
+            name: op.name.clone(),
+            message: format!(
+                "empty shape {} x {} or tile of {tile_rows} rows",
+                op.rows, op.cols
+            ),
+        });
+    }
+    let cols = op.cols;
+    let pitch = cols.div_ceil(16) * 16;
+    let cast = op.dtype != DType::F32;
+    let mut planner = BufferPlanner::new();
+    let mut params = vec![Param {
+        name: "x".into(),
+        dtype: op.dtype,
+        shape: vec![op.rows, cols],
+        role: ParamRole::Input,
+    }];
+    let x = planner.add(target, ub_buffer("x", op.dtype, tile_rows, pitch, 2));
+    let y = planner.add(target, ub_buffer("y", op.dtype, tile_rows, pitch, 2));
+    let xf = cast.then(|| planner.add(target, ub_buffer("xf", DType::F32, 1, pitch, 1)));
+    let tmp = planner.add(target, ub_buffer("tmp", DType::F32, 1, pitch, 1));
+    let stat = planner.add(target, ub_buffer("stat", DType::F32, 1, 32, 1));
+    let gamma = if let RowKind::RmsNorm { .. } = op.kind {
+        params.push(Param {
+            name: "gamma".into(),
+            dtype: op.dtype,
+            shape: vec![cols],
+            role: ParamRole::Input,
+        });
+        let raw = planner.add(target, ub_buffer("gamma_in", op.dtype, 1, pitch, 1));
+        let f = if cast {
+            planner.add(target, ub_buffer("gamma", DType::F32, 1, pitch, 1))
+        } else {
+            raw
+        };
+        Some((raw, f))
+    } else {
+        None
+    };
+    params.push(Param {
+        name: "out".into(),
+        dtype: op.dtype,
+        shape: vec![op.rows, cols],
+        role: ParamRole::Output,
+    });
+    let out_param = params.len() - 1;
+    let buffers = planner.finish();
+
+    let tiles = op.rows.div_ceil(tile_rows);
+    let blocks = tiles.min(target.cores.aiv as u64);
+    let mut vector = Vec::new();
+    if let Some((raw, f)) = gamma {
+        vector.push(Stmt::CopyIn {
+            dst: tile(raw, c(0), (c(0), c(0)), (c(1), c(cols))),
+            src: gm(1, c(0), (c(0), c(0)), (c(1), c(cols))),
+        });
+        vector.push(set(Pipe::Mte2, Pipe::V, c(2)));
+        vector.push(wait(Pipe::Mte2, Pipe::V, c(2)));
+        if cast {
+            vector.push(vec_op(
+                VecOp::Cast,
+                slice(f, c(0), c(0)),
+                vec![VecArg::Slice(slice(raw, c(0), c(0)))],
+                c(cols),
+            ));
+        }
+    }
+    vector.extend(stream_prologue());
+    let row_x = || slice(x, v("s"), v("xo"));
+    let xf_row = match xf {
+        Some(b) => slice(b, c(0), c(0)),
+        None => row_x(),
+    };
+    let t0 = || slice(tmp, c(0), c(0));
+    let st = |off: u64| slice(stat, c(0), c(off));
+    let n = || c(cols);
+    let mut row = vec![let_("xo", v("r").mul(c(pitch)))];
+    if cast {
+        row.push(vec_op(
+            VecOp::Cast,
+            xf_row.clone(),
+            vec![VecArg::Slice(row_x())],
+            n(),
+        ));
+    }
+    let out_row = slice(y, v("s"), v("xo"));
+    match op.kind {
+        RowKind::RmsNorm { eps } => {
+            let gamma_f = gamma.map_or(tmp, |(_, f)| f);
+            row.extend([
+                vec_op(
+                    VecOp::Mul,
+                    t0(),
+                    vec![VecArg::Slice(xf_row.clone()), VecArg::Slice(xf_row.clone())],
+                    n(),
+                ),
+                Stmt::Reduce {
+                    kind: ReduceKind::Sum,
+                    dst: st(0),
+                    src: t0(),
+                    count: n(),
+                },
+                vec_op(
+                    VecOp::Muls,
+                    st(0),
+                    vec![VecArg::Slice(st(0)), VecArg::Imm(1.0 / cols as f64)],
+                    c(1),
+                ),
+                vec_op(
+                    VecOp::Adds,
+                    st(0),
+                    vec![VecArg::Slice(st(0)), VecArg::Imm(eps)],
+                    c(1),
+                ),
+                vec_op(VecOp::Rsqrt, st(0), vec![VecArg::Slice(st(0))], c(1)),
+                vec_op(
+                    VecOp::Muls,
+                    t0(),
+                    vec![VecArg::Slice(xf_row), VecArg::Element(st(0))],
+                    n(),
+                ),
+            ]);
+            let gamma_slice = VecArg::Slice(slice(gamma_f, c(0), c(0)));
+            if cast {
+                row.push(vec_op(
+                    VecOp::Mul,
+                    t0(),
+                    vec![VecArg::Slice(t0()), gamma_slice],
+                    n(),
+                ));
+                row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
+            } else {
+                row.push(vec_op(
+                    VecOp::Mul,
+                    out_row,
+                    vec![VecArg::Slice(t0()), gamma_slice],
+                    n(),
+                ));
+            }
+        }
+        RowKind::Softmax => {
+            row.extend([
+                Stmt::Reduce {
+                    kind: ReduceKind::Max,
+                    dst: st(0),
+                    src: xf_row.clone(),
+                    count: n(),
+                },
+                vec_op(
+                    VecOp::Muls,
+                    st(8),
+                    vec![VecArg::Slice(st(0)), VecArg::Imm(-1.0)],
+                    c(1),
+                ),
+                vec_op(
+                    VecOp::Adds,
+                    t0(),
+                    vec![VecArg::Slice(xf_row), VecArg::Element(st(8))],
+                    n(),
+                ),
+                vec_op(VecOp::Exp, t0(), vec![VecArg::Slice(t0())], n()),
+                Stmt::Reduce {
+                    kind: ReduceKind::Sum,
+                    dst: st(16),
+                    src: t0(),
+                    count: n(),
+                },
+                vec_op(VecOp::Reciprocal, st(16), vec![VecArg::Slice(st(16))], c(1)),
+            ]);
+            if cast {
+                row.push(vec_op(
+                    VecOp::Muls,
+                    t0(),
+                    vec![VecArg::Slice(t0()), VecArg::Element(st(16))],
+                    n(),
+                ));
+                row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
+            } else {
+                row.push(vec_op(
+                    VecOp::Muls,
+                    out_row,
+                    vec![VecArg::Slice(t0()), VecArg::Element(st(16))],
+                    n(),
+                ));
+            }
+        }
+    }
+    let body = vec![
+        let_("tile", v("blk").add(v("t").mul(c(blocks)))),
+        let_("r0", v("tile").mul(c(tile_rows))),
+        let_("rl", c(op.rows).sub(v("r0")).min(c(tile_rows))),
+        let_("s", v("t").rem(c(2))),
+        wait(Pipe::V, Pipe::Mte2, v("s")),
+        Stmt::CopyIn {
+            dst: tile(x, v("s"), (c(0), c(0)), (v("rl"), c(cols))),
+            src: gm(0, c(0), (v("r0"), c(0)), (v("rl"), c(cols))),
+        },
+        set(Pipe::Mte2, Pipe::V, v("s")),
+        wait(Pipe::Mte2, Pipe::V, v("s")),
+        wait(Pipe::Mte3, Pipe::V, v("s")),
+        for_("r", v("rl"), false, row),
+        set(Pipe::V, Pipe::Mte2, v("s")),
+        set(Pipe::V, Pipe::Mte3, v("s")),
+        wait(Pipe::V, Pipe::Mte3, v("s")),
+        Stmt::CopyOut {
+            dst: gm(out_param, c(0), (v("r0"), c(0)), (v("rl"), c(cols))),
+            src: tile(y, v("s"), (c(0), c(0)), (v("rl"), c(cols))),
+        },
+        set(Pipe::Mte3, Pipe::V, v("s")),
+    ];
+    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    vector.push(for_("t", trips, true, body));
+    vector.extend(stream_epilogue());
+    let tiling: BTreeMap<String, u64> = [
+        ("tile_rows".to_string(), tile_rows),
+        ("row_pitch".to_string(), pitch),
+        ("tiles".to_string(), tiles),
+    ]
+    .into_iter()
+    .collect();
+    Ok(Kernel {
+        name: op.name.clone(),
+        core: CoreType::Aiv,
+        blocks: blocks as u32,
+        params,
+        buffers,
+        cube: Vec::new(),
+        vector,
+        tiling,
+    })
+}
+
+/// Tiles a row-wise kernel: rows per tile from the UB budget, balanced over the AIVs.
+pub fn plan_rows(op: &RowWise, target: &Target) -> Result<VectorPlan, TileError> {
+    check_dtype(&op.name, op.dtype)?;
+    let pitch = op.cols.div_ceil(16) * 16;
+    let eb = (op.dtype.bits() / 8) as u64;
+    let per_row = 4 * pitch * eb;
+    let fixed = pitch * 4 * 3 + pitch * eb + 128 + 4 * 32 * 8;
+    let budget = target.buffers.ub.usable_bytes();
+    if fixed + per_row > budget {
+        return Err(TileError::NoFit {
+            name: op.name.clone(),
+            reason: format!(
+                "a row of {} elements does not fit UB; split the row",
+                op.cols
+            ),
+        });
+    }
+    let max_rows = ((budget - fixed) / per_row).min(op.rows).max(1);
+    let balanced = op.rows.div_ceil(target.cores.aiv as u64).clamp(1, max_rows);
+    let mut rows = vec![
+        max_rows,
+        (max_rows / 2).max(1),
+        balanced,
+        (balanced / 2).max(1),
+    ];
+    rows.sort_unstable();
+    rows.dedup();
+    pick(
+        rows,
+        |r| {
+            let kernel = build_rows(op, r, target)?;
+            let cost = estimate(&kernel, target, &op.work())?;
+            Ok((kernel, cost))
+        },
+        target,
+    )
+}

@@ -1,0 +1,79 @@
+//! Snapshots of the kernel IR text of representative kernels. Every kernel is verified first.
+
+use cubevec_ir::DType;
+use cubevec_ir::kernel::{Kernel, verify};
+use cubevec_ir::target::Target;
+use cubevec_passes::tile::gemm::{GemmProblem, plan};
+use cubevec_passes::tile::vector::{ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows};
+
+fn target() -> Target {
+    Target::by_name("ascend910b2").expect("target")
+}
+
+fn checked(kernel: Kernel) -> String {
+    verify(&kernel, &target()).expect("verify");
+    kernel.to_string()
+}
+
+#[test]
+fn decode_gemm_m1() {
+    let p = GemmProblem::plain("q_a_proj_decode", 1, 1536, 7168, DType::BF16, true);
+    insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn prefill_gemm_m4096() {
+    let p = GemmProblem::plain("gate_up_prefill", 4096, 4096, 7168, DType::BF16, true);
+    insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn tail_gemm_with_b_row_major() {
+    let p = GemmProblem::plain("tail_gemm", 100, 77, 300, DType::F16, false);
+    insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn grouped_expert_gemm() {
+    let p = GemmProblem {
+        name: "moe_down_grouped".into(),
+        groups: vec![37, 0, 130, 5],
+        n: 2048,
+        k: 1408,
+        input: DType::BF16,
+        output: DType::BF16,
+        b_transposed: true,
+        relu: false,
+    };
+    insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn rms_norm_rows() {
+    let op = RowWise {
+        name: "rms_norm".into(),
+        rows: 300,
+        cols: 7168,
+        dtype: DType::BF16,
+        kind: RowKind::RmsNorm { eps: 1e-6 },
+    };
+    insta::assert_snapshot!(checked(plan_rows(&op, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn softmax_rows() {
+    let op = RowWise {
+        name: "softmax".into(),
+        rows: 64,
+        cols: 1000,
+        dtype: DType::F32,
+        kind: RowKind::Softmax,
+    };
+    insta::assert_snapshot!(checked(plan_rows(&op, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn swiglu_chain() {
+    let chain = ElementwiseChain::swiglu("swiglu", 4096 * 2048 + 13, DType::BF16);
+    insta::assert_snapshot!(checked(plan_chain(&chain, &target()).expect("plan").kernel));
+}
