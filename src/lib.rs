@@ -20,6 +20,7 @@
 mod error;
 mod model;
 mod output_dir;
+mod roofline;
 
 pub use cubevec_ir as ir;
 pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
@@ -27,3 +28,4 @@ pub use cubevec_passes::partition::{PartitionReport, PlannedKernel};
 pub use error::Error;
 pub use model::{LoadOptions, Model, ModelFormat};
 pub use output_dir::OutputDir;
+pub use roofline::roofline_svg;

@@ -9,7 +9,9 @@ use clap::{Parser, ValueEnum};
 use cubevec::ir::shape::DimBindings;
 use cubevec::ir::target::Target;
 use cubevec::ir::{DType, Tensor, dot, npy, text};
-use cubevec::{LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir, PartitionReport};
+use cubevec::{
+    LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir, PartitionReport, roofline_svg,
+};
 
 /// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
 #[derive(Parser, Debug)]
@@ -45,7 +47,8 @@ struct Cli {
     #[arg(long)]
     optimize: bool,
 
-    /// Write a JSON report of what each phase did to FILE, or print it to standard error.
+    /// Write a JSON report of what each phase did to FILE (and, with `--target`, a roofline
+    /// chart of the kernels to FILE.svg), or print a summary to standard error.
     #[arg(long, value_name = "FILE.json", num_args = 0..=1, default_missing_value = "-")]
     report: Option<PathBuf>,
 
@@ -118,8 +121,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if cli.emit.is_none() && !cli.run {
-        bail!("nothing to do: give `--emit ir|dot` or `--run --reference`");
+    if cli.emit.is_none() && !cli.run && cli.report.is_none() {
+        bail!("nothing to do: give `--emit`, `--report` or `--run --reference`");
     }
     if cli.shapes_only && cli.run {
         bail!("`--shapes-only` builds a model without weights, which cannot `--run`");
@@ -168,7 +171,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         print!("{printed}");
     }
     if let Some(path) = &cli.report {
-        write_report(path, report.as_ref(), plan.as_ref().map(|(_, r)| r))?;
+        let kernels = plan.as_ref().zip(target.as_ref()).map(|((_, r), t)| (r, t));
+        write_report(path, report.as_ref(), kernels)?;
     }
     if cli.run {
         if !cli.reference {
@@ -195,8 +199,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 fn write_report(
     path: &Path,
     optimize: Option<&OptimizeReport>,
-    kernels: Option<&PartitionReport>,
+    plan: Option<(&PartitionReport, &Target)>,
 ) -> anyhow::Result<()> {
+    let kernels = plan.map(|(report, _)| report);
     if path == Path::new("-") {
         match optimize {
             Some(report) => eprint!("{report}"),
@@ -221,6 +226,11 @@ fn write_report(
     let text = serde_json::to_string_pretty(&json)?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("writing the report to `{}`", path.display()))?;
+    if let Some((report, target)) = plan {
+        let chart = path.with_extension("svg");
+        std::fs::write(&chart, roofline_svg(report, target))
+            .with_context(|| format!("writing the roofline chart to `{}`", chart.display()))?;
+    }
     Ok(())
 }
 
