@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
@@ -131,7 +132,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         shapes_only: cli.shapes_only,
         compute_dtype: cli.compute_dtype,
     };
-    let read = Model::load_with(&cli.model, &options)?;
+    let mut phases = Phases::default();
+    let read = phases.time("read", || Model::load_with(&cli.model, &options))?;
     let target = match &cli.target {
         Some(name) => Some(Target::by_name(name)?),
         None => None,
@@ -141,7 +143,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     let wants_optimized = cli.optimize || cli.emit == Some(Emit::OptimizedIr);
     let (model, report) = if wants_optimized {
-        let (optimized, report) = read.optimize(&OptimizeOptions::default())?;
+        let (optimized, report) =
+            phases.time("optimise", || read.optimize(&OptimizeOptions::default()))?;
         (optimized, Some(report))
     } else {
         (read.clone(), None)
@@ -149,7 +152,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let plan = match &target {
         Some(target) => {
             let bindings = dim_bindings(cli)?;
-            Some(model.plan_kernels(target, &bindings)?)
+            Some(phases.time("plan kernels", || model.plan_kernels(target, &bindings))?)
         }
         None => None,
     };
@@ -182,7 +185,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             bail!("`--run` needs `--output-dir DIR` for the outputs");
         };
         let inputs = read_inputs(&cli.inputs)?;
-        let outputs = model.run_reference(&inputs)?;
+        let outputs = phases.time("run", || model.run_reference(&inputs))?;
         write_outputs(output_dir, &outputs)?;
         if !cli.quiet {
             eprintln!(
@@ -192,7 +195,74 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
     }
+    if !cli.quiet {
+        eprint!(
+            "{}",
+            summary(&model, plan.as_ref().map(|(_, r)| r), &phases, cli)
+        );
+    }
     Ok(())
+}
+
+/// Wall time of each phase that ran, in order.
+#[derive(Default)]
+struct Phases(Vec<(&'static str, Duration)>);
+
+impl Phases {
+    /// Runs `phase`, recording how long it took.
+    fn time<T>(&mut self, name: &'static str, phase: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = phase();
+        self.0.push((name, start.elapsed()));
+        result
+    }
+}
+
+/// The closing summary: the model, its weights, the kernels by kind with their modelled time,
+/// and the time of each phase.
+fn summary(model: &Model, plan: Option<&PartitionReport>, phases: &Phases, cli: &Cli) -> String {
+    let graph = model.graph();
+    let weight_bytes: usize = graph
+        .initializers
+        .iter()
+        .filter_map(|init| {
+            let ty = &graph.value(init.value).ty;
+            let count: u64 = ty.shape.as_known()?.iter().product();
+            Some(ty.dtype.storage_bytes(count as usize))
+        })
+        .sum();
+    let mut text = format!(
+        "model `{}`: {} nodes, {} weights ({:.1} MiB)\n",
+        graph.name,
+        graph.nodes.len(),
+        graph.initializers.len(),
+        weight_bytes as f64 / (1024.0 * 1024.0)
+    );
+    if let Some(plan) = plan {
+        let mut kinds = std::collections::BTreeMap::new();
+        for k in &plan.kernels {
+            *kinds
+                .entry(format!("{:?}", k.kind).to_lowercase())
+                .or_insert(0) += 1;
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        text += &format!(
+            "kernels for {}: {} ({}); modelled time {:.1} us for batch {} × seq {}\n",
+            plan.target,
+            plan.kernels.len(),
+            kinds.join(", "),
+            plan.total_modeled_time_us,
+            cli.batch,
+            cli.seq_len
+        );
+    }
+    let times: Vec<String> = phases
+        .0
+        .iter()
+        .map(|(name, d)| format!("{name} {:.1} ms", d.as_secs_f64() * 1e3))
+        .collect();
+    text += &format!("time: {}\n", times.join(", "));
+    text
 }
 
 /// Writes the report as JSON to `path`, or as text to standard error when `path` is `-`.
