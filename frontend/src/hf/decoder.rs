@@ -1,13 +1,13 @@
 //! The skeleton shared by the pre-norm decoders (Mixtral, Qwen-MoE, DeepSeek-V3): token
 //! embedding, rotary tables, `num_hidden_layers` × (norm → attention → residual, norm → MLP →
-//! residual), final norm and output head. Each architecture supplies its attention and MLP.
+//! residual), final norm and output head. Each architecture supplies its attention and MLP; the
+//! head and the split into attention heads are shared with DeepSeek-V4.
 
 use cubevec_ir::op::BinaryOp;
-use cubevec_ir::{Dim, Op, ValueId};
+use cubevec_ir::{DType, Dim, Op, ValueId};
 
 use super::HfError;
 use super::builder::ModelBuilder;
-use super::llama_moe::lm_head;
 use super::rope::RopeFrequencies;
 
 /// The sizes the shared skeleton needs.
@@ -87,4 +87,60 @@ pub fn build_decoder<'g, 'a>(
     };
     let logits = lm_head(b, head, h, spec.hidden, spec.vocab)?;
     b.output(logits)
+}
+
+/// The output projection to the graph output `logits` `[batch, seq, vocab]` f32.
+pub fn lm_head(
+    b: &mut ModelBuilder<'_, '_>,
+    weight_prefix: &str,
+    h: ValueId,
+    hidden: u64,
+    vocab: u64,
+) -> Result<ValueId, HfError> {
+    let logits = b.projection(weight_prefix, h, [hidden, vocab], false, false)?;
+    let logits = b.cast("lm_head.f32", logits, DType::F32)?;
+    let shape = vec![b.batch.clone(), b.seq.clone(), Dim::Known(vocab)];
+    b.op_named(
+        "lm_head.unflatten",
+        Op::Reshape { shape },
+        &[logits],
+        "logits",
+    )
+}
+
+/// Splits `[t, heads·d]` into `[batch, heads, seq, d]`.
+pub fn to_heads(
+    b: &mut ModelBuilder<'_, '_>,
+    name: &str,
+    x: ValueId,
+    heads: u64,
+    dim: u64,
+) -> Result<ValueId, HfError> {
+    let x = b.reshape(
+        &format!("{name}.heads"),
+        x,
+        vec![
+            b.batch.clone(),
+            b.seq.clone(),
+            Dim::Known(heads),
+            Dim::Known(dim),
+        ],
+    )?;
+    b.transpose(&format!("{name}.transpose"), x, &[0, 2, 1, 3])
+}
+
+/// Merges `[batch, heads, seq, d]` back into `[t, heads·d]`.
+pub fn from_heads(
+    b: &mut ModelBuilder<'_, '_>,
+    name: &str,
+    x: ValueId,
+    heads: u64,
+    dim: u64,
+) -> Result<ValueId, HfError> {
+    let x = b.transpose(&format!("{name}.transpose"), x, &[0, 2, 1, 3])?;
+    b.reshape(
+        &format!("{name}.merge"),
+        x,
+        vec![b.tokens.clone(), Dim::Known(heads * dim)],
+    )
 }

@@ -7,8 +7,7 @@ use cubevec_ir::{DType, Dim, Op, ValueId};
 use super::HfError;
 use super::builder::ModelBuilder;
 use super::config::Config;
-use super::decoder::{DecoderSpec, Rotary, build_decoder};
-use super::llama_moe::{from_heads, to_heads};
+use super::decoder::{DecoderSpec, Rotary, build_decoder, from_heads, to_heads};
 use super::rope::{RopeFrequencies, RopeParameters};
 
 /// The sizes and switches of a DeepSeek-V3 model, read from `config.json`.

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use super::HfError;
 use super::builder::{ModelBuilder, WeightSource};
 use super::config::Config;
-use super::llama_moe::lm_head;
+use super::decoder::lm_head;
 use super::rope::{RopeFrequencies, RopeParameters};
 
 /// The attention of one layer.

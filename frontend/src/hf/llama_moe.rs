@@ -3,12 +3,12 @@
 //! [`Flavor`] and [`LlamaMoeConfig`] hold.
 
 use cubevec_ir::op::{BinaryOp, ExpertActivation, RoutingMode, UnaryOp};
-use cubevec_ir::{Dim, Op, ValueId};
+use cubevec_ir::{Op, ValueId};
 
 use super::HfError;
 use super::builder::ModelBuilder;
 use super::config::Config;
-use super::decoder::{DecoderSpec, Rotary, build_decoder};
+use super::decoder::{DecoderSpec, Rotary, build_decoder, from_heads, to_heads};
 use super::rope::{RopeFrequencies, RopeParameters};
 
 /// Which of the three architectures.
@@ -187,62 +187,6 @@ pub fn build(b: &mut ModelBuilder<'_, '_>, c: &LlamaMoeConfig) -> Result<(), HfE
                 )
             }
         },
-    )
-}
-
-/// The output projection to the graph output `logits` `[batch, seq, vocab]` f32.
-pub fn lm_head(
-    b: &mut ModelBuilder<'_, '_>,
-    weight_prefix: &str,
-    h: ValueId,
-    hidden: u64,
-    vocab: u64,
-) -> Result<ValueId, HfError> {
-    let logits = b.projection(weight_prefix, h, [hidden, vocab], false, false)?;
-    let logits = b.cast("lm_head.f32", logits, cubevec_ir::DType::F32)?;
-    let shape = vec![b.batch.clone(), b.seq.clone(), Dim::Known(vocab)];
-    b.op_named(
-        "lm_head.unflatten",
-        Op::Reshape { shape },
-        &[logits],
-        "logits",
-    )
-}
-
-/// Splits `[t, heads·d]` into `[batch, heads, seq, d]`.
-pub fn to_heads(
-    b: &mut ModelBuilder<'_, '_>,
-    name: &str,
-    x: ValueId,
-    heads: u64,
-    dim: u64,
-) -> Result<ValueId, HfError> {
-    let x = b.reshape(
-        &format!("{name}.heads"),
-        x,
-        vec![
-            b.batch.clone(),
-            b.seq.clone(),
-            Dim::Known(heads),
-            Dim::Known(dim),
-        ],
-    )?;
-    b.transpose(&format!("{name}.transpose"), x, &[0, 2, 1, 3])
-}
-
-/// Merges `[batch, heads, seq, d]` back into `[t, heads·d]`.
-pub fn from_heads(
-    b: &mut ModelBuilder<'_, '_>,
-    name: &str,
-    x: ValueId,
-    heads: u64,
-    dim: u64,
-) -> Result<ValueId, HfError> {
-    let x = b.transpose(&format!("{name}.transpose"), x, &[0, 2, 1, 3])?;
-    b.reshape(
-        &format!("{name}.merge"),
-        x,
-        vec![b.tokens.clone(), Dim::Known(heads * dim)],
     )
 }
 
