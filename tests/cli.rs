@@ -324,6 +324,18 @@ fn emit_optimized_ir_fuses_the_exported_moe_and_report_writes_json() {
 }
 
 #[test]
+fn verbose_prints_what_the_optimiser_did() {
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let out = compile_model(&[model.to_str().unwrap(), "--emit", "optimized-ir", "-v"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("modelled time") && err.contains("time: read"),
+        "{err}"
+    );
+}
+
+#[test]
 fn optimize_then_run_matches_torch_and_report_prints_phases() {
     let out = check_checkpoint_run("qwen2-moe", &["--optimize", "--report"]);
     let err = stderr(&out);

@@ -82,7 +82,7 @@ struct Cli {
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
 
-    /// Print more about each phase.
+    /// Print more about each phase (the optimiser's rules, e-graph sizes and op counts).
     #[arg(short, long)]
     verbose: bool,
 }
@@ -145,6 +145,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let (model, report) = if wants_optimized {
         let (optimized, report) =
             phases.time("optimise", || read.optimize(&OptimizeOptions::default()))?;
+        if cli.verbose {
+            eprint!("{report}");
+        }
         (optimized, Some(report))
     } else {
         (read.clone(), None)
