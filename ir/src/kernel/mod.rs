@@ -9,8 +9,8 @@
 //! - [`expr`]: integer index expressions.
 //! - [`stmt`]: statements (loops, moves, compute, sync) and the regions they touch.
 //! - [`exec`]: walks a program with concrete loop variables, one block at a time.
-//! - [`print`]: the deterministic textual form.
-//! - [`verify`]: capacity, alignment, bounds, initialisation and synchronisation checks.
+//! - [`print`](mod@print): the deterministic textual form.
+//! - [`verify`](mod@verify): capacity, alignment, bounds, initialisation and synchronisation checks.
 
 pub mod exec;
 pub mod expr;

@@ -1,6 +1,6 @@
 //! Rewrite rules, one module per family, and the adapter that runs them in `egg`.
 //!
-//! A rule inspects the e-graph through a [`Ctx`] and describes what to add as a [`Recipe`]: new
+//! A rule inspects the e-graph through a `Ctx` and describes what to add as a `Recipe`: new
 //! nodes over existing e-classes, and the e-classes each result is equal to. Building a recipe
 //! infers the type of every new node first, so a rule whose right-hand side would not type-check
 //! adds nothing (the conditional-rewrite discipline); a recipe whose result type differs from the
