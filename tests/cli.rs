@@ -176,6 +176,8 @@ fn parse_errors_give_file_line_and_column() {
     std::fs::write(&bad, "graph @g {\n  input %x: f33[2]\n  return %x\n}\n").unwrap();
     let out = compile_model(&[bad.to_str().unwrap(), "--emit", "ir"]);
     assert_fails_with(&out, &["bad.cvir:2:", "f33"]);
+    // The message already holds the position: no repeated cause line.
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
 
 #[test]
