@@ -22,6 +22,8 @@ pub struct DecoderSpec<'c> {
     pub epsilon: f64,
     /// `tie_word_embeddings`: the head reuses the embedding matrix.
     pub tie_embeddings: bool,
+    /// Width of the dense SwiGLU MLP (`mlp.{gate,up,down}_proj`) of layers without experts.
+    pub dense_intermediate: u64,
     /// Rotary frequencies shared by every layer.
     pub rope: &'c RopeFrequencies,
 }
@@ -36,8 +38,9 @@ pub struct Rotary {
 }
 
 /// Builds the model: `input_ids [batch, seq]` → `logits [batch, seq, vocab]`, calling
-/// `attention(b, layer, prefix, x, rotary)` and `mlp(b, layer, prefix, x)` for each layer with
-/// `prefix = model.layers.{layer}` and `x` the normalised `[t, hidden]` input.
+/// `attention(b, layer, prefix, x, rotary)` and `sparse_mlp(b, layer, prefix, x)` for each layer
+/// with `prefix = model.layers.{layer}` and `x` the normalised `[t, hidden]` input. A layer whose
+/// `sparse_mlp` gives `None` has the dense SwiGLU MLP `{prefix}.mlp.{gate,up,down}_proj`.
 pub fn build_decoder<'g, 'a>(
     b: &mut ModelBuilder<'g, 'a>,
     spec: &DecoderSpec,
@@ -48,7 +51,12 @@ pub fn build_decoder<'g, 'a>(
         ValueId,
         Rotary,
     ) -> Result<ValueId, HfError>,
-    mut mlp: impl FnMut(&mut ModelBuilder<'g, 'a>, u64, &str, ValueId) -> Result<ValueId, HfError>,
+    mut sparse_mlp: impl FnMut(
+        &mut ModelBuilder<'g, 'a>,
+        u64,
+        &str,
+        ValueId,
+    ) -> Result<Option<ValueId>, HfError>,
 ) -> Result<(), HfError> {
     let ids = b.token_ids()?;
     let embed = b.weight(
@@ -76,7 +84,16 @@ pub fn build_decoder<'g, 'a>(
         h = b.binary(&format!("{prefix}.attn_residual"), BinaryOp::Add, h, attn)?;
         let norm = format!("{prefix}.post_attention_layernorm");
         let x = b.rms_norm(&norm, h, spec.hidden, spec.epsilon)?;
-        let out = mlp(b, layer, &prefix, x)?;
+        let out = match sparse_mlp(b, layer, &prefix, x)? {
+            Some(out) => out,
+            None => b.swiglu_mlp(
+                &format!("{prefix}.mlp"),
+                ["gate_proj", "up_proj", "down_proj"],
+                x,
+                spec.hidden,
+                spec.dense_intermediate,
+            )?,
+        };
         h = b.binary(&format!("{prefix}.mlp_residual"), BinaryOp::Add, h, out)?;
     }
     let h = b.rms_norm("model.norm", h, spec.hidden, spec.epsilon)?;

@@ -125,6 +125,7 @@ pub fn build(b: &mut ModelBuilder<'_, '_>, c: &DeepseekV3Config) -> Result<(), H
         layers: c.layers,
         epsilon: c.epsilon,
         tie_embeddings: c.tie_embeddings,
+        dense_intermediate: c.dense_intermediate,
         rope: &c.rope,
     };
     build_decoder(
@@ -132,17 +133,9 @@ pub fn build(b: &mut ModelBuilder<'_, '_>, c: &DeepseekV3Config) -> Result<(), H
         &spec,
         |b, _, prefix, x, rotary| mla(b, c, &format!("{prefix}.self_attn"), x, rotary),
         |b, layer, prefix, x| {
-            if c.is_moe_layer(layer) {
-                moe_block(b, c, &format!("{prefix}.mlp"), x)
-            } else {
-                b.swiglu_mlp(
-                    &format!("{prefix}.mlp"),
-                    ["gate_proj", "up_proj", "down_proj"],
-                    x,
-                    c.hidden,
-                    c.dense_intermediate,
-                )
-            }
+            c.is_moe_layer(layer)
+                .then(|| moe_block(b, c, &format!("{prefix}.mlp"), x))
+                .transpose()
         },
     )
 }

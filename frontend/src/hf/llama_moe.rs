@@ -165,6 +165,7 @@ pub fn build(b: &mut ModelBuilder<'_, '_>, c: &LlamaMoeConfig) -> Result<(), HfE
         layers: c.layers,
         epsilon: c.epsilon,
         tie_embeddings: c.tie_embeddings,
+        dense_intermediate: c.dense_intermediate,
         rope: &c.rope,
     };
     build_decoder(
@@ -175,17 +176,8 @@ pub fn build(b: &mut ModelBuilder<'_, '_>, c: &LlamaMoeConfig) -> Result<(), HfE
             attention(b, c, &format!("{prefix}.self_attn"), x, rotary, window)
         },
         |b, layer, prefix, x| {
-            if c.layer_kinds[layer as usize].0 {
-                moe_block(b, c, prefix, x)
-            } else {
-                b.swiglu_mlp(
-                    &format!("{prefix}.mlp"),
-                    ["gate_proj", "up_proj", "down_proj"],
-                    x,
-                    c.hidden,
-                    c.dense_intermediate,
-                )
-            }
+            let is_moe = c.layer_kinds[layer as usize].0;
+            is_moe.then(|| moe_block(b, c, prefix, x)).transpose()
         },
     )
 }
