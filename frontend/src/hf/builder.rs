@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cubevec_ir::builder::{BuildError, GraphBuilder};
 use cubevec_ir::graph::{TensorType, WeightData};
-use cubevec_ir::op::{BinaryOp, UnaryOp};
+use cubevec_ir::op::{BinaryOp, ReduceOp, UnaryOp};
 use cubevec_ir::{DType, Dim, Op, Shape, Tensor, ValueId};
 
 use super::HfError;
@@ -584,6 +584,22 @@ impl<'g, 'a> ModelBuilder<'g, 'a> {
         self.graph
             .add_initializer(name, TensorType::new(dtype, Shape::known(shape)), data)
             .map_err(graph_error(name))
+    }
+
+    /// Sums `x` over `axis`, keeping it as size 1 if `keep_dims`.
+    pub fn sum(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        axis: i64,
+        keep_dims: bool,
+    ) -> Result<ValueId, HfError> {
+        let op = Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![axis],
+            keep_dims,
+        };
+        self.op(name, op, &[x])
     }
 
     /// Concatenates values along axis 0 (one operand is returned as is).

@@ -8,7 +8,7 @@
 //! visible, which keeps every shape a plain function of `seq`. The lightning indexer of
 //! compressed sparse layers keeps the `index_topk` best-scoring visible entries per query.
 
-use cubevec_ir::op::{BinaryOp, ReduceOp, ScatterReduction, UnaryOp};
+use cubevec_ir::op::{BinaryOp, ScatterReduction, UnaryOp};
 use cubevec_ir::{DType, Dim, Op, ValueId};
 
 use super::{
@@ -608,15 +608,7 @@ fn compress(
     )?;
     let weights = b.cast(&format!("{prefix}.weights.cast"), weights, b.dtype)?;
     let weighted = b.binary(&format!("{prefix}.weighted"), BinaryOp::Mul, kv, weights)?;
-    let pooled = b.op(
-        &format!("{prefix}.pooled"),
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![2],
-            keep_dims: false,
-        },
-        &[weighted],
-    )?;
+    let pooled = b.sum(&format!("{prefix}.pooled"), weighted, 2, false)?;
     let pooled = b.rms_norm(&format!("{prefix}.norm"), pooled, dim, c.epsilon)?;
     rope_trailing(
         b,
@@ -729,15 +721,7 @@ fn indexer(
         scores,
         w,
     )?;
-    let index = b.op(
-        &format!("{prefix}.index"),
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![1],
-            keep_dims: false,
-        },
-        &[weighted],
-    )?;
+    let index = b.sum(&format!("{prefix}.index"), weighted, 1, false)?;
     // Entries a query may not see score -inf; `index_topk` -inf columns in front make top-k
     // well defined however few entries there are, and are dropped after the selection.
     let neg_inf = scalar(

@@ -4,7 +4,7 @@
 //! the streams (`post`), and mix the streams (`comb`, projected towards a doubly-stochastic
 //! matrix by Sinkhorn iterations). All of it is computed in f32, as transformers does.
 
-use cubevec_ir::op::{BinaryOp, ReduceOp, UnaryOp};
+use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::{DType, Dim, Op, ValueId};
 
 use super::{DeepseekV4Config, f32_param, matmul_t, scalar, unweighted_rms_norm};
@@ -185,15 +185,7 @@ fn normalize(
     axis: i64,
     eps: ValueId,
 ) -> Result<ValueId, HfError> {
-    let sum = b.op(
-        &format!("{name}.sum"),
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![axis],
-            keep_dims: true,
-        },
-        &[x],
-    )?;
+    let sum = b.sum(&format!("{name}.sum"), x, axis, true)?;
     let sum = b.binary(&format!("{name}.eps"), BinaryOp::Add, sum, eps)?;
     b.binary(name, BinaryOp::Div, x, sum)
 }
@@ -211,14 +203,6 @@ fn collapse(
         &[pre],
     )?;
     let weighted = b.binary(&format!("{name}.weighted"), BinaryOp::Mul, pre, h32)?;
-    let collapsed = b.op(
-        &format!("{name}.collapse"),
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![1],
-            keep_dims: false,
-        },
-        &[weighted],
-    )?;
+    let collapsed = b.sum(&format!("{name}.collapse"), weighted, 1, false)?;
     b.cast(&format!("{name}.collapse.cast"), collapsed, b.dtype)
 }
