@@ -1,8 +1,10 @@
 //! Walking a kernel program with concrete values: the control flow of one block.
 //!
 //! The verifier, the cost model and the tests all need to know exactly which instructions one
-//! block issues and with which operands. [`walk`] runs the scalar part of a program (loops and
-//! `let`) and hands every other statement, with the variables in scope, to a visitor.
+//! block issues and with which operands. [`walk`] runs the scalar part of a program (loops,
+//! `let`, and scalar loads bound to their planned value) and hands every other statement, with
+//! the variables in scope, to a visitor. The visitor also sees each `LoadScalar` before its
+//! variable is bound.
 
 use super::expr::Env;
 use super::stmt::Stmt;
@@ -43,6 +45,15 @@ where
             Stmt::Let { var, value } => {
                 let v = value.eval(env).map_err(|source| KernelError::Expr {
                     context: format!("let {var}"),
+                    source,
+                })?;
+                let previous = env.insert(var.clone(), v);
+                bound.push((var.clone(), previous));
+            }
+            Stmt::LoadScalar { var, planned, .. } => {
+                visit(stmt, env)?;
+                let v = planned.eval(env).map_err(|source| KernelError::Expr {
+                    context: format!("planned value of {var}"),
                     source,
                 })?;
                 let previous = env.insert(var.clone(), v);

@@ -9,12 +9,14 @@
 //! - [`expr`]: integer index expressions.
 //! - [`stmt`]: statements (loops, moves, compute, sync) and the regions they touch.
 //! - [`exec`]: walks a program with concrete loop variables, one block at a time.
+//! - [`program`]: a whole model as GM tensors and kernel launches.
 //! - [`print`](mod@print): the deterministic textual form.
 //! - [`verify`](mod@verify): capacity, alignment, bounds, initialisation and synchronisation checks.
 
 pub mod exec;
 pub mod expr;
 pub mod print;
+pub mod program;
 pub mod stmt;
 pub mod verify;
 
@@ -25,7 +27,8 @@ use crate::DType;
 use crate::target::Target;
 
 pub use expr::{Env, Expr, ExprError};
-pub use stmt::{GmTile, Pipe, ReduceKind, Slice, Stmt, Tile, VecArg, VecOp};
+pub use program::{Binding, GmTensor, Launch, Program, ProgramError, TensorId, TensorKind};
+pub use stmt::{GmTile, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, Tile, VecArg, VecOp};
 pub use verify::{KernelError, verify};
 
 /// Which cores a kernel runs on.

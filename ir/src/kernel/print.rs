@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::stmt::{GmTile, ReduceKind, Slice, Stmt, Tile, VecArg};
+use super::stmt::{GmTile, ReduceKind, ScalarSrc, Slice, Stmt, Tile, VecArg};
 use super::{BufId, Kernel};
 
 /// Writes `kernel` in its textual form.
@@ -103,6 +103,15 @@ fn slice(kernel: &Kernel, s: &Slice) -> String {
     format!("{}[{}]+{}", buf_name(kernel, s.buf), s.stage, s.offset)
 }
 
+fn vec_arg(kernel: &Kernel, arg: &VecArg) -> String {
+    match arg {
+        VecArg::Slice(s) => slice(kernel, s),
+        VecArg::Imm(v) => format!("{v:?}"),
+        VecArg::Element(s) => format!("elem {}", slice(kernel, s)),
+        VecArg::Scalar(e) => format!("scalar {e}"),
+    }
+}
+
 fn write_body(out: &mut String, kernel: &Kernel, body: &[Stmt], depth: usize) {
     for stmt in body {
         let pad = "  ".repeat(depth);
@@ -188,14 +197,7 @@ fn write_body(out: &mut String, kernel: &Kernel, body: &[Stmt], depth: usize) {
                 srcs,
                 count,
             } => {
-                let args: Vec<String> = srcs
-                    .iter()
-                    .map(|a| match a {
-                        VecArg::Slice(s) => slice(kernel, s),
-                        VecArg::Imm(v) => format!("{v:?}"),
-                        VecArg::Element(s) => format!("elem {}", slice(kernel, s)),
-                    })
-                    .collect();
+                let args: Vec<String> = srcs.iter().map(|a| vec_arg(kernel, a)).collect();
                 writeln!(
                     out,
                     "{pad}{} {} <- {} n={count}",
@@ -215,9 +217,26 @@ fn write_body(out: &mut String, kernel: &Kernel, body: &[Stmt], depth: usize) {
                 match kind {
                     ReduceKind::Sum => "ReduceSum",
                     ReduceKind::Max => "ReduceMax",
+                    ReduceKind::MaxIndex => "ReduceMaxIndex",
                 },
                 slice(kernel, dst),
                 slice(kernel, src)
+            ),
+            Stmt::LoadScalar { var, src, planned } => {
+                let from = match src {
+                    ScalarSrc::Gm { param, index } => format!(
+                        "{}[{index}]",
+                        kernel.params.get(*param).map_or("?", |p| p.name.as_str())
+                    ),
+                    ScalarSrc::Ub(s) => slice(kernel, s),
+                };
+                writeln!(out, "{pad}load_scalar {var} <- {from} planned={planned}")
+            }
+            Stmt::SetValue { dst, value } => writeln!(
+                out,
+                "{pad}set_value {} <- {}",
+                slice(kernel, dst),
+                vec_arg(kernel, value)
             ),
             Stmt::SetFlag { from, to, event } => {
                 writeln!(out, "{pad}set_flag {}_{} #{event}", from.name(), to.name())

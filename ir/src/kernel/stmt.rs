@@ -114,6 +114,9 @@ pub enum VecArg {
     Imm(f64),
     /// One element of a UB buffer read by the scalar unit (`GetValue`) and used as a scalar.
     Element(Slice),
+    /// An integer expression evaluated by the scalar unit, converted to the operand's dtype
+    /// (e.g. an expert id or a row count written with `Duplicate` or `SetValue`).
+    Scalar(Expr),
 }
 
 /// A count-form vector operation: `dst[i] = op(srcs[..][i])` for `i < count`.
@@ -226,6 +229,24 @@ pub enum ReduceKind {
     Sum,
     /// `ReduceMax`.
     Max,
+    /// `ReduceMax` with `calIndex = true`: `dst[0]` = the maximum, `dst[1]` = the index of its
+    /// first occurrence stored in the bits of the element type (read it back with
+    /// [`Stmt::LoadScalar`], which returns the bits of a float element as an unsigned integer).
+    MaxIndex,
+}
+
+/// Where a [`Stmt::LoadScalar`] reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScalarSrc {
+    /// `GlobalTensor::GetValue(index)`: element `index` (flat, row-major) of a GM parameter.
+    Gm {
+        /// Index in [`super::Kernel::params`].
+        param: usize,
+        /// Flat element index.
+        index: Expr,
+    },
+    /// `LocalTensor::GetValue(offset)`: one element of a UB buffer stage.
+    Ub(Slice),
 }
 
 /// One statement. Loops and `let` run on the scalar unit; every other statement is one
@@ -335,6 +356,30 @@ pub enum Stmt {
         /// Element count.
         count: Expr,
     },
+    /// Scalar unit: reads one element and binds it to `var` for the rest of the enclosing body,
+    /// like [`Stmt::Let`]. Integer elements give their value; float elements give their bit
+    /// pattern as an unsigned integer (the index a `ReduceMax` with `calIndex` stores).
+    /// Data-dependent control flow (routing, gathers, grouped GEMMs over runtime group sizes)
+    /// is built from these.
+    LoadScalar {
+        /// Variable name.
+        var: String,
+        /// The element read.
+        src: ScalarSrc,
+        /// The value static analyses (the verifier's walk, the cost model) bind instead of
+        /// reading data: the planned profile, e.g. `tokens / experts` rows per expert. Executors
+        /// read the real element.
+        planned: Expr,
+    },
+    /// Scalar unit: `LocalTensor::SetValue(offset, value)` writes one UB element; `value` is an
+    /// immediate or an integer expression ([`VecArg::Imm`] or [`VecArg::Scalar`]) converted to
+    /// the buffer's dtype.
+    SetValue {
+        /// The element written (its `offset` is the element index in the stage).
+        dst: Slice,
+        /// The value.
+        value: VecArg,
+    },
     /// `SetFlag<HardEvent::from_to>(event)`.
     SetFlag {
         /// Source pipe.
@@ -376,9 +421,12 @@ impl Stmt {
     /// The pipe that executes the statement (`S` for control flow).
     pub fn pipe(&self) -> Pipe {
         match self {
-            Stmt::Let { .. } | Stmt::For { .. } | Stmt::SetFlag { .. } | Stmt::WaitFlag { .. } => {
-                Pipe::S
-            }
+            Stmt::Let { .. }
+            | Stmt::For { .. }
+            | Stmt::SetFlag { .. }
+            | Stmt::WaitFlag { .. }
+            | Stmt::LoadScalar { .. }
+            | Stmt::SetValue { .. } => Pipe::S,
             Stmt::CopyIn { .. } => Pipe::Mte2,
             Stmt::LoadL0 { .. } => Pipe::Mte1,
             Stmt::Mmad { .. } => Pipe::M,

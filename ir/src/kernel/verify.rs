@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::exec::run_instance;
 use super::expr::{Env, Expr, ExprError};
 use super::print::stmt_to_string;
-use super::stmt::{GmTile, Pipe, Slice, Stmt, Tile, VecArg, VecOp, mmad_accumulator};
+use super::stmt::{
+    GmTile, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, Tile, VecArg, VecOp, mmad_accumulator,
+};
 use super::{BufId, Buffer, CoreType, Kernel, Layout, MemLevel, ParamRole, Side};
 use crate::DType;
 use crate::target::Target;
@@ -762,7 +764,7 @@ impl<'k> Sim<'k> {
                 count,
             } => self.vector(*op, dst, srcs, count, env),
             Stmt::Reduce {
-                kind: _,
+                kind,
                 dst,
                 src,
                 count,
@@ -772,7 +774,8 @@ impl<'k> Sim<'k> {
                     return Err(format!("count {n} must be positive"));
                 }
                 let (sb, ss, st) = self.slice(src, n, env, true)?;
-                let (db, ds, dt) = self.slice(dst, 1, env, false)?;
+                let dst_len = if *kind == ReduceKind::MaxIndex { 2 } else { 1 };
+                let (db, ds, dt) = self.slice(dst, dst_len, env, false)?;
                 if st != dt || !matches!(st, DType::F16 | DType::F32) {
                     return Err(format!(
                         "reductions take f16 or f32 with equal types, not {st} → {dt}"
@@ -780,6 +783,38 @@ impl<'k> Sim<'k> {
                 }
                 self.touch(Object::Stage(sb, ss), pipe, false, "reduction source")?;
                 self.touch(Object::Stage(db, ds), pipe, true, "reduction destination")
+            }
+            Stmt::LoadScalar { src, .. } => match src {
+                ScalarSrc::Gm { param, index } => {
+                    let p = self
+                        .kernel
+                        .params
+                        .get(*param)
+                        .ok_or_else(|| format!("parameter {param} does not exist"))?;
+                    let i = ev(index, env, "index")?;
+                    let len: u64 = p.shape.iter().product();
+                    if i < 0 || i as u64 >= len {
+                        return Err(format!(
+                            "element {i} outside `{}` of {len} elements",
+                            p.name
+                        ));
+                    }
+                    self.touch(Object::Param(*param), pipe, false, &format!("`{}`", p.name))
+                }
+                ScalarSrc::Ub(slice) => {
+                    let (b, st, _) = self.slice(slice, 1, env, false)?;
+                    self.touch(Object::Stage(b, st), pipe, false, "scalar load")
+                }
+            },
+            Stmt::SetValue { dst, value } => {
+                if !matches!(value, VecArg::Imm(_) | VecArg::Scalar(_)) {
+                    return Err("SetValue takes an immediate or a scalar expression".into());
+                }
+                if let VecArg::Scalar(e) = value {
+                    ev(e, env, "value")?;
+                }
+                let (b, st, _) = self.slice(dst, 1, env, false)?;
+                self.touch(Object::Stage(b, st), pipe, true, "scalar store")
             }
             Stmt::SetFlag { from, to, event } => {
                 let event = ev(event, env, "event")?;
@@ -1010,8 +1045,8 @@ impl<'k> Sim<'k> {
                     if op == VecOp::Cast
                         && !matches!(
                             (t, dt),
-                            (DType::F16 | DType::BF16, DType::F32)
-                                | (DType::F32, DType::F16 | DType::BF16)
+                            (DType::F16 | DType::BF16 | DType::I32, DType::F32)
+                                | (DType::F32, DType::F16 | DType::BF16 | DType::I32)
                         )
                     {
                         return Err(format!("no Cast {t} → {dt} on arch 2201"));
@@ -1019,6 +1054,9 @@ impl<'k> Sim<'k> {
                     reads.push(Object::Stage(b, st));
                 }
                 (VecArg::Imm(_), false) => {}
+                (VecArg::Scalar(e), false) => {
+                    ev(e, env, "scalar")?;
+                }
                 (VecArg::Element(s), false) => {
                     let (b, st, t) = self.slice(s, 1, env, false)?;
                     if t != dt {
@@ -1029,7 +1067,22 @@ impl<'k> Sim<'k> {
                 _ => return Err(format!("operand kinds do not match {}", op.name())),
             }
         }
-        if op != VecOp::Cast && !matches!(dt, DType::F16 | DType::F32) {
+        let legal = match op {
+            VecOp::Cast => true,
+            VecOp::Duplicate => matches!(dt, DType::F16 | DType::BF16 | DType::F32 | DType::I32),
+            VecOp::Add
+            | VecOp::Sub
+            | VecOp::Mul
+            | VecOp::Max
+            | VecOp::Min
+            | VecOp::Adds
+            | VecOp::Muls
+            | VecOp::Maxs
+            | VecOp::Mins
+            | VecOp::Relu => matches!(dt, DType::F16 | DType::F32 | DType::I32),
+            _ => matches!(dt, DType::F16 | DType::F32),
+        };
+        if !legal {
             return Err(format!(
                 "{} on {dt} is not supported; compute in f16 or f32",
                 op.name()

@@ -12,7 +12,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{BufId, Env, Expr, Kernel, KernelError, MemLevel, Side, Stmt, VecArg};
+use cubevec_ir::kernel::{
+    BufId, Env, Expr, Kernel, KernelError, MemLevel, ScalarSrc, Side, Stmt, VecArg,
+};
 use cubevec_ir::target::Target;
 use serde::Serialize;
 
@@ -157,7 +159,13 @@ fn cost_vars(body: &[Stmt]) -> BTreeSet<String> {
             Stmt::Vector { count, .. } | Stmt::Reduce { count, .. } => {
                 count.collect_vars(&mut needed);
             }
-            Stmt::SetFlag { .. }
+            Stmt::LoadScalar { var, planned, .. } => {
+                if needed.remove(var) {
+                    planned.collect_vars(&mut needed);
+                }
+            }
+            Stmt::SetValue { .. }
+            | Stmt::SetFlag { .. }
             | Stmt::WaitFlag { .. }
             | Stmt::Barrier { .. }
             | Stmt::CrossCoreSet { .. }
@@ -263,6 +271,13 @@ impl Walker<'_> {
                 // A tree of passes plus the scalar write-back of the result.
                 (bytes / self.target.vector.bytes_per_cycle as f64).ceil() * 1.5 + 3.0 * overhead
             }
+            // A scalar access waits for the pipes it is ordered after: one instruction's
+            // overhead plus, for GM, a cache-line fetch.
+            Stmt::LoadScalar { src, .. } => match src {
+                ScalarSrc::Gm { .. } => overhead + latency,
+                ScalarSrc::Ub(_) => overhead,
+            },
+            Stmt::SetValue { .. } => overhead,
             _ => 0.0,
         };
         s.busy[pipe] = cycles;
@@ -279,6 +294,15 @@ impl Walker<'_> {
                 Stmt::Let { var, value } => {
                     let v = value.eval(env).map_err(|source| KernelError::Expr {
                         context: format!("let {var}"),
+                        source,
+                    })?;
+                    bound.push((var.clone(), env.insert(var.clone(), v)));
+                }
+                Stmt::LoadScalar { var, planned, .. } => {
+                    let s = self.leaf(stmt, env)?;
+                    total.then(&s);
+                    let v = planned.eval(env).map_err(|source| KernelError::Expr {
+                        context: format!("planned value of {var}"),
                         source,
                     })?;
                     bound.push((var.clone(), env.insert(var.clone(), v)));

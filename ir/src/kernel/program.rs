@@ -1,0 +1,281 @@
+//! A whole model as kernels: the GM tensors of a forward pass and the launches that fill them.
+//!
+//! A [`Program`] is what a back end turns into a runnable model: the host code of the AscendC
+//! project allocates every [`GmTensor`] in device memory and issues the [`Launch`]es in order;
+//! the CPU back end does the same with host buffers. Tensors are storage only (dtype and element
+//! count); a kernel parameter may view one with any shape of the same size, which is how
+//! reshapes cost nothing.
+
+use std::fmt;
+
+use super::{Kernel, ParamRole};
+use crate::DType;
+
+/// Index of a tensor in [`Program::tensors`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+impl TensorId {
+    /// Position in [`Program::tensors`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Where a GM tensor's contents come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    /// A graph input, filled by the caller.
+    Input,
+    /// Computed once before the first launch from weights and bound shapes alone (weights,
+    /// dequantised FP8 experts, stacked expert matrices, rope tables): the graph value of that
+    /// name, evaluated by the caller.
+    Constant,
+    /// Written by a launch and read by later ones.
+    Intermediate,
+}
+
+/// A dense row-major tensor in global memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GmTensor {
+    /// A name unique in the program: the graph value it holds (or a name derived from the node
+    /// that made it, for scratch tensors of multi-kernel lowerings).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape of the graph value it holds (kernels may view it with another shape).
+    pub shape: Vec<u64>,
+    /// Where its contents come from.
+    pub kind: TensorKind,
+}
+
+impl GmTensor {
+    /// Number of elements.
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.dtype.storage_bytes(self.elements() as usize) as u64
+    }
+}
+
+/// One kernel launch: `kernels[kernel]` with `args[i]` bound to its parameter `i`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// Index in [`Program::kernels`].
+    pub kernel: usize,
+    /// One tensor per kernel parameter, in parameter order (a `Workspace` parameter gets a
+    /// scratch tensor of its own).
+    pub args: Vec<TensorId>,
+}
+
+/// A named view of a program tensor that the caller reads or writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Graph input or output name.
+    pub name: String,
+    /// The tensor behind it.
+    pub tensor: TensorId,
+    /// The shape the caller sees.
+    pub shape: Vec<u64>,
+}
+
+/// A model lowered to kernels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Program {
+    /// Model name.
+    pub name: String,
+    /// Every GM tensor.
+    pub tensors: Vec<GmTensor>,
+    /// Every distinct kernel.
+    pub kernels: Vec<Kernel>,
+    /// Launches, in execution order.
+    pub launches: Vec<Launch>,
+    /// Graph inputs, in graph order.
+    pub inputs: Vec<Binding>,
+    /// Graph outputs, in graph order.
+    pub outputs: Vec<Binding>,
+}
+
+/// An inconsistency between a program's launches, kernels and tensors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    /// A launch names a kernel or tensor that does not exist.
+    #[error("launch {launch}: {what} does not exist")]
+    Dangling {
+        /// Launch index.
+        launch: usize,
+        /// What is missing.
+        what: String,
+    },
+    /// A launch passes the wrong number of arguments.
+    #[error("launch {launch} of `{kernel}`: {got} arguments for {expected} parameters")]
+    Arity {
+        /// Launch index.
+        launch: usize,
+        /// Kernel name.
+        kernel: String,
+        /// Arguments given.
+        got: usize,
+        /// Parameters of the kernel.
+        expected: usize,
+    },
+    /// An argument's dtype or size differs from its parameter's.
+    #[error(
+        "launch {launch} of `{kernel}`: parameter `{param}` is {expected}, tensor `{tensor}` is {got}"
+    )]
+    Mismatch {
+        /// Launch index.
+        launch: usize,
+        /// Kernel name.
+        kernel: String,
+        /// Parameter name.
+        param: String,
+        /// Tensor name.
+        tensor: String,
+        /// The parameter's dtype and element count.
+        expected: String,
+        /// The tensor's dtype and element count.
+        got: String,
+    },
+    /// A launch writes an input or a constant, or reads a tensor nothing wrote before.
+    #[error("launch {launch} of `{kernel}`: {message}")]
+    Dataflow {
+        /// Launch index.
+        launch: usize,
+        /// Kernel name.
+        kernel: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An output is never written.
+    #[error("output `{0}` is never written")]
+    UnwrittenOutput(String),
+}
+
+impl Program {
+    /// The tensor with that id.
+    pub fn tensor(&self, id: TensorId) -> &GmTensor {
+        &self.tensors[id.index()]
+    }
+
+    /// Checks that every launch binds existing tensors of the right dtype and size to its
+    /// kernel's parameters, never writes inputs or constants, reads only tensors written
+    /// earlier (or inputs and constants), and that every output is written.
+    pub fn check(&self) -> Result<(), ProgramError> {
+        let mut written: Vec<bool> = self
+            .tensors
+            .iter()
+            .map(|t| t.kind != TensorKind::Intermediate)
+            .collect();
+        for (index, launch) in self.launches.iter().enumerate() {
+            let kernel = self
+                .kernels
+                .get(launch.kernel)
+                .ok_or_else(|| ProgramError::Dangling {
+                    launch: index,
+                    what: format!("kernel {}", launch.kernel),
+                })?;
+            if launch.args.len() != kernel.params.len() {
+                return Err(ProgramError::Arity {
+                    launch: index,
+                    kernel: kernel.name.clone(),
+                    got: launch.args.len(),
+                    expected: kernel.params.len(),
+                });
+            }
+            let mut writes = Vec::new();
+            for (param, &arg) in kernel.params.iter().zip(&launch.args) {
+                let tensor =
+                    self.tensors
+                        .get(arg.index())
+                        .ok_or_else(|| ProgramError::Dangling {
+                            launch: index,
+                            what: format!("tensor {}", arg.0),
+                        })?;
+                let elements: u64 = param.shape.iter().product();
+                if tensor.dtype != param.dtype || tensor.elements() != elements {
+                    return Err(ProgramError::Mismatch {
+                        launch: index,
+                        kernel: kernel.name.clone(),
+                        param: param.name.clone(),
+                        tensor: tensor.name.clone(),
+                        expected: format!("{} x {elements}", param.dtype),
+                        got: format!("{} x {}", tensor.dtype, tensor.elements()),
+                    });
+                }
+                let dataflow = |message: String| ProgramError::Dataflow {
+                    launch: index,
+                    kernel: kernel.name.clone(),
+                    message,
+                };
+                match param.role {
+                    ParamRole::Input => {
+                        if !written[arg.index()] {
+                            return Err(dataflow(format!(
+                                "reads `{}` before anything writes it",
+                                tensor.name
+                            )));
+                        }
+                    }
+                    ParamRole::Output | ParamRole::OutputZeroed | ParamRole::Workspace => {
+                        if tensor.kind != TensorKind::Intermediate {
+                            return Err(dataflow(format!(
+                                "writes `{}`, which is a model input or constant",
+                                tensor.name
+                            )));
+                        }
+                        writes.push(arg.index());
+                    }
+                }
+            }
+            for w in writes {
+                written[w] = true;
+            }
+        }
+        for out in &self.outputs {
+            if !written.get(out.tensor.index()).copied().unwrap_or(false) {
+                return Err(ProgramError::UnwrittenOutput(out.name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Program {
+    /// The launch sequence, one line per launch, then every kernel in full.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "program @{} {{", self.name)?;
+        for (i, t) in self.tensors.iter().enumerate() {
+            let kind = match t.kind {
+                TensorKind::Input => "input",
+                TensorKind::Constant => "const",
+                TensorKind::Intermediate => "temp",
+            };
+            writeln!(f, "  t{i} {kind} {}{:?} \"{}\"", t.dtype, t.shape, t.name)?;
+        }
+        for launch in &self.launches {
+            let args: Vec<String> = launch.args.iter().map(|a| format!("t{}", a.0)).collect();
+            let name = self
+                .kernels
+                .get(launch.kernel)
+                .map_or("?", |k| k.name.as_str());
+            writeln!(f, "  launch {name}({})", args.join(", "))?;
+        }
+        for out in &self.outputs {
+            writeln!(
+                f,
+                "  output \"{}\" = t{} {:?}",
+                out.name, out.tensor.0, out.shape
+            )?;
+        }
+        writeln!(f, "}}")?;
+        for kernel in &self.kernels {
+            writeln!(f)?;
+            write!(f, "{kernel}")?;
+        }
+        Ok(())
+    }
+}
