@@ -24,7 +24,7 @@ mod roofline;
 
 pub use cubevec_ir as ir;
 pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
-pub use cubevec_passes::partition::{PartitionReport, PlannedKernel};
+pub use cubevec_passes::partition::{Partition, PartitionReport, PlannedKernel};
 pub use error::Error;
 pub use model::{LoadOptions, Model, ModelFormat};
 pub use output_dir::OutputDir;

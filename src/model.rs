@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use cubevec_frontend::hf::{self, HfOptions};
 use cubevec_ir::interp::{self, RunOptions};
+use cubevec_ir::kernel::{Program, TensorId, TensorKind};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Graph, Tensor};
 use cubevec_passes::optimize::{self, OptimizeOptions, OptimizeReport};
-use cubevec_passes::partition::{self, PartitionReport, PlannedKernel};
+use cubevec_passes::partition::{self, Partition, PartitionReport};
 
 use crate::Error;
 
@@ -131,16 +132,43 @@ impl Model {
         Ok((model, report))
     }
 
-    /// Splits the graph into kernels tiled for `target`, with its symbolic dimensions bound by
-    /// `bindings` (`batch`, `seq`, …), and reports each kernel's modelled cost.
+    /// Lowers the graph to a program of kernels tiled for `target`, with its symbolic
+    /// dimensions bound by `bindings` (`batch`, `seq`, …), and reports each launch's modelled
+    /// cost.
     pub fn plan_kernels(
         &self,
         target: &Target,
         bindings: &DimBindings,
-    ) -> Result<(Vec<PlannedKernel>, PartitionReport), Error> {
-        let kernels = partition::partition(&self.graph, target, bindings)?;
-        let report = partition::report(&self.graph, target, &kernels);
-        Ok((kernels, report))
+    ) -> Result<(Partition, PartitionReport), Error> {
+        let partition = partition::partition(&self.graph, target, bindings)?;
+        let report = partition::report(&self.graph, target, &partition);
+        Ok((partition, report))
+    }
+
+    /// The contents of the program's constant tensors (weights, and values computed from weights
+    /// and bound shapes alone), evaluated with the reference interpreter.
+    pub fn constants(
+        &self,
+        program: &Program,
+        bindings: &DimBindings,
+    ) -> Result<Vec<(TensorId, Tensor)>, Error> {
+        let mut ids = Vec::new();
+        let mut values = Vec::new();
+        for (i, t) in program.tensors.iter().enumerate() {
+            if t.kind != TensorKind::Constant {
+                continue;
+            }
+            let value = self.graph.value_by_name(&t.name).ok_or_else(|| {
+                Error::Inputs(format!("constant `{}` is not a value of the graph", t.name))
+            })?;
+            ids.push(TensorId(i as u32));
+            values.push(value);
+        }
+        let options = RunOptions {
+            weight_dir: self.weight_dir.clone(),
+        };
+        let tensors = interp::evaluate_constants(&self.graph, &values, bindings, &options)?;
+        Ok(ids.into_iter().zip(tensors).collect())
     }
 
     /// The graph as read.

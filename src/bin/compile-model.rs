@@ -168,10 +168,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     if let Some(emit) = cli.emit {
         let printed = match emit {
-            Emit::KernelIr => {
-                let kernels = plan.as_ref().map(|(k, _)| k.as_slice()).unwrap_or_default();
-                kernels.iter().map(|k| format!("{}\n", k.kernel)).collect()
-            }
+            Emit::KernelIr => plan
+                .as_ref()
+                .map(|(p, _)| p.program.to_string())
+                .unwrap_or_default(),
             Emit::Ir | Emit::OptimizedIr => {
                 let shown = if emit == Emit::Ir { &read } else { &model };
                 let options = text::PrintOptions {

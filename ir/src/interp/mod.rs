@@ -257,6 +257,92 @@ pub fn run_all(
     execute(graph, inputs, options, true)
 }
 
+/// Evaluates `wanted` values that depend on weights and dimensions alone (stacked expert
+/// matrices, dequantised weights, rope tables), with the graph's symbols bound by `bindings`.
+/// Only the initializers and nodes they need are loaded and run; a wanted value that depends on
+/// a graph input is an [`InterpError::Undefined`] error naming the node.
+pub fn evaluate_constants(
+    graph: &Graph,
+    wanted: &[ValueId],
+    bindings: &DimBindings,
+    options: &RunOptions,
+) -> Result<Vec<Tensor>, InterpError> {
+    let order = graph
+        .topological_order()
+        .map_err(|n| InterpError::Cycle(graph.describe_node(n)))?;
+    let definitions = graph.definitions();
+    let mut needed = vec![false; graph.values.len()];
+    let mut stack: Vec<ValueId> = wanted.to_vec();
+    while let Some(v) = stack.pop() {
+        if std::mem::replace(&mut needed[v.index()], true) {
+            continue;
+        }
+        if let Some(crate::graph::Definition::Node { node: n, .. }) = definitions[v.index()] {
+            stack.extend(graph.node(n).inputs.iter().flatten().copied());
+        }
+    }
+    let mut values: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+    let mut bindings = bindings.clone();
+    let mut loader = weights::WeightLoader::new(options.weight_dir.as_deref());
+    for init in graph
+        .initializers
+        .iter()
+        .filter(|i| needed[i.value.index()])
+    {
+        let value = graph.value(init.value);
+        let shape = value
+            .ty
+            .shape
+            .eval(&bindings)
+            .ok_or_else(|| InterpError::UnboundShape {
+                value: value.name.clone(),
+                shape: value.ty.shape.clone(),
+            })?;
+        let shape = shape.into_iter().map(|d| d as usize).collect();
+        values[init.value.index()] =
+            Some(loader.load(&value.name, value.ty.dtype, shape, &init.data)?);
+    }
+    drop(loader);
+    for &node_id in &order {
+        let node = graph.node(node_id);
+        if !node.outputs.iter().any(|v| needed[v.index()]) {
+            continue;
+        }
+        let mut operands = Vec::with_capacity(node.inputs.len());
+        for input in &node.inputs {
+            match input {
+                None => operands.push(None),
+                Some(v) => match &values[v.index()] {
+                    Some(t) => operands.push(Some(t)),
+                    None => {
+                        return Err(InterpError::Undefined {
+                            node: graph.describe_node(node_id),
+                            value: graph.value(*v).name.clone(),
+                        });
+                    }
+                },
+            }
+        }
+        let results =
+            evaluate(&node.op, &operands, &bindings).map_err(|source| InterpError::Op {
+                node: graph.describe_node(node_id),
+                source,
+            })?;
+        for (&out, result) in node.outputs.iter().zip(results) {
+            check_result(graph, node_id, out, &result, &mut bindings)?;
+            values[out.index()] = Some(result);
+        }
+    }
+    wanted
+        .iter()
+        .map(|&v| {
+            values[v.index()]
+                .clone()
+                .ok_or_else(|| InterpError::UndefinedOutput(graph.value(v).name.clone()))
+        })
+        .collect()
+}
+
 /// Evaluates one op on concrete operands (absent optional operands are `None`), as frontends do
 /// to fold constants. `bindings` gives the values of symbols in dimension attributes (`Reshape`,
 /// `Expand`, `Split`, `Range`); a `Range` whose `len` cannot be evaluated takes the length its

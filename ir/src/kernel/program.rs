@@ -110,39 +110,10 @@ pub enum ProgramError {
         /// What is missing.
         what: String,
     },
-    /// A launch passes the wrong number of arguments.
-    #[error("launch {launch} of `{kernel}`: {got} arguments for {expected} parameters")]
-    Arity {
-        /// Launch index.
-        launch: usize,
-        /// Kernel name.
-        kernel: String,
-        /// Arguments given.
-        got: usize,
-        /// Parameters of the kernel.
-        expected: usize,
-    },
-    /// An argument's dtype or size differs from its parameter's.
-    #[error(
-        "launch {launch} of `{kernel}`: parameter `{param}` is {expected}, tensor `{tensor}` is {got}"
-    )]
-    Mismatch {
-        /// Launch index.
-        launch: usize,
-        /// Kernel name.
-        kernel: String,
-        /// Parameter name.
-        param: String,
-        /// Tensor name.
-        tensor: String,
-        /// The parameter's dtype and element count.
-        expected: String,
-        /// The tensor's dtype and element count.
-        got: String,
-    },
-    /// A launch writes an input or a constant, or reads a tensor nothing wrote before.
+    /// A launch's arguments do not fit its kernel: wrong count, a dtype or size different from
+    /// the parameter's, a write to an input or constant, or a read of a tensor nothing wrote.
     #[error("launch {launch} of `{kernel}`: {message}")]
-    Dataflow {
+    Launch {
         /// Launch index.
         launch: usize,
         /// Kernel name.
@@ -178,13 +149,17 @@ impl Program {
                     launch: index,
                     what: format!("kernel {}", launch.kernel),
                 })?;
+            let fail = |message: String| ProgramError::Launch {
+                launch: index,
+                kernel: kernel.name.clone(),
+                message,
+            };
             if launch.args.len() != kernel.params.len() {
-                return Err(ProgramError::Arity {
-                    launch: index,
-                    kernel: kernel.name.clone(),
-                    got: launch.args.len(),
-                    expected: kernel.params.len(),
-                });
+                return Err(fail(format!(
+                    "{} arguments for {} parameters",
+                    launch.args.len(),
+                    kernel.params.len()
+                )));
             }
             let mut writes = Vec::new();
             for (param, &arg) in kernel.params.iter().zip(&launch.args) {
@@ -197,24 +172,19 @@ impl Program {
                         })?;
                 let elements: u64 = param.shape.iter().product();
                 if tensor.dtype != param.dtype || tensor.elements() != elements {
-                    return Err(ProgramError::Mismatch {
-                        launch: index,
-                        kernel: kernel.name.clone(),
-                        param: param.name.clone(),
-                        tensor: tensor.name.clone(),
-                        expected: format!("{} x {elements}", param.dtype),
-                        got: format!("{} x {}", tensor.dtype, tensor.elements()),
-                    });
+                    return Err(fail(format!(
+                        "parameter `{}` is {} x {elements}, tensor `{}` is {} x {}",
+                        param.name,
+                        param.dtype,
+                        tensor.name,
+                        tensor.dtype,
+                        tensor.elements()
+                    )));
                 }
-                let dataflow = |message: String| ProgramError::Dataflow {
-                    launch: index,
-                    kernel: kernel.name.clone(),
-                    message,
-                };
                 match param.role {
                     ParamRole::Input => {
                         if !written[arg.index()] {
-                            return Err(dataflow(format!(
+                            return Err(fail(format!(
                                 "reads `{}` before anything writes it",
                                 tensor.name
                             )));
@@ -222,7 +192,7 @@ impl Program {
                     }
                     ParamRole::Output | ParamRole::OutputZeroed | ParamRole::Workspace => {
                         if tensor.kind != TensorKind::Intermediate {
-                            return Err(dataflow(format!(
+                            return Err(fail(format!(
                                 "writes `{}`, which is a model input or constant",
                                 tensor.name
                             )));

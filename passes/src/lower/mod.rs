@@ -3,7 +3,15 @@
 //! Every op the partitioner maps becomes a [`Lowering`]: kernels, each with the tensors its
 //! parameters bind to, in launch order. Operands, results and scratch tensors the lowering
 //! declares itself are named by [`ArgRef`], so a lowering never sees the program it ends up in.
-//! One module per family of ops.
+//! One module per family of ops:
+//!
+//! - [`linear`]: `MatMul` and `Gemm` on the Cube.
+//! - [`rows`]: `RmsNorm` and `Softmax` over the last axis.
+//! - [`elementwise`]: unary ops, same-shape binary ops, `SwiGlu`.
+
+pub mod elementwise;
+pub mod linear;
+pub mod rows;
 
 use cubevec_ir::kernel::Kernel;
 use cubevec_ir::target::Target;

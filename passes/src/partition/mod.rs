@@ -1,62 +1,46 @@
-//! Partitioning a graph into kernels: each compute node becomes one tiled kernel.
+//! Partitioning a graph into a [`Program`]: GM tensors and the kernel launches that fill them.
 //!
-//! `MatMul`, `Gemm` and `GroupedMatMul` become Cube kernels ([`crate::tile::gemm`]); elementwise
-//! unary and binary ops, `SwiGlu` (separate operands), `RmsNorm` and `Softmax` over the last
-//! axis become Vector kernels ([`crate::tile::vector`]). Shape-only ops (`Reshape`, `Squeeze`,
-//! `Unsqueeze`) are views and produce no kernel. Every other op is reported as unsupported,
-//! naming the node. Symbolic dimensions are bound first, so kernels are shape-specialised.
+//! Symbolic dimensions are bound first, so kernels are shape-specialised. Values computed from
+//! weights and bound shapes alone (stacked expert matrices, dequantised FP8 weights, rope
+//! tables) are program constants, evaluated once by the caller, not kernels of the forward
+//! pass. Every other node is lowered by [`crate::lower`]: reshape-like ops become views of their
+//! operand, the rest one or more tiled kernels; an op without a lowering is an error naming the
+//! node. Kernels that come out identical for identical layers are emitted once and launched
+//! many times.
 //!
 //! Not yet done: fusing vector epilogues into MIX kernels and fusing elementwise chains across
-//! nodes; each node is its own kernel. Grouped GEMMs are tiled for a balanced routing profile
-//! (`tokens / experts` rows per expert), which the report states.
+//! nodes; each node is lowered on its own.
 
-use std::collections::BTreeMap;
+mod report;
 
-use cubevec_ir::graph::TensorType;
-use cubevec_ir::kernel::Kernel;
-use cubevec_ir::op::{BinaryOp, UnaryOp};
+use std::collections::HashMap;
+
+use cubevec_ir::graph::{TensorType, ValueId};
+use cubevec_ir::kernel::{
+    Binding, CoreType, GmTensor, Kernel, Launch, Program, TensorId, TensorKind,
+};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
-use cubevec_ir::{DType, Graph, NodeId, Op};
+use cubevec_ir::{Graph, NodeId, Op};
 use serde::Serialize;
 
-use crate::cost::{Bound, KernelCost};
-use crate::tile::TileError;
-use crate::tile::gemm::{GemmProblem, plan};
-use crate::tile::vector::{
-    ChainArg, ChainStep, ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows,
+use crate::cost::KernelCost;
+use crate::lower::{
+    ArgRef, LowerError, Lowering, OpContext, TensorShape, elementwise, linear, rows,
 };
 
-/// Which values depend on initializers alone (indexed by value id).
-fn weight_only_values(graph: &Graph) -> Vec<bool> {
-    let mut weight_only = vec![false; graph.values.len()];
-    for init in &graph.initializers {
-        weight_only[init.value.index()] = true;
-    }
-    let order = graph
-        .topological_order()
-        .unwrap_or_else(|_| (0..graph.nodes.len() as u32).map(NodeId).collect());
-    for id in order {
-        let node = graph.node(id);
-        if node.inputs.iter().flatten().all(|v| weight_only[v.index()]) {
-            for v in &node.outputs {
-                weight_only[v.index()] = true;
-            }
-        }
-    }
-    weight_only
-}
+pub use report::{KernelReport, PartitionReport, report};
 
 /// Errors of the partitioner.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
-    /// The op has no kernel mapping yet.
-    #[error("{node}: {reason}")]
-    Unsupported {
+    /// The op (or this form of it) has no kernel mapping, or tiling it failed.
+    #[error("{node}: {source}")]
+    Lower {
         /// The node, described.
         node: String,
         /// Why.
-        reason: String,
+        source: Box<LowerError>,
     },
     /// A shape has an unbound symbol.
     #[error("{node}: shape of operand {operand} is not bound by the given dimensions")]
@@ -66,337 +50,303 @@ pub enum PartitionError {
         /// Operand or result index.
         operand: usize,
     },
-    /// Tiling failed.
-    #[error("{node}: {source}")]
-    Tile {
-        /// The node, described.
-        node: String,
-        /// The tiler error.
-        source: Box<TileError>,
+    /// A value's shape has a symbol the given dimensions do not bind.
+    #[error("the shape {shape} of `{value}` is not bound by the given dimensions")]
+    UnboundValue {
+        /// The value.
+        value: String,
+        /// Its symbolic shape.
+        shape: String,
     },
 }
 
-/// Which cores a planned kernel uses.
+/// Which cores a launch uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum KernelKind {
     /// Cube cores only.
     Cube,
     /// Vector cores only.
     Vector,
+    /// One cube core with its two vector cores per block.
+    Mix,
 }
 
-/// One kernel of a partitioned graph.
+impl KernelKind {
+    /// The kind of a kernel's core type.
+    pub fn of(kernel: &Kernel) -> KernelKind {
+        match kernel.core {
+            CoreType::Aic => KernelKind::Cube,
+            CoreType::Aiv => KernelKind::Vector,
+            CoreType::Mix1To2 => KernelKind::Mix,
+        }
+    }
+}
+
+/// What the partitioner knows about one launch of the program.
 #[derive(Clone, Debug)]
 pub struct PlannedKernel {
     /// The node it implements.
     pub node: NodeId,
-    /// Cube or vector.
+    /// Index in [`Program::launches`].
+    pub launch: usize,
+    /// Cube, vector or MIX.
     pub kind: KernelKind,
-    /// The tiled kernel.
-    pub kernel: Kernel,
-    /// Its estimate.
+    /// Its modelled cost.
     pub cost: KernelCost,
     /// Assumptions the plan rests on (e.g. the routing profile of a grouped GEMM).
     pub assumptions: Vec<String>,
 }
 
-/// One line of the report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct KernelReport {
-    /// Kernel name.
-    pub name: String,
-    /// Cube or vector.
-    pub kind: KernelKind,
-    /// Tiling facts.
-    pub tiles: BTreeMap<String, u64>,
-    /// Useful operations.
-    pub flops: f64,
-    /// Minimum HBM bytes.
-    pub bytes: f64,
-    /// Modelled time in microseconds.
-    pub modeled_time_us: f64,
-    /// Roofline limit.
-    pub bound: Bound,
-    /// Roofline time / modelled time.
-    pub efficiency: f64,
-    /// Plan assumptions.
-    pub assumptions: Vec<String>,
+/// A partitioned graph: the program and the plan of each launch.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    /// GM tensors, kernels and launches.
+    pub program: Program,
+    /// One entry per launch, in launch order.
+    pub launches: Vec<PlannedKernel>,
 }
 
-/// The per-kernel report of a partitioned graph, serialisable as JSON.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PartitionReport {
-    /// Graph name.
-    pub graph: String,
-    /// Target name.
-    pub target: String,
-    /// Kernels in execution order.
-    pub kernels: Vec<KernelReport>,
-    /// Sum of the modelled kernel times (launch overheads excluded).
-    pub total_modeled_time_us: f64,
+/// Which values depend on initializers alone (indexed by value id).
+fn constant_values(graph: &Graph, order: &[NodeId]) -> Vec<bool> {
+    let mut constant = vec![false; graph.values.len()];
+    for init in &graph.initializers {
+        constant[init.value.index()] = true;
+    }
+    for &id in order {
+        let node = graph.node(id);
+        if node.inputs.iter().flatten().all(|v| constant[v.index()]) {
+            for v in &node.outputs {
+                constant[v.index()] = true;
+            }
+        }
+    }
+    constant
 }
 
-/// Builds the report of planned kernels.
-pub fn report(graph: &Graph, target: &Target, kernels: &[PlannedKernel]) -> PartitionReport {
-    PartitionReport {
-        graph: graph.name.clone(),
-        target: target.name.clone(),
-        kernels: kernels
-            .iter()
-            .map(|k| KernelReport {
-                name: k.kernel.name.clone(),
-                kind: k.kind,
-                tiles: k.kernel.tiling.clone(),
-                flops: k.cost.flops,
-                bytes: k.cost.bytes,
-                modeled_time_us: k.cost.modeled_time_us,
-                bound: k.cost.bound,
-                efficiency: k.cost.efficiency,
-                assumptions: k.assumptions.clone(),
-            })
-            .collect(),
-        total_modeled_time_us: kernels.iter().map(|k| k.cost.modeled_time_us).sum(),
+/// Lowers one node (see [`crate::lower`]).
+fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
+    match ctx.op {
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => Ok(Lowering::view()),
+        Op::MatMul => linear::lower_matmul(ctx),
+        Op::Gemm { .. } => linear::lower_gemm(ctx),
+        Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
+        _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
+        other => Err(LowerError::Unsupported(format!(
+            "`{}` has no kernel mapping yet",
+            other.name()
+        ))),
     }
 }
 
-/// Maps every compute node of `graph` (in node order) to a tiled kernel for `target`, with the
-/// graph's symbolic dimensions bound by `bindings`. Nodes computed from weights alone (FP8
-/// dequantisation, packing merged weights) are weight preparation done once at load time, not
-/// kernels of the forward pass.
+/// Builds the program while nodes are lowered.
+struct ProgramBuilder<'g> {
+    graph: &'g Graph,
+    bindings: &'g DimBindings,
+    program: Program,
+    tensor_of: HashMap<ValueId, TensorId>,
+    kernel_index: HashMap<String, usize>,
+}
+
+impl ProgramBuilder<'_> {
+    fn concrete(&self, ty: &TensorType) -> Option<Vec<u64>> {
+        ty.shape.eval(self.bindings)
+    }
+
+    fn add_tensor(&mut self, name: String, shape: TensorShape, kind: TensorKind) -> TensorId {
+        self.program.tensors.push(GmTensor {
+            name,
+            dtype: shape.dtype,
+            shape: shape.shape,
+            kind,
+        });
+        TensorId(self.program.tensors.len() as u32 - 1)
+    }
+
+    /// The tensor holding `value`, created on first use with `kind`.
+    fn tensor_for(&mut self, value: ValueId, kind: TensorKind) -> Result<TensorId, PartitionError> {
+        if let Some(&t) = self.tensor_of.get(&value) {
+            return Ok(t);
+        }
+        let v = self.graph.value(value);
+        let shape = self
+            .concrete(&v.ty)
+            .ok_or_else(|| PartitionError::UnboundValue {
+                value: v.name.clone(),
+                shape: v.ty.shape.to_string(),
+            })?;
+        let t = self.add_tensor(v.name.clone(), TensorShape::new(v.ty.dtype, shape), kind);
+        self.tensor_of.insert(value, t);
+        Ok(t)
+    }
+
+    /// The kernel's index, reusing an identical kernel (up to its name) lowered before.
+    fn intern_kernel(&mut self, kernel: Kernel) -> usize {
+        let mut anonymous = kernel.clone();
+        anonymous.name.clear();
+        let key = anonymous.to_string();
+        if let Some(&i) = self.kernel_index.get(&key) {
+            return i;
+        }
+        self.program.kernels.push(kernel);
+        let i = self.program.kernels.len() - 1;
+        self.kernel_index.insert(key, i);
+        i
+    }
+}
+
+/// Lowers every node of `graph` to kernels for `target`, with the graph's symbolic dimensions
+/// bound by `bindings`, and assembles the [`Program`] that runs them.
 pub fn partition(
     graph: &Graph,
     target: &Target,
     bindings: &DimBindings,
-) -> Result<Vec<PlannedKernel>, PartitionError> {
-    let weight_only = weight_only_values(graph);
-    let mut out = Vec::new();
-    for (index, node) in graph.nodes.iter().enumerate() {
-        let id = NodeId(index as u32);
-        if node.inputs.iter().flatten().all(|v| weight_only[v.index()]) {
+) -> Result<Partition, PartitionError> {
+    let order = graph
+        .topological_order()
+        .unwrap_or_else(|_| (0..graph.nodes.len() as u32).map(NodeId).collect());
+    let constant = constant_values(graph, &order);
+    let mut b = ProgramBuilder {
+        graph,
+        bindings,
+        program: Program {
+            name: graph.name.clone(),
+            ..Program::default()
+        },
+        tensor_of: HashMap::new(),
+        kernel_index: HashMap::new(),
+    };
+    for &input in &graph.inputs {
+        let t = b.tensor_for(input, TensorKind::Input)?;
+        let shape = b.program.tensor(t).shape.clone();
+        b.program.inputs.push(Binding {
+            name: graph.value(input).name.clone(),
+            tensor: t,
+            shape,
+        });
+    }
+    let mut launches = Vec::new();
+    for &id in &order {
+        let node = graph.node(id);
+        if node.inputs.iter().flatten().all(|v| constant[v.index()]) {
             continue;
         }
         let describe = || graph.describe_node(id);
-        let concrete = |slot: usize, ty: &TensorType| -> Result<Vec<u64>, PartitionError> {
-            ty.shape
-                .eval(bindings)
-                .ok_or_else(|| PartitionError::Unbound {
-                    node: describe(),
-                    operand: slot,
-                })
+        let shape_of = |slot: usize, v: ValueId| -> Result<TensorShape, PartitionError> {
+            let ty = &graph.value(v).ty;
+            let shape = b.concrete(ty).ok_or_else(|| PartitionError::Unbound {
+                node: describe(),
+                operand: slot,
+            })?;
+            Ok(TensorShape::new(ty.dtype, shape))
         };
         let mut inputs = Vec::new();
         for (slot, v) in node.inputs.iter().enumerate() {
-            match v {
-                Some(v) => {
-                    let ty = &graph.value(*v).ty;
-                    inputs.push(Some((ty.dtype, concrete(slot, ty)?)));
-                }
-                None => inputs.push(None),
-            }
+            inputs.push(v.map(|v| shape_of(slot, v)).transpose()?);
         }
-        let Some(&out_id) = node.outputs.first() else {
-            continue;
+        let mut outputs = Vec::new();
+        for (slot, &v) in node.outputs.iter().enumerate() {
+            outputs.push(shape_of(node.inputs.len() + slot, v)?);
+        }
+        let name = kernel_name(id.0 as usize, &node.name, node.op.name());
+        let ctx = OpContext {
+            name: &name,
+            op: &node.op,
+            inputs,
+            outputs,
+            target,
         };
-        let out_ty = &graph.value(out_id).ty;
-        let out_shape = concrete(node.inputs.len(), out_ty)?;
-        let name = kernel_name(index, &node.name, node.op.name());
-        let unsupported = |reason: String| PartitionError::Unsupported {
-            node: describe(),
-            reason,
-        };
-        let tile_err = |source: TileError| PartitionError::Tile {
+        let lowering = lower_node(&ctx).map_err(|source| PartitionError::Lower {
             node: describe(),
             source: Box::new(source),
-        };
-        let operand = |i: usize| -> Result<(DType, Vec<u64>), PartitionError> {
-            inputs
-                .get(i)
-                .cloned()
-                .flatten()
-                .ok_or_else(|| unsupported(format!("operand {i} is absent")))
-        };
-        let cube = |problem: GemmProblem,
-                    assumptions: Vec<String>|
-         -> Result<PlannedKernel, PartitionError> {
-            let chosen = plan(&problem, target).map_err(tile_err)?;
-            Ok(PlannedKernel {
-                node: id,
-                kind: KernelKind::Cube,
-                kernel: chosen.kernel,
-                cost: chosen.cost,
-                assumptions,
+        })?;
+        if lowering.view {
+            let operand = node.inputs.first().copied().flatten();
+            if let (Some(operand), Some(&result)) = (operand, node.outputs.first()) {
+                let kind = if constant[operand.index()] {
+                    TensorKind::Constant
+                } else {
+                    TensorKind::Intermediate
+                };
+                let t = b.tensor_for(operand, kind)?;
+                b.tensor_of.insert(result, t);
+            }
+            continue;
+        }
+        let scratch: Vec<TensorId> = lowering
+            .scratch
+            .iter()
+            .map(|s| {
+                b.add_tensor(
+                    format!("{name}.{}", s.name),
+                    s.tensor.clone(),
+                    TensorKind::Intermediate,
+                )
             })
+            .collect();
+        for call in lowering.calls {
+            let mut args = Vec::with_capacity(call.args.len());
+            for arg in &call.args {
+                let t = match *arg {
+                    ArgRef::Operand(i) => {
+                        let v = node.inputs.get(i).copied().flatten().ok_or_else(|| {
+                            PartitionError::Lower {
+                                node: describe(),
+                                source: Box::new(LowerError::Unsupported(format!(
+                                    "a kernel reads operand {i}, which is absent"
+                                ))),
+                            }
+                        })?;
+                        let kind = if constant[v.index()] {
+                            TensorKind::Constant
+                        } else {
+                            TensorKind::Intermediate
+                        };
+                        b.tensor_for(v, kind)?
+                    }
+                    ArgRef::Result(i) => b.tensor_for(node.outputs[i], TensorKind::Intermediate)?,
+                    ArgRef::Scratch(i) => scratch[i],
+                };
+                args.push(t);
+            }
+            let kind = KernelKind::of(&call.kernel);
+            let kernel = b.intern_kernel(call.kernel);
+            b.program.launches.push(Launch { kernel, args });
+            launches.push(PlannedKernel {
+                node: id,
+                launch: b.program.launches.len() - 1,
+                kind,
+                cost: call.cost,
+                assumptions: call.assumptions,
+            });
+        }
+    }
+    for &output in &graph.outputs {
+        let kind = if constant[output.index()] {
+            TensorKind::Constant
+        } else {
+            TensorKind::Intermediate
         };
-        let planned = match &node.op {
-            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => continue,
-            Op::MatMul => {
-                let (dtype, a) = operand(0)?;
-                let (_, b) = operand(1)?;
-                let problem =
-                    matmul_problem(&name, dtype, out_ty.dtype, &a, &b).ok_or_else(|| {
-                        unsupported(format!(
-                            "matmul of {a:?} by {b:?} (broadcast batches are not tiled yet)"
-                        ))
-                    })?;
-                cube(problem, Vec::new())?
-            }
-            Op::Gemm {
-                alpha_bits,
-                beta_bits,
-                trans_a,
-                trans_b,
-            } => {
-                let has_c = node.inputs.get(2).is_some_and(Option::is_some);
-                if *trans_a
-                    || f32::from_bits(*alpha_bits) != 1.0
-                    || (has_c && f32::from_bits(*beta_bits) != 0.0)
-                {
-                    return Err(unsupported(
-                        "Gemm with transposed A, alpha ≠ 1 or a C term is not tiled yet".into(),
-                    ));
-                }
-                let (dtype, a) = operand(0)?;
-                let (_, b) = operand(1)?;
-                let (m, k) = (a[0], a[1]);
-                let n = if *trans_b { b[0] } else { b[1] };
-                let mut problem = GemmProblem::plain(&name, m, n, k, dtype, *trans_b);
-                problem.output = out_ty.dtype;
-                cube(problem, Vec::new())?
-            }
-            Op::GroupedMatMul => {
-                let (dtype, x) = operand(0)?;
-                let (_, w) = operand(1)?;
-                let (tokens, k, experts, n) = (x[0], x[1], w[0], w[1]);
-                if experts == 0 {
-                    return Err(unsupported("no experts".into()));
-                }
-                let groups: Vec<u64> = (0..experts)
-                    .map(|e| tokens / experts + u64::from(e < tokens % experts))
-                    .collect();
-                let problem = GemmProblem {
-                    name: name.clone(),
-                    groups,
-                    n,
-                    k,
-                    input: dtype,
-                    output: out_ty.dtype,
-                    b_transposed: true,
-                    relu: false,
-                };
-                cube(
-                    problem,
-                    vec![format!(
-                        "balanced routing: {tokens} tokens over {experts} experts"
-                    )],
-                )?
-            }
-            Op::RmsNorm { axis, epsilon_bits } => {
-                let (dtype, x) = operand(0)?;
-                last_axis(*axis, x.len()).map_err(&unsupported)?;
-                let cols = x.last().copied().unwrap_or(1);
-                let op = RowWise {
-                    name,
-                    rows: x.iter().product::<u64>() / cols.max(1),
-                    cols,
-                    dtype,
-                    kind: RowKind::RmsNorm {
-                        eps: f32::from_bits(*epsilon_bits) as f64,
-                    },
-                };
-                vector_plan(id, plan_rows(&op, target).map_err(tile_err)?)
-            }
-            Op::Softmax { axis } => {
-                let (dtype, x) = operand(0)?;
-                last_axis(*axis, x.len()).map_err(&unsupported)?;
-                let cols = x.last().copied().unwrap_or(1);
-                let op = RowWise {
-                    name,
-                    rows: x.iter().product::<u64>() / cols.max(1),
-                    cols,
-                    dtype,
-                    kind: RowKind::Softmax,
-                };
-                vector_plan(id, plan_rows(&op, target).map_err(tile_err)?)
-            }
-            Op::SwiGlu {
-                split: false,
-                limit_bits: None,
-            } => {
-                let chain =
-                    ElementwiseChain::swiglu(&name, out_shape.iter().product(), out_ty.dtype);
-                vector_plan(id, plan_chain(&chain, target).map_err(tile_err)?)
-            }
-            Op::Unary(u) => {
-                let steps = unary_steps(*u)
-                    .ok_or_else(|| unsupported(format!("no vector lowering of {u:?}")))?;
-                let chain = ElementwiseChain {
-                    name,
-                    len: out_shape.iter().product(),
-                    dtype: out_ty.dtype,
-                    inputs: 1,
-                    steps,
-                    output: 0,
-                };
-                vector_plan(id, plan_chain(&chain, target).map_err(tile_err)?)
-            }
-            Op::Binary(b) => {
-                let (_, lhs) = operand(0)?;
-                let (_, rhs) = operand(1)?;
-                if lhs != out_shape || rhs != out_shape {
-                    return Err(unsupported(
-                        "broadcasting binary ops are not tiled yet".into(),
-                    ));
-                }
-                let op = binary_op(*b)
-                    .ok_or_else(|| unsupported(format!("no vector lowering of {b:?}")))?;
-                let chain = ElementwiseChain {
-                    name,
-                    len: out_shape.iter().product(),
-                    dtype: out_ty.dtype,
-                    inputs: 2,
-                    steps: vec![ChainStep {
-                        op,
-                        dst: 0,
-                        srcs: vec![ChainArg::Input(0), ChainArg::Input(1)],
-                    }],
-                    output: 0,
-                };
-                vector_plan(id, plan_chain(&chain, target).map_err(tile_err)?)
-            }
-            other => {
-                return Err(unsupported(format!(
-                    "`{}` has no kernel mapping yet",
-                    other.name()
-                )));
-            }
-        };
-        out.push(planned);
+        let t = b.tensor_for(output, kind)?;
+        let v = graph.value(output);
+        let shape = b
+            .concrete(&v.ty)
+            .ok_or_else(|| PartitionError::UnboundValue {
+                value: v.name.clone(),
+                shape: v.ty.shape.to_string(),
+            })?;
+        b.program.outputs.push(Binding {
+            name: v.name.clone(),
+            tensor: t,
+            shape,
+        });
     }
-    Ok(out)
+    Ok(Partition {
+        program: b.program,
+        launches,
+    })
 }
 
-fn vector_plan(node: NodeId, plan: crate::tile::vector::VectorPlan) -> PlannedKernel {
-    PlannedKernel {
-        node,
-        kind: KernelKind::Vector,
-        kernel: plan.kernel,
-        cost: plan.cost,
-        assumptions: Vec::new(),
-    }
-}
-
-fn last_axis(axis: i64, rank: usize) -> Result<(), String> {
-    let normalized = if axis < 0 { axis + rank as i64 } else { axis };
-    if rank > 0 && normalized == rank as i64 - 1 {
-        Ok(())
-    } else {
-        Err(format!(
-            "only the last axis is tiled (axis {axis} of rank {rank})"
-        ))
-    }
-}
-
-/// A C identifier for the kernel of node `index`.
+/// A C identifier for the kernels of node `index`.
 fn kernel_name(index: usize, node_name: &str, op: &str) -> String {
     let clean: String = node_name
         .chars()
@@ -409,91 +359,12 @@ fn kernel_name(index: usize, node_name: &str, op: &str) -> String {
     }
 }
 
-/// `a [..., m, k] · b [k, n]` (leading dims of `a` folded into m) or equal-batch 3-D operands.
-fn matmul_problem(
-    name: &str,
-    dtype: DType,
-    output: DType,
-    a: &[u64],
-    b: &[u64],
-) -> Option<GemmProblem> {
-    let (&k, lead) = a.split_last()?;
-    match b {
-        [kb, n] if *kb == k => {
-            let m: u64 = lead.iter().product();
-            let mut p = GemmProblem::plain(name, m, *n, k, dtype, false);
-            p.output = output;
-            Some(p)
-        }
-        [batch, kb, n] if *kb == k && a.len() == 3 && a[0] == *batch => Some(GemmProblem {
-            name: name.to_string(),
-            groups: vec![a[1]; *batch as usize],
-            n: *n,
-            k,
-            input: dtype,
-            output,
-            b_transposed: false,
-            relu: false,
-        }),
-        _ => None,
-    }
-}
-
-fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
-    use ChainArg::{Imm, Input, Temp};
-    use cubevec_ir::kernel::VecOp as V;
-    let one = |op, src| {
-        vec![ChainStep {
-            op,
-            dst: 0,
-            srcs: src,
-        }]
-    };
-    Some(match op {
-        UnaryOp::Exp => one(V::Exp, vec![Input(0)]),
-        UnaryOp::Log => one(V::Ln, vec![Input(0)]),
-        UnaryOp::Abs => one(V::Abs, vec![Input(0)]),
-        UnaryOp::Sqrt => one(V::Sqrt, vec![Input(0)]),
-        UnaryOp::Rsqrt => one(V::Rsqrt, vec![Input(0)]),
-        UnaryOp::Reciprocal => one(V::Reciprocal, vec![Input(0)]),
-        UnaryOp::Relu => one(V::Relu, vec![Input(0)]),
-        UnaryOp::Neg => one(V::Muls, vec![Input(0), Imm(-1.0)]),
-        UnaryOp::Sigmoid | UnaryOp::Silu => {
-            let step = |op, srcs| ChainStep { op, dst: 0, srcs };
-            let mut steps = vec![
-                step(V::Muls, vec![Input(0), Imm(-1.0)]),
-                step(V::Exp, vec![Temp(0)]),
-                step(V::Adds, vec![Temp(0), Imm(1.0)]),
-            ];
-            if op == UnaryOp::Sigmoid {
-                steps.push(step(V::Reciprocal, vec![Temp(0)]));
-            } else {
-                steps.push(step(V::Div, vec![Input(0), Temp(0)]));
-            }
-            steps
-        }
-        _ => return None,
-    })
-}
-
-fn binary_op(op: BinaryOp) -> Option<cubevec_ir::kernel::VecOp> {
-    use cubevec_ir::kernel::VecOp as V;
-    Some(match op {
-        BinaryOp::Add => V::Add,
-        BinaryOp::Sub => V::Sub,
-        BinaryOp::Mul => V::Mul,
-        BinaryOp::Div => V::Div,
-        BinaryOp::Max => V::Max,
-        BinaryOp::Min => V::Min,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use cubevec_ir::graph::{TensorType, WeightData};
     use cubevec_ir::kernel::verify;
-    use cubevec_ir::{Dim, Shape};
+    use cubevec_ir::op::UnaryOp;
+    use cubevec_ir::{DType, Dim, Shape};
 
     use super::*;
 
@@ -501,6 +372,8 @@ mod tests {
         TensorType::new(dtype, Shape(dims))
     }
 
+    /// norm → up-projection → silu → softmax, with a reshape view in the middle and a
+    /// weight-only cast feeding the projection.
     fn small_block() -> Graph {
         let mut g = Graph::new("block");
         let mut b = g.builder();
@@ -518,23 +391,18 @@ mod tests {
         let w1 = b
             .add_initializer(
                 "w1",
-                ty(DType::BF16, vec![Dim::Known(256), Dim::Known(512)]),
+                ty(DType::F32, vec![Dim::Known(256), Dim::Known(512)]),
                 WeightData::Absent,
             )
             .expect("w1");
-        let experts = b
-            .add_initializer(
-                "experts",
-                ty(
-                    DType::BF16,
-                    vec![Dim::Known(4), Dim::Known(128), Dim::Known(256)],
-                ),
-                WeightData::Absent,
+        let w1 = b
+            .add_op(
+                "w1_bf16",
+                Op::Cast { to: DType::BF16 },
+                vec![Some(w1)],
+                vec![],
             )
-            .expect("experts");
-        let sizes = b
-            .add_input("group_sizes", ty(DType::I64, vec![Dim::Known(4)]))
-            .expect("sizes");
+            .expect("cast")[0];
         let normed = b
             .add_op(
                 "norm",
@@ -552,49 +420,63 @@ mod tests {
         let act = b
             .add_op("act", Op::Unary(UnaryOp::Silu), vec![Some(h)], vec![])
             .expect("silu")[0];
-        let probs = b
-            .add_op("probs", Op::Softmax { axis: -1 }, vec![Some(act)], vec![])
-            .expect("softmax")[0];
-        let moe = b
+        let flat = b
             .add_op(
-                "experts",
-                Op::GroupedMatMul,
-                vec![Some(normed), Some(experts), Some(sizes)],
+                "flat",
+                Op::Reshape {
+                    shape: vec![Dim::Known(2), seq.clone(), Dim::Known(256)],
+                },
+                vec![Some(act)],
                 vec![],
             )
-            .expect("grouped")[0];
+            .expect("reshape")[0];
+        let probs = b
+            .add_op("probs", Op::Softmax { axis: -1 }, vec![Some(flat)], vec![])
+            .expect("softmax")[0];
         b.add_output(probs).expect("out");
-        b.add_output(moe).expect("out");
         g
     }
 
     #[test]
-    fn a_block_partitions_into_verified_cube_and_vector_kernels() {
+    fn a_block_becomes_a_checked_program_of_verified_kernels() {
         let graph = small_block();
         let target = Target::by_name("ascend910b2").expect("target");
         let bindings: DimBindings = [("seq".to_string(), 64)].into_iter().collect();
-        let kernels = partition(&graph, &target, &bindings).expect("partition");
-        let kinds: Vec<(String, KernelKind)> = kernels
+        let part = partition(&graph, &target, &bindings).expect("partition");
+        let program = &part.program;
+        program.check().expect("program");
+        let launched: Vec<(&str, KernelKind)> = part
+            .launches
             .iter()
-            .map(|k| (k.kernel.name.clone(), k.kind))
+            .map(|l| {
+                let k = &program.kernels[program.launches[l.launch].kernel];
+                (k.name.as_str(), l.kind)
+            })
             .collect();
         assert_eq!(
-            kinds,
+            launched,
             [
-                ("k0_norm".to_string(), KernelKind::Vector),
-                ("k1_up".to_string(), KernelKind::Cube),
-                ("k2_act".to_string(), KernelKind::Vector),
-                ("k3_probs".to_string(), KernelKind::Vector),
-                ("k4_experts".to_string(), KernelKind::Cube),
+                ("k1_norm", KernelKind::Vector),
+                ("k2_up", KernelKind::Cube),
+                ("k3_act", KernelKind::Vector),
+                ("k5_probs", KernelKind::Vector),
             ]
         );
-        for k in &kernels {
-            verify(&k.kernel, &target).expect("verify");
-            assert!(k.cost.efficiency > 0.0 && k.cost.efficiency <= 1.0);
+        for k in &program.kernels {
+            verify(k, &target).expect("verify");
         }
-        let rep = report(&graph, &target, &kernels);
+        // The cast of w1 depends on a weight alone: a constant, not a launch.
+        let w1 = &program.tensors[program.launches[1].args[1].index()];
+        assert_eq!(
+            (w1.name.as_str(), &w1.kind),
+            ("w1_bf16:0", &TensorKind::Constant)
+        );
+        // The reshape is a view: softmax reads the tensor silu wrote.
+        assert_eq!(program.launches[3].args[0], program.launches[2].args[1]);
+        assert_eq!(program.outputs[0].shape, [2, 64, 256]);
+        let rep = report(&graph, &target, &part);
         let json = serde_json::to_string(&rep).expect("json");
-        assert!(json.contains("\"modeled_time_us\"") && json.contains("balanced routing"));
+        assert!(json.contains("\"modeled_time_us\""), "{json}");
         assert_eq!(rep.kernels[1].flops, 2.0 * 64.0 * 256.0 * 512.0);
     }
 
@@ -603,9 +485,9 @@ mod tests {
         let graph = small_block();
         let target = Target::by_name("ascend910b2").expect("target");
         let err = partition(&graph, &target, &DimBindings::new()).expect_err("seq unbound");
-        assert!(err.to_string().contains("norm"), "{err}");
+        assert!(err.to_string().contains('x'), "{err}");
 
-        let mut g = Graph::new("topk");
+        let mut g = Graph::new("floor");
         let mut b = g.builder();
         let x = b
             .add_input("x", ty(DType::F32, vec![Dim::Known(8), Dim::Known(16)]))
@@ -616,5 +498,26 @@ mod tests {
         b.add_output(y).expect("out");
         let err = partition(&g, &target, &DimBindings::new()).expect_err("floor");
         assert!(err.to_string().contains("floor_it"), "{err}");
+    }
+
+    #[test]
+    fn identical_layers_share_one_kernel() {
+        let mut g = Graph::new("twice");
+        let mut b = g.builder();
+        let x = b
+            .add_input("x", ty(DType::F32, vec![Dim::Known(32), Dim::Known(64)]))
+            .expect("x");
+        let y = b
+            .add_op("a", Op::Unary(UnaryOp::Exp), vec![Some(x)], vec![])
+            .expect("a")[0];
+        let z = b
+            .add_op("b", Op::Unary(UnaryOp::Exp), vec![Some(y)], vec![])
+            .expect("b")[0];
+        b.add_output(z).expect("out");
+        let target = Target::by_name("ascend910b2").expect("target");
+        let part = partition(&g, &target, &DimBindings::new()).expect("partition");
+        assert_eq!(part.program.kernels.len(), 1);
+        assert_eq!(part.program.launches.len(), 2);
+        part.program.check().expect("program");
     }
 }
