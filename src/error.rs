@@ -49,6 +49,9 @@ pub enum Error {
     /// The reference interpreter failed.
     #[error("reference run failed: {0}")]
     Interp(Box<cubevec_ir::interp::InterpError>),
+    /// A kernel failed in the kernel IR reference executor.
+    #[error("kernel run failed: {0}")]
+    KernelRun(Box<cubevec_ir::kernel::eval::EvalError>),
     /// An input named on the command line or in the inputs map is not a graph input, or one is
     /// missing.
     #[error("{0}")]
@@ -73,4 +76,5 @@ boxed_from!(
     Optimize(cubevec_passes::optimize::OptimizeError),
     Interp(cubevec_ir::interp::InterpError),
     Partition(cubevec_passes::partition::PartitionError),
+    KernelRun(cubevec_ir::kernel::eval::EvalError),
 );

@@ -17,11 +17,13 @@
 //! # Ok::<(), cubevec::Error>(())
 //! ```
 
+mod compiled;
 mod error;
 mod model;
 mod output_dir;
 mod roofline;
 
+pub use compiled::{CompiledModel, Engine, Mismatch};
 pub use cubevec_ir as ir;
 pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
 pub use cubevec_passes::partition::{Partition, PartitionReport, PlannedKernel};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cubevec_frontend::hf::{self, HfOptions};
 use cubevec_ir::interp::{self, RunOptions};
-use cubevec_ir::kernel::{Program, TensorId, TensorKind};
+use cubevec_ir::kernel::{TensorId, TensorKind};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Graph, Tensor};
@@ -141,24 +141,26 @@ impl Model {
         bindings: &DimBindings,
     ) -> Result<(Partition, PartitionReport), Error> {
         let partition = partition::partition(&self.graph, target, bindings)?;
-        let report = partition::report(&self.graph, target, &partition);
+        let report = partition::report(target, &partition);
         Ok((partition, report))
     }
 
-    /// The contents of the program's constant tensors (weights, and values computed from weights
-    /// and bound shapes alone), evaluated with the reference interpreter.
+    /// The contents of a partition's constant tensors (weights, and values computed from
+    /// weights and bound shapes alone), evaluated with the reference interpreter on the graph
+    /// the partition lowered.
     pub fn constants(
         &self,
-        program: &Program,
+        partition: &Partition,
         bindings: &DimBindings,
     ) -> Result<Vec<(TensorId, Tensor)>, Error> {
+        let (graph, program) = (&partition.graph, &partition.program);
         let mut ids = Vec::new();
         let mut values = Vec::new();
         for (i, t) in program.tensors.iter().enumerate() {
             if t.kind != TensorKind::Constant {
                 continue;
             }
-            let value = self.graph.value_by_name(&t.name).ok_or_else(|| {
+            let value = graph.value_by_name(&t.name).ok_or_else(|| {
                 Error::Inputs(format!("constant `{}` is not a value of the graph", t.name))
             })?;
             ids.push(TensorId(i as u32));
@@ -167,8 +169,13 @@ impl Model {
         let options = RunOptions {
             weight_dir: self.weight_dir.clone(),
         };
-        let tensors = interp::evaluate_constants(&self.graph, &values, bindings, &options)?;
+        let tensors = interp::evaluate_constants(graph, &values, bindings, &options)?;
         Ok(ids.into_iter().zip(tensors).collect())
+    }
+
+    /// The directory external weights are read relative to.
+    pub fn weight_dir(&self) -> Option<&Path> {
+        self.weight_dir.as_deref()
     }
 
     /// The graph as read.
@@ -201,7 +208,8 @@ impl Model {
             .collect())
     }
 
-    fn check_input_names(&self, inputs: &HashMap<String, Tensor>) -> Result<(), Error> {
+    /// Checks that `inputs` names every graph input and nothing else.
+    pub fn check_input_names(&self, inputs: &HashMap<String, Tensor>) -> Result<(), Error> {
         let names: Vec<&str> = self
             .graph
             .inputs

@@ -117,6 +117,39 @@ fn run_reference_writes_outputs_that_match_numpy() {
     assert!(diff <= 1e-6 * scale.max(1.0), "diff {diff}");
 }
 
+#[test]
+fn kernel_reference_runs_and_verifies_the_tiled_program() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let x = fixture("ir/swiglu_mlp.x.npy");
+    let x_arg = format!("x={}", x.display());
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let out = compile_model(&[
+        model.to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "--run",
+        "--kernel-reference",
+        "--verify",
+        "--input",
+        &x_arg,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verified 4 launches"),
+        "{}",
+        stderr(&out)
+    );
+    let (diff, scale) = max_abs_diff(&out_dir.join("y.npy"), &fixture("ir/swiglu_mlp.y.npy"));
+    assert!(diff <= 1e-6 * scale.max(1.0), "diff {diff}");
+    // The kernels are specialised to the inputs' sizes: `tokens` comes from x.
+    assert!(stderr(&out).contains("tokens=3"), "{}", stderr(&out));
+    let out = compile_model(&[model.to_str().unwrap(), "--verify", "--input", &x_arg]);
+    assert_fails_with(&out, &["--target"]);
+}
+
 /// Runs the checkpoint fixture `name` on its `input_ids.npy` with the reference interpreter,
 /// with `extra` flags, and checks its logits against torch's within 1e-4 of the largest.
 fn check_checkpoint_run(name: &str, extra: &[&str]) -> Output {

@@ -11,7 +11,8 @@ use cubevec::ir::shape::DimBindings;
 use cubevec::ir::target::Target;
 use cubevec::ir::{DType, Tensor, dot, npy, text};
 use cubevec::{
-    LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir, PartitionReport, roofline_svg,
+    Engine, LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir, PartitionReport,
+    roofline_svg,
 };
 
 /// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
@@ -41,8 +42,19 @@ struct Cli {
 
     /// With `--run`: use the reference interpreter (on the graph as read, or optimised with
     /// `--optimize`).
-    #[arg(long, requires = "run")]
+    #[arg(long, requires = "run", conflicts_with = "kernel_reference")]
     reference: bool,
+
+    /// With `--run`: lower to kernels for `--target` and execute them with the kernel IR
+    /// reference executor (slow; checks every region and buffer stage).
+    #[arg(long, requires = "run")]
+    kernel_reference: bool,
+
+    /// Lower to kernels for `--target`, run them launch by launch beside the reference
+    /// interpreter on the `--input`s, and report the first launch whose result differs beyond
+    /// the dtype's tolerance.
+    #[arg(long)]
+    verify: bool,
 
     /// Run the e-graph optimiser before running (`--emit optimized-ir` implies it).
     #[arg(long)]
@@ -54,7 +66,7 @@ struct Cli {
     report: Option<PathBuf>,
 
     /// A model input as `NAME=FILE.npy` (repeat for each input).
-    #[arg(long = "input", value_name = "NAME=FILE.npy", requires = "run")]
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
 
     /// Where `--run` writes one `NAME.npy` per model output (written whole or not at all).
@@ -100,6 +112,10 @@ enum Emit {
     Dot,
 }
 
+/// Largest difference `--verify` accepts, relative to the largest magnitude of the value
+/// (bf16 storage rounds at 2⁻⁸; kernels and the interpreter may round at different steps).
+const VERIFY_TOLERANCE: f64 = 2e-2;
+
 /// Inline constants larger than this are elided when IR is printed for reading.
 const ELIDE_INLINE_OVER: usize = 1024;
 
@@ -129,8 +145,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if cli.emit.is_none() && !cli.run && cli.report.is_none() {
-        bail!("nothing to do: give `--emit`, `--report` or `--run --reference`");
+    if cli.emit.is_none() && !cli.run && !cli.verify && cli.report.is_none() {
+        bail!("nothing to do: give `--emit`, `--report`, `--verify` or `--run --reference`");
+    }
+    if !cli.inputs.is_empty() && !cli.run && !cli.verify {
+        bail!("`--input` is for `--run` and `--verify`");
+    }
+    if (cli.kernel_reference || cli.verify) && cli.target.is_none() {
+        bail!("kernel runs need `--target` (for example `--target ascend910b2`)");
     }
     if cli.shapes_only && cli.run {
         bail!("`--shapes-only` builds a model without weights, which cannot `--run`");
@@ -159,13 +181,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else {
         (read.clone(), None)
     };
-    let plan = match &target {
-        Some(target) => {
-            let bindings = dim_bindings(cli)?;
-            Some(phases.time("plan kernels", || model.plan_kernels(target, &bindings))?)
+    // Runs on kernels specialise the symbolic dimensions to the inputs' sizes.
+    let inputs = if cli.run || cli.verify {
+        Some(read_inputs(&cli.inputs)?)
+    } else {
+        None
+    };
+    let runs_kernels = cli.kernel_reference || cli.verify;
+    let bindings = match &inputs {
+        Some(inputs) if runs_kernels => {
+            model.check_input_names(inputs)?;
+            model.bindings_for(inputs)?
         }
+        _ => dim_bindings(cli)?,
+    };
+    let compiled = match &target {
+        Some(target) => Some(phases.time("plan kernels", || model.compile(target, &bindings))?),
         None => None,
     };
+    let plan = compiled
+        .as_ref()
+        .map(|c| (c.partition().clone(), c.report().clone()));
     if let Some(emit) = cli.emit {
         let printed = match emit {
             Emit::KernelIr => plan
@@ -187,15 +223,46 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let kernels = plan.as_ref().zip(target.as_ref()).map(|((_, r), t)| (r, t));
         write_report(path, report.as_ref(), kernels)?;
     }
+    if cli.verify {
+        let (Some(compiled), Some(inputs)) = (&compiled, &inputs) else {
+            bail!("`--verify` needs `--target` and the model's `--input`s");
+        };
+        let found = phases.time("verify", || compiled.verify(inputs, VERIFY_TOLERANCE))?;
+        match found {
+            Some(m) => bail!(
+                "launch {} (kernel `{}`) differs from the reference interpreter on `{}`: element {} is {} where the interpreter gives {}",
+                m.launch,
+                m.kernel,
+                m.value,
+                m.index,
+                m.got,
+                m.expected
+            ),
+            None if !cli.quiet => eprintln!(
+                "verified {} launches against the reference interpreter",
+                compiled.program().launches.len()
+            ),
+            None => {}
+        }
+    }
     if cli.run {
-        if !cli.reference {
-            bail!("`--run` needs an engine: `--reference` runs the reference interpreter");
+        if !cli.reference && !cli.kernel_reference {
+            bail!(
+                "`--run` needs an engine: `--reference` runs the reference interpreter, `--kernel-reference` the kernels"
+            );
         }
         let Some(output_dir) = &cli.output_dir else {
             bail!("`--run` needs `--output-dir DIR` for the outputs");
         };
-        let inputs = read_inputs(&cli.inputs)?;
-        let outputs = phases.time("run", || model.run_reference(&inputs))?;
+        let inputs = inputs.unwrap_or_default();
+        let outputs = if cli.kernel_reference {
+            let Some(compiled) = &compiled else {
+                bail!("`--kernel-reference` needs `--target`");
+            };
+            phases.time("run", || compiled.run(Engine::KernelReference, &inputs))?
+        } else {
+            phases.time("run", || model.run_reference(&inputs))?
+        };
         write_outputs(output_dir, &outputs)?;
         if !cli.quiet {
             eprintln!(
@@ -208,7 +275,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if !cli.quiet {
         eprint!(
             "{}",
-            summary(&model, plan.as_ref().map(|(_, r)| r), &phases, cli)
+            summary(&model, plan.as_ref().map(|(_, r)| r), &bindings, &phases)
         );
     }
     Ok(())
@@ -230,7 +297,12 @@ impl Phases {
 
 /// The closing summary: the model, its weights, the kernels by kind with their modelled time,
 /// and the time of each phase.
-fn summary(model: &Model, plan: Option<&PartitionReport>, phases: &Phases, cli: &Cli) -> String {
+fn summary(
+    model: &Model,
+    plan: Option<&PartitionReport>,
+    bindings: &DimBindings,
+    phases: &Phases,
+) -> String {
     let graph = model.graph();
     let weight_bytes: usize = graph
         .initializers
@@ -256,14 +328,16 @@ fn summary(model: &Model, plan: Option<&PartitionReport>, phases: &Phases, cli: 
                 .or_insert(0) += 1;
         }
         let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let mut dims: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        dims.sort();
         text += &format!(
-            "kernels for {}: {} ({}); modelled time {:.1} us for batch {} × seq {}\n",
+            "kernels for {}: {} launches of {} distinct kernels ({}); modelled time {:.1} us for {}\n",
             plan.target,
             plan.kernels.len(),
+            plan.distinct_kernels,
             kinds.join(", "),
             plan.total_modeled_time_us,
-            cli.batch,
-            cli.seq_len
+            dims.join(", ")
         );
     }
     let times: Vec<String> = phases

@@ -606,7 +606,7 @@ fn last_uses(graph: &Graph, order: &[NodeId]) -> Vec<Option<usize>> {
 
 /// Binds the symbols of the graph inputs' shapes from the given tensors and checks every input
 /// against its declared type.
-fn bind_inputs(
+pub fn bind_inputs(
     graph: &Graph,
     inputs: &HashMap<String, Tensor>,
 ) -> Result<DimBindings, InterpError> {

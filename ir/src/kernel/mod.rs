@@ -9,10 +9,13 @@
 //! - [`expr`]: integer index expressions.
 //! - [`stmt`]: statements (loops, moves, compute, sync) and the regions they touch.
 //! - [`exec`]: walks a program with concrete loop variables, one block at a time.
+//! - [`eval`]: the reference executor: runs kernels and programs over GM data with the
+//!   hardware's numerics.
 //! - [`program`]: a whole model as GM tensors and kernel launches.
 //! - [`print`](mod@print): the deterministic textual form.
 //! - [`verify`](mod@verify): capacity, alignment, bounds, initialisation and synchronisation checks.
 
+pub mod eval;
 pub mod exec;
 pub mod expr;
 pub mod print;
@@ -26,6 +29,7 @@ use std::fmt;
 use crate::DType;
 use crate::target::Target;
 
+pub use eval::{EvalError, GmData, ProgramMemory, execute, run_program};
 pub use expr::{Env, Expr, ExprError};
 pub use program::{Binding, GmTensor, Launch, Program, ProgramError, TensorId, TensorKind};
 pub use stmt::{GmTile, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, Tile, VecArg, VecOp};

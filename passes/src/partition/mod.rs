@@ -11,6 +11,7 @@
 //! Not yet done: fusing vector epilogues into MIX kernels and fusing elementwise chains across
 //! nodes; each node is lowered on its own.
 
+mod layout;
 mod report;
 
 use std::collections::HashMap;
@@ -100,6 +101,9 @@ pub struct PlannedKernel {
 /// A partitioned graph: the program and the plan of each launch.
 #[derive(Clone, Debug)]
 pub struct Partition {
+    /// The graph that was lowered: the input graph after the weight layout rewrites. The
+    /// program's constants are values of this graph, by name.
+    pub graph: Graph,
     /// GM tensors, kernels and launches.
     pub program: Program,
     /// One entry per launch, in launch order.
@@ -201,6 +205,12 @@ pub fn partition(
     target: &Target,
     bindings: &DimBindings,
 ) -> Result<Partition, PartitionError> {
+    let order = graph
+        .topological_order()
+        .unwrap_or_else(|_| (0..graph.nodes.len() as u32).map(NodeId).collect());
+    let constant = constant_values(graph, &order);
+    let rewritten = layout::transpose_constant_b(graph, &constant);
+    let graph = &rewritten;
     let order = graph
         .topological_order()
         .unwrap_or_else(|_| (0..graph.nodes.len() as u32).map(NodeId).collect());
@@ -340,8 +350,10 @@ pub fn partition(
             shape,
         });
     }
+    let program = b.program;
     Ok(Partition {
-        program: b.program,
+        graph: rewritten,
+        program,
         launches,
     })
 }
@@ -474,7 +486,7 @@ mod tests {
         // The reshape is a view: softmax reads the tensor silu wrote.
         assert_eq!(program.launches[3].args[0], program.launches[2].args[1]);
         assert_eq!(program.outputs[0].shape, [2, 64, 256]);
-        let rep = report(&graph, &target, &part);
+        let rep = report(&target, &part);
         let json = serde_json::to_string(&rep).expect("json");
         assert!(json.contains("\"modeled_time_us\""), "{json}");
         assert_eq!(rep.kernels[1].flops, 2.0 * 64.0 * 256.0 * 512.0);

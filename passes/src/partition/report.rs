@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use cubevec_ir::Graph;
 use cubevec_ir::target::Target;
 use serde::Serialize;
 
@@ -50,8 +49,8 @@ pub struct PartitionReport {
 }
 
 /// Builds the report of a partition.
-pub fn report(graph: &Graph, target: &Target, partition: &Partition) -> PartitionReport {
-    let program = &partition.program;
+pub fn report(target: &Target, partition: &Partition) -> PartitionReport {
+    let (graph, program) = (&partition.graph, &partition.program);
     PartitionReport {
         graph: graph.name.clone(),
         target: target.name.clone(),

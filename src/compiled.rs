@@ -1,0 +1,236 @@
+//! A model lowered to kernels for one target and one set of dimension sizes, and running it.
+
+use std::collections::HashMap;
+
+use cubevec_ir::Tensor;
+use cubevec_ir::interp::{self, RunOptions};
+use cubevec_ir::kernel::eval::ProgramMemory;
+use cubevec_ir::kernel::{ParamRole, Program};
+use cubevec_ir::shape::DimBindings;
+use cubevec_ir::target::Target;
+use cubevec_passes::partition::{Partition, PartitionReport};
+
+use crate::{Error, Model};
+
+/// What executes the kernels of a compiled model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The kernel IR reference executor (`cubevec_ir::kernel::eval`): slow, simple, exact about
+    /// every region and stage.
+    KernelReference,
+}
+
+/// A model lowered to a [`Program`] of kernels tiled for one target, with its symbolic
+/// dimensions bound.
+#[derive(Clone, Debug)]
+pub struct CompiledModel<'m> {
+    model: &'m Model,
+    target: Target,
+    bindings: DimBindings,
+    partition: Partition,
+    report: PartitionReport,
+}
+
+/// Where a compiled model and the reference interpreter first disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mismatch {
+    /// Launch index.
+    pub launch: usize,
+    /// Kernel name.
+    pub kernel: String,
+    /// The graph value whose contents differ.
+    pub value: String,
+    /// Element index of the largest difference.
+    pub index: usize,
+    /// The kernel's element.
+    pub got: f64,
+    /// The interpreter's element.
+    pub expected: f64,
+}
+
+impl Model {
+    /// Lowers the model to kernels for `target` with its symbolic dimensions bound by
+    /// `bindings`.
+    pub fn compile(
+        &self,
+        target: &Target,
+        bindings: &DimBindings,
+    ) -> Result<CompiledModel<'_>, Error> {
+        let (partition, report) = self.plan_kernels(target, bindings)?;
+        Ok(CompiledModel {
+            model: self,
+            target: target.clone(),
+            bindings: bindings.clone(),
+            partition,
+            report,
+        })
+    }
+
+    /// The sizes of the symbolic dimensions that `inputs` give the graph inputs.
+    pub fn bindings_for(&self, inputs: &HashMap<String, Tensor>) -> Result<DimBindings, Error> {
+        Ok(interp::bind_inputs(self.graph(), inputs)?)
+    }
+}
+
+impl CompiledModel<'_> {
+    /// The program of launches.
+    pub fn program(&self) -> &Program {
+        &self.partition.program
+    }
+
+    /// The partition: the program and the plan of each launch.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
+    /// The per-launch cost report.
+    pub fn report(&self) -> &PartitionReport {
+        &self.report
+    }
+
+    /// The target the kernels are tiled for.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The dimension sizes the kernels are specialised to.
+    pub fn bindings(&self) -> &DimBindings {
+        &self.bindings
+    }
+
+    /// Runs the program on `inputs` (by graph-input name) with `engine`; returns `(output name,
+    /// tensor)` pairs in graph output order.
+    pub fn run(
+        &self,
+        engine: Engine,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, Error> {
+        let mut memory = self.prepared_memory(inputs)?;
+        match engine {
+            Engine::KernelReference => memory.run(self.program())?,
+        }
+        self.read_outputs(&memory)
+    }
+
+    /// Runs the program launch by launch with the kernel reference executor and the graph with
+    /// the reference interpreter, and returns the first launch whose result differs from the
+    /// interpreter's value beyond `tolerance` (relative to the value's largest magnitude), or
+    /// `None` when every launch agrees.
+    pub fn verify(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        tolerance: f64,
+    ) -> Result<Option<Mismatch>, Error> {
+        let graph = self.model.graph();
+        let options = RunOptions {
+            weight_dir: self.model.weight_dir().map(Into::into),
+        };
+        let expected = interp::run_all(graph, inputs, &options)?;
+        let program = self.program();
+        let mut memory = self.prepared_memory(inputs)?;
+        for (index, launch) in program.launches.iter().enumerate() {
+            memory.run_launch(program, index)?;
+            let kernel = &program.kernels[launch.kernel];
+            for (param, &arg) in kernel.params.iter().zip(&launch.args) {
+                if param.role == ParamRole::Input {
+                    continue;
+                }
+                let tensor = program.tensor(arg);
+                let Some(want) = graph
+                    .value_by_name(&tensor.name)
+                    .and_then(|v| expected[v.index()].as_ref())
+                else {
+                    continue;
+                };
+                let got = memory.tensors[arg.index()].to_f64_vec();
+                if let Some(m) = first_difference(&got, &want.to_f64_vec(), tolerance) {
+                    return Ok(Some(Mismatch {
+                        launch: index,
+                        kernel: kernel.name.clone(),
+                        value: tensor.name.clone(),
+                        index: m.0,
+                        got: m.1,
+                        expected: m.2,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Memory with the inputs and constants filled in.
+    fn prepared_memory(&self, inputs: &HashMap<String, Tensor>) -> Result<ProgramMemory, Error> {
+        let program = self.program();
+        let given = self.model.bindings_for(inputs)?;
+        for (symbol, size) in &given {
+            if self.bindings.get(symbol).is_some_and(|s| s != size) {
+                return Err(Error::Inputs(format!(
+                    "the inputs give `{symbol}` = {size}, but the model was compiled for {}",
+                    self.bindings[symbol]
+                )));
+            }
+        }
+        let mut memory = ProgramMemory::new(program);
+        for binding in &program.inputs {
+            let tensor = inputs
+                .get(&binding.name)
+                .ok_or_else(|| Error::Inputs(format!("input `{}` was not given", binding.name)))?;
+            memory.write(binding.tensor, tensor)?;
+        }
+        for (id, tensor) in self.model.constants(&self.partition, &self.bindings)? {
+            memory.write(id, &tensor)?;
+        }
+        Ok(memory)
+    }
+
+    fn read_outputs(&self, memory: &ProgramMemory) -> Result<Vec<(String, Tensor)>, Error> {
+        self.program()
+            .outputs
+            .iter()
+            .map(|b| Ok((b.name.clone(), memory.read(b)?)))
+            .collect()
+    }
+}
+
+/// The element with the largest difference, if it exceeds `tolerance` times the largest
+/// magnitude of `want` (at least 1): `(index, got, want)`.
+fn first_difference(got: &[f64], want: &[f64], tolerance: f64) -> Option<(usize, f64, f64)> {
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = if g.is_nan() || w.is_nan() {
+            if g.is_nan() && w.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (g - w).abs()
+        };
+        if worst.is_none_or(|(_, wd)| d > wd) {
+            worst = Some((i, d));
+        }
+    }
+    let (i, d) = worst?;
+    (d > tolerance * scale).then(|| (i, got[i], want[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+
+    #[test]
+    fn differences_are_measured_against_the_largest_magnitude() {
+        let want = [100.0, 1.0, -3.0];
+        assert_eq!(first_difference(&[100.5, 1.0, -3.0], &want, 1e-2), None);
+        assert_eq!(
+            first_difference(&[100.0, 3.0, -3.0], &want, 1e-2),
+            Some((1, 3.0, 1.0))
+        );
+        let (index, got, expected) =
+            first_difference(&[100.0, 1.0, f64::NAN], &want, 1e-2).expect("a NaN differs");
+        assert_eq!((index, expected), (2, -3.0));
+        assert!(got.is_nan());
+        assert_eq!(first_difference(&[f64::NAN], &[f64::NAN], 1e-2), None);
+    }
+}
