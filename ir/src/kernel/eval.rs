@@ -94,7 +94,7 @@ pub enum EvalError {
     },
     /// The program is inconsistent.
     #[error(transparent)]
-    Program(#[from] ProgramError),
+    Program(Box<ProgramError>),
     /// The memory does not match the program's tensors, or a tensor does not match its use.
     #[error("memory: {0}")]
     Memory(String),
@@ -375,7 +375,9 @@ impl ProgramMemory {
 /// (a parameter may view its tensor with another shape of the same size) and zero-fills the
 /// `OutputZeroed` ones first.
 pub fn run_program(program: &Program, memory: &mut [GmData]) -> Result<(), EvalError> {
-    program.check()?;
+    program
+        .check()
+        .map_err(|e| EvalError::Program(Box::new(e)))?;
     if memory.len() != program.tensors.len() {
         return Err(EvalError::Memory(format!(
             "{} tensors for a program of {}",
