@@ -214,6 +214,7 @@ struct CoreState {
     int64_t subBlockIdx = 0;
     std::unique_ptr<uint8_t[]> mem[static_cast<int>(Hardware::MAX)];
     void* pipe = nullptr;          ///< current TPipe
+    uint8_t atomic = 0;            ///< element type of SetAtomicAdd (emu::AtomicType), 0 = off
     uint8_t flags[32][8] = {};     ///< SetFlag state per (HardEvent, id)
     PipeClock flagClock[32][8];    ///< source-pipe clock captured by each pending SetFlag
     PipeClock pipes[kPipes];       ///< what each pipe knows about every pipe's progress
@@ -338,6 +339,18 @@ inline void RegisterGm(const void* ptr, uint64_t bytes) {
     auto& r = GmRegistry::Get();
     std::lock_guard<std::mutex> g(r.lock);
     r.regions.emplace_back(static_cast<const uint8_t*>(ptr), bytes);
+}
+
+/// Forgets the GM allocation that starts at `ptr` (after the memory is released).
+inline void UnregisterGm(const void* ptr) {
+    auto& r = GmRegistry::Get();
+    std::lock_guard<std::mutex> g(r.lock);
+    for (size_t i = 0; i < r.regions.size(); ++i) {
+        if (r.regions[i].first == static_cast<const uint8_t*>(ptr)) {
+            r.regions.erase(r.regions.begin() + static_cast<std::ptrdiff_t>(i));
+            return;
+        }
+    }
 }
 
 /// Checks that [ptr, ptr+bytes) lies inside one registered GM allocation. Unregistered pointers

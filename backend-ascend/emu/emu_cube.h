@@ -1,7 +1,12 @@
 // cubevec AscendC CPU emulation: cube path (LoadData L1 → L0A/L0B, Mmad, Fixpipe L0C → GM).
 #pragma once
 
-#include "emu_core.h"
+#include "emu_gm.h"
+
+/// Conversion applied by Fixpipe while moving L0C out. On the device this is a compiler builtin
+/// enum at global scope (kernels write `QuantMode_t::F322BF16` unqualified), so it lives outside
+/// the AscendC namespace here too.
+enum class QuantMode_t { NoQuant, F322F16, F322BF16, DEQF16, VDEQF16, QF322B8_PRE, VQF322B8_PRE, REQ8, VREQ8 };
 
 namespace AscendC {
 
@@ -137,9 +142,7 @@ inline void Mmad(const LocalTensor<T>& dst, const LocalTensor<U>& fm, const Loca
     }
 }
 
-/// Conversion applied by Fixpipe while moving L0C out.
-enum class QuantMode_t { NoQuant, F322F16, F322BF16, DEQF16, VDEQF16, QF322B8_PRE, VQF322B8_PRE, REQ8, VREQ8 };
-using QuantMode = QuantMode_t;
+using QuantMode = ::QuantMode_t;
 
 /// Output layout of Fixpipe.
 enum class CO2Layout : uint8_t { NZ = 0, ROW_MAJOR, COLUMN_MAJOR };
@@ -217,6 +220,7 @@ inline void Fixpipe(const GlobalTensor<T>& dst, const LocalTensor<U>& src, const
                 (static_cast<uint64_t>(groups - 1) * p.srcStride * 16 + static_cast<uint64_t>(p.mSize) * 16) * sizeof(U));
     const U* c = src.GetPhyAddr();
     T* out = dst.GetPhyAddr();
+    std::vector<T> row(p.nSize);
     for (uint32_t j = 0; j < p.mSize; ++j) {
         for (uint32_t col = 0; col < p.nSize; ++col) {
             U v = c[static_cast<uint64_t>(col / 16) * p.srcStride * 16 + j * 16 + col % 16];
@@ -227,8 +231,9 @@ inline void Fixpipe(const GlobalTensor<T>& dst, const LocalTensor<U>& src, const
                 y = emu::FromDouble<T>(static_cast<double>(v), emu::Rounding::Rint);
             }
             if (p.reluEn && static_cast<double>(emu::ToDouble(y)) < 0) y = T(0);
-            out[static_cast<uint64_t>(j) * p.dstStride + col] = y;
+            row[col] = y;
         }
+        emu::StoreGm(call, out + static_cast<uint64_t>(j) * p.dstStride, row.data(), p.nSize);
     }
 }
 

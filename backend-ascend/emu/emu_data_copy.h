@@ -1,7 +1,7 @@
 // cubevec AscendC CPU emulation: DataCopy (GM <-> UB, GM -> L1, ND2NZ) and DataCopyPad.
 #pragma once
 
-#include "emu_core.h"
+#include "emu_gm.h"
 
 namespace AscendC {
 
@@ -113,7 +113,7 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint
     src.EmuNeed(call, "src", static_cast<uint64_t>(count) * sizeof(T));
     emu::CheckGmRange(call, dst.GetPhyAddr(), static_cast<uint64_t>(count) * sizeof(T));
     src.EmuRead(call, "src", emu::Pipe::MTE3, emu::Issue(emu::Pipe::MTE3), static_cast<uint64_t>(count) * sizeof(T));
-    std::memmove(dst.GetPhyAddr(), src.Bytes(), static_cast<size_t>(count) * sizeof(T));
+    emu::StoreGm(call, dst.GetPhyAddr(), src.GetPhyAddr(), count);
 }
 
 /// GM → UB or GM → L1 with 32-byte block lengths and gaps.
@@ -139,7 +139,13 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, cons
     src.EmuNeed(call, "src", emu::BlockSpan(p, p.srcStride));
     emu::CheckGmRange(call, dst.GetPhyAddr(), emu::BlockSpan(p, p.dstStride));
     src.EmuRead(call, "src", emu::Pipe::MTE3, emu::Issue(emu::Pipe::MTE3), emu::BlockSpan(p, p.srcStride));
-    emu::BlockCopy(reinterpret_cast<uint8_t*>(dst.GetPhyAddr()), src.Bytes(), p);
+    for (uint32_t i = 0; i < p.blockCount; ++i) {
+        emu::StoreGm(call,
+                     reinterpret_cast<T*>(reinterpret_cast<uint8_t*>(dst.GetPhyAddr()) +
+                                          static_cast<uint64_t>(i) * (p.blockLen + p.dstStride) * 32u),
+                     reinterpret_cast<const T*>(src.Bytes() + static_cast<uint64_t>(i) * (p.blockLen + p.srcStride) * 32u),
+                     static_cast<uint64_t>(p.blockLen) * 32u / sizeof(T));
+    }
 }
 
 /// GM → UB with byte-granular chunks and per-chunk padding in UB.
@@ -211,7 +217,8 @@ inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, c
     emu::CheckGmRange(call, gm, static_cast<uint64_t>(p.blockCount - 1) * (p.blockLen + p.dstStride) + p.blockLen);
     src.EmuRead(call, "src", emu::Pipe::MTE3, emu::Issue(emu::Pipe::MTE3), (p.blockCount - 1) * ubStep + p.blockLen);
     for (uint32_t i = 0; i < p.blockCount; ++i) {
-        std::memcpy(gm + static_cast<uint64_t>(i) * (p.blockLen + p.dstStride), src.Bytes() + i * ubStep, p.blockLen);
+        emu::StoreGm(call, reinterpret_cast<T*>(gm + static_cast<uint64_t>(i) * (p.blockLen + p.dstStride)),
+                     reinterpret_cast<const T*>(src.Bytes() + i * ubStep), p.blockLen / sizeof(T));
     }
 }
 

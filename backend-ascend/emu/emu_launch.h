@@ -5,6 +5,7 @@
 #include <thread>
 #include <utility>
 
+#include "emu_gm.h"
 #include "emu_sync.h"
 
 namespace AscendC {
@@ -34,9 +35,10 @@ inline uint8_t* GmAlloc(size_t bytes) {
 
 /// Runs `kernel(args...)` on every core of a launch, one thread per core so that cross-core
 /// flags work. Each core starts with fresh, poisoned on-chip memories; at kernel end every
-/// SetFlag must have been waited for.
+/// SetFlag must have been waited for and atomic accumulation must be off. `name` (may be null)
+/// names the kernel in failure messages.
 template <typename... Params, typename... Args>
-inline void Launch(KernelType type, uint32_t numBlocks, void (*kernel)(Params...), Args... args) {
+inline void Launch(const char* name, KernelType type, uint32_t numBlocks, void (*kernel)(Params...), Args... args) {
     if (numBlocks == 0 || numBlocks > 65535) Fail(Failure::BadParameter, "Launch", "numBlocks %u outside [1, 65535]", numBlocks);
     const bool hasAic = type != KernelType::AIV_ONLY;
     const int64_t ratio = type == KernelType::AIC_ONLY ? 0 : (type == KernelType::MIX_AIC_1_2 ? 2 : 1);
@@ -53,6 +55,10 @@ inline void Launch(KernelType type, uint32_t numBlocks, void (*kernel)(Params...
     std::vector<std::thread> cores;
     auto start = [&](CoreKind kind, int64_t idx, int64_t sub) {
         cores.emplace_back([=] {
+            if (name != nullptr) {
+                std::snprintf(tlsFailContext, sizeof tlsFailContext, "kernel %s, %s %lld", name,
+                              kind == CoreKind::AIC ? "AIC" : "AIV", static_cast<long long>(idx));
+            }
             CoreState& core = Core();
             core.kind = kind;
             core.blockIdx = idx;
@@ -61,6 +67,7 @@ inline void Launch(KernelType type, uint32_t numBlocks, void (*kernel)(Params...
             core.subBlockIdx = sub;
             kernel(args...);
             CheckFlagsConsumed();
+            CheckAtomicOff();
         });
     };
     for (uint32_t b = 0; b < numBlocks; ++b) {
@@ -68,6 +75,12 @@ inline void Launch(KernelType type, uint32_t numBlocks, void (*kernel)(Params...
         for (int64_t s = 0; s < ratio; ++s) start(CoreKind::AIV, b * ratio + s, s);
     }
     for (auto& t : cores) t.join();
+}
+
+/// `Launch` without a kernel name in failure messages.
+template <typename... Params, typename... Args>
+inline void Launch(KernelType type, uint32_t numBlocks, void (*kernel)(Params...), Args... args) {
+    Launch(static_cast<const char*>(nullptr), type, numBlocks, kernel, args...);
 }
 
 }  // namespace emu

@@ -39,11 +39,17 @@ enum class Failure : int {
     Unsynchronized = 91,   ///< cross-pipe data hazard with no flag, queue event or barrier
 };
 
-/// Prints `ascendc-emu: <call>: <message>` to stderr and terminates the process with `code`.
+/// What the current thread is running, for failure messages: `kernel <name>, <core> <index>`
+/// while a named launch runs on it (set by `Launch`), empty otherwise.
+inline thread_local char tlsFailContext[192] = {0};
+
+/// Prints `ascendc-emu: <call>: <message>` to stderr (preceded by `ascendc-emu: in <context>` when
+/// a named kernel is running) and terminates the process with `code`.
 [[noreturn]] inline void Fail(Failure code, const char* call, const char* fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 [[noreturn]] inline void Fail(Failure code, const char* call, const char* fmt, ...) {
+    if (tlsFailContext[0] != 0) std::fprintf(stderr, "ascendc-emu: in %s\n", tlsFailContext);
     std::fprintf(stderr, "ascendc-emu: %s: ", call);
     va_list args;
     va_start(args, fmt);

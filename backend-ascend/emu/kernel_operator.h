@@ -7,6 +7,7 @@
 
 #include "emu_types.h"
 #include "emu_core.h"
+#include "emu_gm.h"
 #include "emu_data_copy.h"
 #include "emu_cube.h"
 #include "emu_vector.h"

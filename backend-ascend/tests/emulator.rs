@@ -64,8 +64,9 @@ fn expect_pass(name: &str, expected: &str) {
     );
 }
 
-/// Asserts that the test fails with exit `code` and a stderr message containing `call` and `message`.
-fn expect_failure(name: &str, code: i32, call: &str, message: &str) {
+/// Asserts that the test fails with exit `code` and a stderr message containing `call` and
+/// `message`, and returns what it printed.
+fn expect_failure(name: &str, code: i32, call: &str, message: &str) -> RunOutcome {
     let out = compile_and_run(name);
     assert_eq!(
         out.code,
@@ -84,21 +85,30 @@ fn expect_failure(name: &str, code: i32, call: &str, message: &str) {
         "{name}: stderr lacks {message:?}:\n{}",
         out.stderr
     );
+    out
+}
+
+/// Relative paths (`/`-separated) of the headers below `dir`, skipping the C++ tests.
+fn headers_below(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).expect("list emu/") {
+        let entry = entry.expect("dir entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path.is_dir() {
+            if name != "tests" {
+                headers_below(&path, &format!("{prefix}{name}/"), out);
+            }
+        } else if name.ends_with(".h") {
+            out.push(format!("{prefix}{name}"));
+        }
+    }
 }
 
 #[test]
 fn embedded_headers_match_the_source_tree() {
     let dir = emulator_include_dir();
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .expect("list emu/")
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|n| n.ends_with(".h"))
-        .collect();
+    let mut on_disk = Vec::new();
+    headers_below(&dir, "", &mut on_disk);
     on_disk.sort();
     let mut embedded: Vec<String> = EMULATOR_HEADERS
         .iter()
@@ -148,6 +158,27 @@ fn compare_and_select() {
 #[test]
 fn mix_kernel_cross_core_handover() {
     expect_pass("mix_cross_core", "mix_cross_core: OK");
+}
+
+#[test]
+fn atomic_accumulation_data_cache_and_acl_runtime() {
+    expect_pass("atomic_acl", "atomic_acl: OK");
+}
+
+#[test]
+fn check_atomic_add_left_on_names_the_kernel() {
+    let out = expect_failure(
+        "check_atomic_left_on",
+        85,
+        "SetAtomicAdd (kernel end)",
+        "SetAtomicAdd<half> was never followed by SetAtomicNone",
+    );
+    assert!(
+        out.stderr
+            .contains("ascendc-emu: in kernel leaves_atomic_on, AIV 0"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
