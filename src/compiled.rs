@@ -1,11 +1,14 @@
 //! A model lowered to kernels for one target and one set of dimension sizes, and running it.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cubevec_backend_ascend::{Manifest, emit_project, emulate};
 
 use cubevec_ir::Tensor;
 use cubevec_ir::interp::{self, RunOptions};
 use cubevec_ir::kernel::eval::ProgramMemory;
-use cubevec_ir::kernel::{ParamRole, Program};
+use cubevec_ir::kernel::{ParamRole, Program, TensorId};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_passes::partition::{Partition, PartitionReport};
@@ -158,18 +161,126 @@ impl CompiledModel<'_> {
         Ok(None)
     }
 
-    /// Memory with the inputs and constants filled in.
-    fn prepared_memory(&self, inputs: &HashMap<String, Tensor>) -> Result<ProgramMemory, Error> {
-        let program = self.program();
+    /// Writes the AscendC project (kernels, host program, `CMakeLists.txt`, `manifest.json`) into
+    /// `dir`, which appears whole or not at all. With `with_constants`, the constants' contents
+    /// go into `dir/data/` as the raw files the manifest names (the model's weights must be
+    /// available: not a shapes-only model).
+    pub fn write_ascend_project(&self, dir: &Path, with_constants: bool) -> Result<(), Error> {
+        let project = emit_project(self.program(), &self.target)?;
+        let staging = crate::OutputDir::create(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        project
+            .write_into(&staging.path(""))
+            .map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        if with_constants {
+            let manifest = manifest_of(&project)?;
+            let data = staging.path(DATA_DIR);
+            self.write_constant_files(&manifest, &data)?;
+        }
+        staging.commit().map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Emits the AscendC project, builds it with the system C++ compiler against the in-repo
+    /// AscendC emulation, runs it on `inputs`, and returns the outputs in graph output order.
+    pub fn run_emulated(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, Error> {
+        self.check_bindings(inputs)?;
+        let project = emit_project(self.program(), &self.target)?;
+        let manifest = manifest_of(&project)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("cubevec-run-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let io = |path: PathBuf| move |source| Error::Io { path, source };
+        let project_dir = scratch.path().join("project");
+        let data_dir = scratch.path().join("data");
+        let out_dir = scratch.path().join("outputs");
+        project
+            .write_into(&project_dir)
+            .map_err(io(project_dir.clone()))?;
+        self.write_constant_files(&manifest, &data_dir)?;
+        for file in &manifest.inputs {
+            let tensor = inputs
+                .get(&file.name)
+                .ok_or_else(|| Error::Inputs(format!("input `{}` was not given", file.name)))?;
+            let path = data_dir.join(&file.file);
+            std::fs::write(&path, tensor.bytes()).map_err(io(path.clone()))?;
+        }
+        let run = emulate::build_and_run(&project_dir, &data_dir, &out_dir)?;
+        manifest
+            .outputs
+            .iter()
+            .zip(&run.outputs)
+            .map(|(file, path)| {
+                let bytes = std::fs::read(path).map_err(io(path.clone()))?;
+                let dtype = self.program().tensor(TensorId(file.tensor as u32)).dtype;
+                let shape = file.shape.iter().map(|&d| d as usize).collect();
+                let tensor = Tensor::from_bytes(dtype, shape, bytes).map_err(|e| {
+                    Error::Inputs(format!("output `{}` of the emulated run: {e}", file.name))
+                })?;
+                Ok((file.name.clone(), tensor))
+            })
+            .collect()
+    }
+
+    /// Writes every constant as the raw file the manifest names, into `dir`.
+    fn write_constant_files(&self, manifest: &Manifest, dir: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let constants: HashMap<TensorId, Tensor> = self
+            .model
+            .constants(&self.partition, &self.bindings)?
+            .into_iter()
+            .collect();
+        for file in &manifest.constants {
+            let tensor = constants
+                .get(&TensorId(file.tensor as u32))
+                .ok_or_else(|| Error::Inputs(format!("constant `{}` has no value", file.name)))?;
+            let path = dir.join(&file.file);
+            std::fs::write(&path, tensor.bytes()).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Fails when `inputs` give a dimension another size than the program was compiled for.
+    fn check_bindings(&self, inputs: &HashMap<String, Tensor>) -> Result<(), Error> {
+        self.model.check_input_names(inputs)?;
         let given = self.model.bindings_for(inputs)?;
         for (symbol, size) in &given {
-            if self.bindings.get(symbol).is_some_and(|s| s != size) {
+            if let Some(&compiled) = self.bindings.get(symbol)
+                && compiled != *size
+            {
                 return Err(Error::Inputs(format!(
-                    "the inputs give `{symbol}` = {size}, but the model was compiled for {}",
-                    self.bindings[symbol]
+                    "the inputs give `{symbol}` = {size}, but the model was compiled for {compiled}"
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Memory with the inputs and constants filled in.
+    fn prepared_memory(&self, inputs: &HashMap<String, Tensor>) -> Result<ProgramMemory, Error> {
+        let program = self.program();
+        self.check_bindings(inputs)?;
         let mut memory = ProgramMemory::new(program);
         for binding in &program.inputs {
             let tensor = inputs
@@ -190,6 +301,15 @@ impl CompiledModel<'_> {
             .map(|b| Ok((b.name.clone(), memory.read(b)?)))
             .collect()
     }
+}
+
+/// Where `-o DIR` puts the constants' raw files.
+pub const DATA_DIR: &str = "data";
+
+fn manifest_of(project: &cubevec_backend_ascend::Project) -> Result<Manifest, Error> {
+    project
+        .manifest()
+        .map_err(|e| Error::Inputs(format!("the emitted manifest does not parse: {e}")))
 }
 
 /// The element with the largest difference, if it exceeds `tolerance` times the largest

@@ -52,6 +52,12 @@ pub enum Error {
     /// A kernel failed in the kernel IR reference executor.
     #[error("kernel run failed: {0}")]
     KernelRun(Box<cubevec_ir::kernel::eval::EvalError>),
+    /// Emitting the AscendC project failed.
+    #[error("AscendC emission failed: {0}")]
+    Emit(Box<cubevec_backend_ascend::EmitError>),
+    /// Building or running the emitted project against the AscendC emulation failed.
+    #[error("emulated run failed: {0}")]
+    Emulate(Box<cubevec_backend_ascend::EmulateError>),
     /// An input named on the command line or in the inputs map is not a graph input, or one is
     /// missing.
     #[error("{0}")]
@@ -77,4 +83,6 @@ boxed_from!(
     Interp(cubevec_ir::interp::InterpError),
     Partition(cubevec_passes::partition::PartitionError),
     KernelRun(cubevec_ir::kernel::eval::EvalError),
+    Emit(cubevec_backend_ascend::EmitError),
+    Emulate(cubevec_backend_ascend::EmulateError),
 );

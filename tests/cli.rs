@@ -150,6 +150,67 @@ fn kernel_reference_runs_and_verifies_the_tiled_program() {
     assert_fails_with(&out, &["--target"]);
 }
 
+#[test]
+fn out_writes_the_ascend_project_and_emulate_runs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let out_dir = tmp.path().join("out");
+    let x = fixture("ir/swiglu_mlp.x.npy");
+    let out = compile_model(&[
+        fixture("ir/swiglu_mlp.cvir").to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "-o",
+        project.to_str().unwrap(),
+        "--run",
+        "--emulate",
+        "--input",
+        &format!("x={}", x.display()),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in ["CMakeLists.txt", "manifest.json", "host/main.cpp"] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("manifest.json")).unwrap())
+            .unwrap();
+    for constant in manifest["constants"].as_array().unwrap() {
+        let file = project
+            .join("data")
+            .join(constant["file"].as_str().unwrap());
+        let bytes = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(
+            bytes,
+            constant["bytes"].as_u64().unwrap(),
+            "{}",
+            file.display()
+        );
+    }
+    let (diff, scale) = max_abs_diff(&out_dir.join("y.npy"), &fixture("ir/swiglu_mlp.y.npy"));
+    assert!(diff <= 1e-6 * scale.max(1.0), "diff {diff}");
+    // A second write of the same project is byte-identical.
+    let again = tmp.path().join("again");
+    let out = compile_model(&[
+        fixture("ir/swiglu_mlp.cvir").to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "--dim",
+        "tokens=3",
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in ["manifest.json", "host/main.cpp", "CMakeLists.txt"] {
+        assert_eq!(
+            std::fs::read(project.join(file)).unwrap(),
+            std::fs::read(again.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
 /// Runs the checkpoint fixture `name` on its `input_ids.npy` with the reference interpreter,
 /// with `extra` flags, and checks its logits against torch's within 1e-4 of the largest.
 fn check_checkpoint_run(name: &str, extra: &[&str]) -> Output {

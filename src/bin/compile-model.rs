@@ -42,13 +42,23 @@ struct Cli {
 
     /// With `--run`: use the reference interpreter (on the graph as read, or optimised with
     /// `--optimize`).
-    #[arg(long, requires = "run", conflicts_with = "kernel_reference")]
+    #[arg(long, requires = "run", conflicts_with_all = ["kernel_reference", "emulate"])]
     reference: bool,
 
     /// With `--run`: lower to kernels for `--target` and execute them with the kernel IR
     /// reference executor (slow; checks every region and buffer stage).
-    #[arg(long, requires = "run")]
+    #[arg(long, requires = "run", conflicts_with = "emulate")]
     kernel_reference: bool,
+
+    /// With `--run`: emit the AscendC project, build it with the system C++ compiler against
+    /// cubevec's CPU emulation of the AscendC API, and run it.
+    #[arg(long, requires = "run")]
+    emulate: bool,
+
+    /// Write the AscendC project for `--target` (kernels, host program, CMakeLists.txt,
+    /// manifest.json and the constants' data files) into DIR, which appears whole or not at all.
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    out: Option<PathBuf>,
 
     /// Lower to kernels for `--target`, run them launch by launch beside the reference
     /// interpreter on the `--input`s, and report the first launch whose result differs beyond
@@ -145,14 +155,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if cli.emit.is_none() && !cli.run && !cli.verify && cli.report.is_none() {
-        bail!("nothing to do: give `--emit`, `--report`, `--verify` or `--run --reference`");
+    if cli.emit.is_none() && !cli.run && !cli.verify && cli.report.is_none() && cli.out.is_none() {
+        bail!(
+            "nothing to do: give `-o DIR`, `--emit`, `--report`, `--verify` or `--run --reference`"
+        );
     }
     if !cli.inputs.is_empty() && !cli.run && !cli.verify {
         bail!("`--input` is for `--run` and `--verify`");
     }
-    if (cli.kernel_reference || cli.verify) && cli.target.is_none() {
-        bail!("kernel runs need `--target` (for example `--target ascend910b2`)");
+    if (cli.kernel_reference || cli.verify || cli.emulate || cli.out.is_some())
+        && cli.target.is_none()
+    {
+        bail!("kernels need `--target` (for example `--target ascend910b2`)");
     }
     if cli.shapes_only && cli.run {
         bail!("`--shapes-only` builds a model without weights, which cannot `--run`");
@@ -187,7 +201,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else {
         None
     };
-    let runs_kernels = cli.kernel_reference || cli.verify;
+    let runs_kernels = cli.kernel_reference || cli.verify || cli.emulate;
     let bindings = match &inputs {
         Some(inputs) if runs_kernels => {
             model.check_input_names(inputs)?;
@@ -223,6 +237,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let kernels = plan.as_ref().zip(target.as_ref()).map(|((_, r), t)| (r, t));
         write_report(path, report.as_ref(), kernels)?;
     }
+    if let (Some(dir), Some(compiled)) = (&cli.out, &compiled) {
+        let with_data = !cli.shapes_only;
+        phases.time("write project", || {
+            compiled.write_ascend_project(dir, with_data)
+        })?;
+        if !cli.quiet {
+            eprintln!(
+                "wrote the AscendC project for {} to {}",
+                compiled.target().name,
+                dir.display()
+            );
+        }
+    }
     if cli.verify {
         let (Some(compiled), Some(inputs)) = (&compiled, &inputs) else {
             bail!("`--verify` needs `--target` and the model's `--input`s");
@@ -246,19 +273,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     if cli.run {
-        if !cli.reference && !cli.kernel_reference {
+        if !cli.reference && !cli.kernel_reference && !cli.emulate {
             bail!(
-                "`--run` needs an engine: `--reference` runs the reference interpreter, `--kernel-reference` the kernels"
+                "`--run` needs an engine: `--reference` runs the reference interpreter, `--kernel-reference` the kernels, `--emulate` the emitted AscendC"
             );
         }
         let Some(output_dir) = &cli.output_dir else {
             bail!("`--run` needs `--output-dir DIR` for the outputs");
         };
         let inputs = inputs.unwrap_or_default();
-        let outputs = if cli.kernel_reference {
-            let Some(compiled) = &compiled else {
-                bail!("`--kernel-reference` needs `--target`");
-            };
+        let outputs = if let Some(compiled) = compiled.as_ref().filter(|_| cli.emulate) {
+            phases.time("run", || compiled.run_emulated(&inputs))?
+        } else if let Some(compiled) = compiled.as_ref().filter(|_| cli.kernel_reference) {
             phases.time("run", || compiled.run(Engine::KernelReference, &inputs))?
         } else {
             phases.time("run", || model.run_reference(&inputs))?
