@@ -3,7 +3,7 @@
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{Kernel, verify};
 use cubevec_ir::target::Target;
-use cubevec_passes::tile::gemm::{GemmProblem, plan};
+use cubevec_passes::tile::gemm::{GemmProblem, GroupTable, GroupTableKind, plan, plan_runtime};
 use cubevec_passes::tile::vector::{ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows};
 
 fn target() -> Target {
@@ -46,6 +46,28 @@ fn grouped_expert_gemm() {
         relu: false,
     };
     insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
+}
+
+#[test]
+fn grouped_expert_gemm_with_runtime_offsets() {
+    // Tiled for 4 rows per expert; the kernel reads the real offsets at run time.
+    let p = GemmProblem {
+        name: "moe_up_runtime".into(),
+        groups: vec![4; 4],
+        n: 96,
+        k: 64,
+        input: DType::BF16,
+        output: DType::BF16,
+        b_transposed: true,
+        relu: false,
+    };
+    let table = GroupTable {
+        kind: GroupTableKind::Offsets,
+        dtype: DType::I32,
+    };
+    insta::assert_snapshot!(checked(
+        plan_runtime(&p, &table, &target()).expect("plan").kernel
+    ));
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `MatMul` and `Gemm` on the Cube: one tiled GEMM kernel each.
 
 use cubevec_ir::Op;
+use cubevec_ir::op::BinaryOp;
 
-use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext};
+use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, movement};
 use crate::tile::gemm::{GemmProblem, plan};
 
 /// `MatMul`: `a [..., m, k] · b [k, n]` (leading dimensions of `a` folded into m) or equal-batch
@@ -39,7 +40,8 @@ pub fn lower_matmul(ctx: &OpContext) -> Result<Lowering, LowerError> {
     gemm_call(&problem, ctx)
 }
 
-/// `Gemm` without transposed A, alpha 1 and no C term (beta irrelevant without C).
+/// `Gemm` without transposed A and with alpha 1; a C term with beta 1 (a bias) is added by a
+/// broadcasting vector kernel after the Cube kernel.
 pub fn lower_gemm(ctx: &OpContext) -> Result<Lowering, LowerError> {
     let Op::Gemm {
         alpha_bits,
@@ -50,22 +52,64 @@ pub fn lower_gemm(ctx: &OpContext) -> Result<Lowering, LowerError> {
     else {
         return Err(LowerError::Unsupported("not a Gemm".into()));
     };
-    let has_c = ctx.inputs.get(2).is_some_and(Option::is_some);
-    if *trans_a
-        || f32::from_bits(*alpha_bits) != 1.0
-        || (has_c && f32::from_bits(*beta_bits) != 0.0)
-    {
+    let c = ctx.inputs.get(2).cloned().flatten();
+    let beta = f32::from_bits(*beta_bits);
+    if *trans_a || f32::from_bits(*alpha_bits) != 1.0 || (c.is_some() && beta != 1.0) {
         return Err(LowerError::Unsupported(
-            "Gemm with transposed A, alpha ≠ 1 or a C term is not tiled yet".into(),
+            "Gemm with transposed A, alpha ≠ 1 or beta ≠ 1 is not tiled yet".into(),
         ));
     }
     let a = ctx.input(0)?;
     let b = ctx.input(1)?;
+    let out = ctx.output(0)?;
     let (m, k) = (a.shape[0], a.shape[1]);
     let n = if *trans_b { b.shape[0] } else { b.shape[1] };
     let mut problem = GemmProblem::plain(ctx.name, m, n, k, a.dtype, *trans_b);
-    problem.output = ctx.output(0)?.dtype;
-    gemm_call(&problem, ctx)
+    problem.output = out.dtype;
+    let product = gemm_call(&problem, ctx)?;
+    let Some(c) = c else {
+        return Ok(product);
+    };
+    // product → scratch, then result = scratch + C (broadcast).
+    let name = format!("{}_bias", ctx.name);
+    let add = Op::Binary(BinaryOp::Add);
+    let bias_ctx = OpContext {
+        name: &name,
+        op: &add,
+        inputs: vec![Some(out.clone()), Some(c)],
+        outputs: vec![out.clone()],
+        target: ctx.target,
+    };
+    let bias = movement::lower_binary(&bias_ctx)?;
+    let mut lowering = Lowering {
+        scratch: vec![Scratch {
+            name: "product".into(),
+            tensor: out.clone(),
+        }],
+        ..Lowering::default()
+    };
+    for mut call in product.calls {
+        for arg in &mut call.args {
+            if *arg == ArgRef::Result(0) {
+                *arg = ArgRef::Scratch(0);
+            }
+        }
+        lowering.calls.push(call);
+    }
+    let first_bias_scratch = lowering.scratch.len();
+    lowering.scratch.extend(bias.scratch);
+    for mut call in bias.calls {
+        for arg in &mut call.args {
+            *arg = match *arg {
+                ArgRef::Operand(0) => ArgRef::Scratch(0),
+                ArgRef::Operand(_) => ArgRef::Operand(2),
+                ArgRef::Scratch(i) => ArgRef::Scratch(first_bias_scratch + i),
+                result => result,
+            };
+        }
+        lowering.calls.push(call);
+    }
+    Ok(lowering)
 }
 
 fn gemm_call(problem: &GemmProblem, ctx: &OpContext) -> Result<Lowering, LowerError> {

@@ -8,9 +8,19 @@
 //! - [`linear`]: `MatMul` and `Gemm` on the Cube.
 //! - [`rows`]: `RmsNorm` and `Softmax` over the last axis.
 //! - [`elementwise`]: unary ops, same-shape binary ops, `SwiGlu`.
+//! - [`movement`]: gathers, transposes, concatenation, splits, slices, broadcasts, casts,
+//!   broadcasting arithmetic, comparisons, logical ops and `Where`; reshapes as views.
+//! - [`rope`]: rotary position embeddings (rotate-half and interleaved).
+//! - [`attention`]: grouped-query attention as score GEMM, masked softmax and value GEMM.
+//! - [`moe`]: the fused MoE op (routing, token permutation, grouped expert GEMMs over the
+//!   routed row counts, combine) and `GroupedMatMul`.
 
+pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod moe;
+pub mod movement;
+pub mod rope;
 pub mod rows;
 
 use cubevec_ir::kernel::Kernel;

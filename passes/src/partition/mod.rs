@@ -20,6 +20,7 @@ use cubevec_ir::graph::{TensorType, ValueId};
 use cubevec_ir::kernel::{
     Binding, CoreType, GmTensor, Kernel, Launch, Program, TensorId, TensorKind,
 };
+use cubevec_ir::op::UnaryOp;
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{Graph, NodeId, Op};
@@ -27,7 +28,8 @@ use serde::Serialize;
 
 use crate::cost::KernelCost;
 use crate::lower::{
-    ArgRef, LowerError, Lowering, OpContext, TensorShape, elementwise, linear, rows,
+    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, elementwise, linear, moe,
+    movement, rope, rows,
 };
 
 pub use report::{KernelReport, PartitionReport, report};
@@ -130,11 +132,26 @@ fn constant_values(graph: &Graph, order: &[NodeId]) -> Vec<bool> {
 /// Lowers one node (see [`crate::lower`]).
 fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
     match ctx.op {
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => Ok(Lowering::view()),
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => movement::lower_view(ctx),
         Op::MatMul => linear::lower_matmul(ctx),
         Op::Gemm { .. } => linear::lower_gemm(ctx),
         Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
+        Op::Binary(b) if b.is_comparison() || b.is_logical() => movement::lower_compare(ctx),
+        Op::Binary(_) => movement::lower_binary(ctx),
+        Op::Unary(UnaryOp::Not) => movement::lower_not(ctx),
+        Op::Where => movement::lower_where(ctx),
+        Op::Gather { .. } => movement::lower_gather(ctx),
+        Op::Transpose { .. } => movement::lower_transpose(ctx),
+        Op::Concat { .. } => movement::lower_concat(ctx),
+        Op::Split { .. } => movement::lower_split(ctx),
+        Op::Slice { .. } => movement::lower_slice(ctx),
+        Op::Expand { .. } => movement::lower_expand(ctx),
+        Op::Cast { .. } => movement::lower_cast(ctx),
+        Op::Rope { .. } => rope::lower_rope(ctx),
+        Op::Attention { .. } => attention::lower_attention(ctx),
+        Op::Moe { .. } => moe::lower_moe(ctx),
+        Op::GroupedMatMul => moe::lower_grouped_matmul(ctx),
         other => Err(LowerError::Unsupported(format!(
             "`{}` has no kernel mapping yet",
             other.name()
@@ -375,7 +392,6 @@ fn kernel_name(index: usize, node_name: &str, op: &str) -> String {
 mod tests {
     use cubevec_ir::graph::{TensorType, WeightData};
     use cubevec_ir::kernel::verify;
-    use cubevec_ir::op::UnaryOp;
     use cubevec_ir::{DType, Dim, Shape};
 
     use super::*;

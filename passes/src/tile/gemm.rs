@@ -11,14 +11,21 @@
 //! are handled by `min` extents: Mmad always runs on whole 16-row/column fractals (m, n rounded
 //! up to 16), Fixpipe writes only the valid rows and columns, K is passed exactly.
 //!
-//! [`plan`] searches the candidate tilings with the cost model and keeps the fastest.
+//! A grouped problem may take its group row counts from a GM parameter at run time
+//! ([`GroupTable`]: sizes or offsets, read with `LoadScalar`). The tiling is still chosen for the
+//! planned profile in [`GemmProblem::groups`], whose sum is the row count of A and C; the kernel
+//! walks each expert's M tiles with the runtime count (zero-row experts run no tile, tails use
+//! `min` extents), and deals work units round-robin over the AICs from a running unit count.
+//!
+//! [`plan`] searches the candidate tilings with the cost model and keeps the fastest
+//! ([`plan_runtime`] for a runtime group table).
 
 use std::collections::BTreeMap;
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
     BufId, Buffer, BufferPlanner, CoreType, Expr, Kernel, Layout, MemLevel, Param, ParamRole, Pipe,
-    Stmt, verify,
+    ScalarSrc, Stmt, verify,
 };
 use cubevec_ir::target::Target;
 use serde::Serialize;
@@ -77,17 +84,50 @@ impl GemmProblem {
         self.groups.iter().sum()
     }
 
-    /// The useful work: 2·M·N·K FLOP, and every operand and the result once.
+    /// The useful work: 2·M·N·K FLOP, and every operand and the result once (the B matrices
+    /// of groups without rows are never read).
     pub fn work(&self) -> Work {
         let m = self.total_m() as f64;
         let (n, k) = (self.n as f64, self.k as f64);
         let ib = self.input.bits() as f64 / 8.0;
         let ob = self.output.bits() as f64 / 8.0;
+        let used = self.groups.iter().filter(|&&rows| rows > 0).count() as f64;
         Work {
             flops: 2.0 * m * n * k,
-            bytes: (m * k + self.groups.len() as f64 * k * n) * ib + m * n * ob,
+            bytes: (m * k + used * k * n) * ib + m * n * ob,
             cube: true,
             dtype: self.input,
+        }
+    }
+}
+
+/// How a runtime group table lists the rows of each group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupTableKind {
+    /// `[groups]` row counts (`GroupedMatMul`'s `group_sizes`); group `g` starts at the sum of
+    /// the counts before it.
+    Sizes,
+    /// `[groups + 1]` exclusive prefix sums: group `g` is rows `offsets[g]..offsets[g + 1]`.
+    Offsets,
+}
+
+/// A GM parameter holding the group row counts of a grouped GEMM, read at run time. It becomes
+/// parameter 3 of the kernel (`group_sizes` or `group_offsets`); the counts must add up to the
+/// rows of A.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupTable {
+    /// Sizes or offsets.
+    pub kind: GroupTableKind,
+    /// Integer element type (i32 or i64).
+    pub dtype: DType,
+}
+
+impl GroupTable {
+    /// Shape of the table parameter for `groups` groups.
+    pub fn shape(&self, groups: u64) -> Vec<u64> {
+        match self.kind {
+            GroupTableKind::Sizes => vec![groups],
+            GroupTableKind::Offsets => vec![groups + 1],
         }
     }
 }
@@ -255,7 +295,41 @@ pub fn fits(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> bool {
 
 /// Builds the kernel for `problem` with tiling `t`.
 pub fn build(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> Result<Kernel, TileError> {
+    build_kernel(problem, None, t, target)
+}
+
+/// Builds the kernel for a grouped `problem` whose group rows are read from `table` (parameter
+/// 3) at run time; `problem.groups` is the planned profile the tiling was chosen for.
+pub fn build_runtime(
+    problem: &GemmProblem,
+    table: &GroupTable,
+    t: &GemmTiling,
+    target: &Target,
+) -> Result<Kernel, TileError> {
+    build_kernel(problem, Some(table), t, target)
+}
+
+fn check_table(problem: &GemmProblem, table: &GroupTable) -> Result<(), TileError> {
+    if !matches!(table.dtype, DType::I32 | DType::I64) {
+        return Err(TileError::Unsupported {
+            name: problem.name.clone(),
+            dtype: table.dtype,
+            what: "group table (use i32 or i64)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn build_kernel(
+    problem: &GemmProblem,
+    table: Option<&GroupTable>,
+    t: &GemmTiling,
+    target: &Target,
+) -> Result<Kernel, TileError> {
     check(problem, target)?;
+    if let Some(table) = table {
+        check_table(problem, table)?;
+    }
     if !fits(problem, t, target) {
         return Err(TileError::NoFit {
             name: problem.name.clone(),
@@ -280,7 +354,7 @@ pub fn build(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> Result<K
         (g, false) => vec![g, problem.k, problem.n],
         (g, true) => vec![g, problem.n, problem.k],
     };
-    let params = vec![
+    let mut params = vec![
         Param {
             name: "a".into(),
             dtype: problem.input,
@@ -387,26 +461,55 @@ pub fn build(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> Result<K
     for s in 0..t.l0c_stages {
         cube.push(set(Pipe::Fix, Pipe::M, c(s)));
     }
-    let mut start = 0u64;
-    let mut row_base = 0u64;
-    for (g, &m_g) in problem.groups.iter().enumerate() {
-        let group_units = m_g.div_ceil(t.m1) * cn.n_tiles * cn.splits;
-        if group_units > 0 {
-            cube.push(group_loop(
-                problem,
-                t,
-                &cn,
-                &bufs,
-                blocks,
-                g as u64,
-                m_g,
-                row_base,
-                start,
-                group_units,
-            ));
+    let ctx = LoopCtx {
+        problem,
+        t,
+        cn: &cn,
+        bufs: &bufs,
+        blocks,
+    };
+    match table {
+        None => {
+            let mut start = 0u64;
+            let mut row_base = 0u64;
+            for (g, &m_g) in problem.groups.iter().enumerate() {
+                let m_tiles = m_g.div_ceil(t.m1);
+                let group_units = m_tiles * cn.n_tiles * cn.splits;
+                if group_units > 0 {
+                    let min_m = if m_g.is_multiple_of(t.m1) {
+                        t.m1
+                    } else {
+                        (m_g % t.m1).div_ceil(16) * 16
+                    };
+                    cube.push(group_loop(
+                        &ctx,
+                        &GroupRows {
+                            index: g as u64,
+                            rows: c(m_g),
+                            row_base: c(row_base),
+                            start: c(start),
+                            units: c(group_units),
+                            m_tiles: c(m_tiles),
+                            min_m,
+                        },
+                    ));
+                }
+                start += group_units;
+                row_base += m_g;
+            }
         }
-        start += group_units;
-        row_base += m_g;
+        Some(table) => {
+            params.push(Param {
+                name: match table.kind {
+                    GroupTableKind::Sizes => "group_sizes".into(),
+                    GroupTableKind::Offsets => "group_offsets".into(),
+                },
+                dtype: table.dtype,
+                shape: table.shape(groups),
+                role: ParamRole::Input,
+            });
+            cube.extend(runtime_groups(&ctx, table));
+        }
     }
     for s in 0..2 {
         cube.push(wait(Pipe::Mte1, Pipe::Mte2, c(s)));
@@ -416,7 +519,7 @@ pub fn build(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> Result<K
         cube.push(wait(Pipe::Fix, Pipe::M, c(s)));
     }
 
-    let tiling: BTreeMap<String, u64> = [
+    let mut tiling: BTreeMap<String, u64> = [
         ("m1", t.m1),
         ("n1", t.n1),
         ("k1", t.k1),
@@ -430,6 +533,9 @@ pub fn build(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> Result<K
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if table.is_some() {
+        tiling.insert("runtime_groups".into(), groups);
+    }
     let kernel = Kernel {
         name: problem.name.clone(),
         core: CoreType::Aic,
@@ -451,46 +557,140 @@ struct Bufs {
     l0c: BufId,
 }
 
-/// The round-robin loop over one group's work units on this block.
-#[allow(clippy::too_many_arguments)]
-fn group_loop(
-    problem: &GemmProblem,
-    t: &GemmTiling,
-    cn: &Counts,
-    bufs: &Bufs,
+/// What every group loop of one kernel shares.
+struct LoopCtx<'a> {
+    problem: &'a GemmProblem,
+    t: &'a GemmTiling,
+    cn: &'a Counts,
+    bufs: &'a Bufs,
     blocks: u64,
-    group: u64,
-    m_g: u64,
-    row_base: u64,
-    start: u64,
-    group_units: u64,
-) -> Stmt {
-    let m_tiles = m_g.div_ceil(t.m1);
-    // First unit of this group owned by block `blk` (units are dealt round-robin globally).
-    let first = if start.is_multiple_of(blocks) {
-        v("blk")
-    } else {
-        v("blk").add(c(blocks - start % blocks)).rem(c(blocks))
+}
+
+/// One group's rows: constants for a static profile, variables read at run time otherwise.
+struct GroupRows {
+    /// Group (expert) index: the batch of B.
+    index: u64,
+    /// Rows of the group.
+    rows: Expr,
+    /// First row of the group in A and C.
+    row_base: Expr,
+    /// Work units dealt before this group (the round-robin phase).
+    start: Expr,
+    /// Work units of the group.
+    units: Expr,
+    /// M tiles of the group.
+    m_tiles: Expr,
+    /// Rows (rounded up to 16) of the group's smallest M tile (16 when unknown).
+    min_m: u64,
+}
+
+/// Reads the group rows from the table, one group after another, and emits each group's loop.
+/// Running row and unit counts are `let` bindings of the program's top level.
+fn runtime_groups(ctx: &LoopCtx, table: &GroupTable) -> Vec<Stmt> {
+    let (t, cn) = (ctx.t, ctx.cn);
+    let planned = &ctx.problem.groups;
+    let load = |var: &str, index: u64, planned: u64| Stmt::LoadScalar {
+        var: var.to_string(),
+        src: ScalarSrc::Gm {
+            param: 3,
+            index: c(index),
+        },
+        planned: c(planned),
     };
-    let trips = c(group_units)
+    let mut out = Vec::new();
+    let mut planned_off = 0u64;
+    if table.kind == GroupTableKind::Offsets {
+        out.push(load("g0_off", 0, 0));
+    }
+    let mut row_base = match table.kind {
+        GroupTableKind::Offsets => v("g0_off"),
+        GroupTableKind::Sizes => c(0),
+    };
+    let mut start = c(0);
+    for (g, &m_planned) in planned.iter().enumerate() {
+        let name = |what: &str| format!("g{g}_{what}");
+        let next_off = format!("g{}_off", g + 1);
+        let rows = name("rows");
+        match table.kind {
+            GroupTableKind::Offsets => {
+                out.push(load(&next_off, g as u64 + 1, planned_off + m_planned));
+                out.push(let_(&rows, v(&next_off).sub(row_base.clone())));
+            }
+            GroupTableKind::Sizes => out.push(load(&rows, g as u64, m_planned)),
+        }
+        planned_off += m_planned;
+        out.push(let_(&name("tiles"), v(&rows).ceil_div(c(t.m1))));
+        out.push(let_(
+            &name("units"),
+            v(&name("tiles")).mul(c(cn.n_tiles * cn.splits)),
+        ));
+        out.push(group_loop(
+            ctx,
+            &GroupRows {
+                index: g as u64,
+                rows: v(&rows),
+                row_base: row_base.clone(),
+                start: start.clone(),
+                units: v(&name("units")),
+                m_tiles: v(&name("tiles")),
+                min_m: 16,
+            },
+        ));
+        if g + 1 < planned.len() {
+            let next_start = format!("g{}_start", g + 1);
+            out.push(let_(&next_start, start.add(v(&name("units")))));
+            start = v(&next_start);
+            row_base = match table.kind {
+                GroupTableKind::Offsets => v(&next_off),
+                GroupTableKind::Sizes => {
+                    let next_row = format!("g{}_row", g + 1);
+                    out.push(let_(&next_row, row_base.add(v(&rows))));
+                    v(&next_row)
+                }
+            };
+        }
+    }
+    out
+}
+
+/// The round-robin loop over one group's work units on this block.
+fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
+    let (problem, t, cn, bufs, blocks) = (ctx.problem, ctx.t, ctx.cn, ctx.bufs, ctx.blocks);
+    // First unit of this group owned by block `blk` (units are dealt round-robin globally).
+    let first = match group.start.as_const() {
+        Some(start) if (start as u64).is_multiple_of(blocks) => v("blk"),
+        Some(start) => v("blk")
+            .add(c(blocks - start as u64 % blocks))
+            .rem(c(blocks)),
+        None => v("blk")
+            .add(c(blocks))
+            .sub(group.start.clone().rem(c(blocks)))
+            .rem(c(blocks)),
+    };
+    let trips = group
+        .units
+        .clone()
         .sub(first.clone())
         .add(c(blocks - 1))
         .div(c(blocks));
     let (major_tiles, minor_tiles) = if t.swizzle_n_major {
-        (cn.n_tiles, m_tiles)
+        (c(cn.n_tiles), group.m_tiles.clone())
     } else {
-        (m_tiles, cn.n_tiles)
+        (group.m_tiles.clone(), c(cn.n_tiles))
     };
-    let w = t.swizzle.min(major_tiles);
-    let strip = c(w * minor_tiles);
+    let w = c(t.swizzle).min(major_tiles.clone());
+    let strip = w.clone().mul(minor_tiles);
     let mut body = vec![
         let_("u", first.add(v("t").mul(c(blocks)))),
         let_("ks", v("u").rem(c(cn.splits))),
         let_("tile", v("u").div(c(cn.splits))),
         let_("strip", v("tile").div(strip.clone())),
         let_("pos", v("tile").rem(strip)),
-        let_("width", c(w).min(c(major_tiles).sub(v("strip").mul(c(w))))),
-        let_("major", v("strip").mul(c(w)).add(v("pos").rem(v("width")))),
+        let_(
+            "width",
+            w.clone().min(major_tiles.sub(v("strip").mul(w.clone()))),
+        ),
+        let_("major", v("strip").mul(w).add(v("pos").rem(v("width")))),
         let_("minor", v("pos").div(v("width"))),
     ];
     let (mi, ni) = if t.swizzle_n_major {
@@ -500,7 +700,7 @@ fn group_loop(
     };
     body.extend([
         let_("mo", mi.mul(c(t.m1))),
-        let_("ml", c(m_g).sub(v("mo")).min(c(t.m1))),
+        let_("ml", group.rows.clone().sub(v("mo")).min(c(t.m1))),
         let_("m16", round16(v("ml"))),
         let_("no", ni.mul(c(t.n1))),
         let_("nl", c(problem.n).sub(v("no")).min(c(t.n1))),
@@ -545,17 +745,12 @@ fn group_loop(
         )
     };
     // Accumulating Mmads with fewer than 10 fractals need a PIPE_M barrier between them.
-    let min_m = if m_g.is_multiple_of(t.m1) {
-        t.m1
-    } else {
-        (m_g % t.m1).div_ceil(16) * 16
-    };
     let min_n = if problem.n.is_multiple_of(t.n1) {
         t.n1
     } else {
         (problem.n % t.n1).div_ceil(16) * 16
     };
-    let small = (min_m / 16) * (min_n / 16) < 10;
+    let small = (group.min_m / 16) * (min_n / 16) < 10;
     let mut l0_body = vec![
         let_("kl0", v("kl1").sub(v("j").mul(c(t.k0))).min(c(t.k0))),
         let_("s0", step.clone().mul(c(l0_per_l1)).add(v("j")).rem(c(2))),
@@ -606,13 +801,13 @@ fn group_loop(
             src: gm(
                 0,
                 c(0),
-                (c(row_base).add(v("mo")), v("ko")),
+                (group.row_base.clone().add(v("mo")), v("ko")),
                 (v("ml"), v("kl1")),
             ),
         },
         Stmt::CopyIn {
             dst: b_l1,
-            src: gm(1, c(group), b_gm_at, b_gm_size),
+            src: gm(1, c(group.index), b_gm_at, b_gm_size),
         },
         set(Pipe::Mte2, Pipe::Mte1, v("s1")),
         wait(Pipe::Mte2, Pipe::Mte1, v("s1")),
@@ -632,7 +827,7 @@ fn group_loop(
             dst: gm(
                 2,
                 c(0),
-                (c(row_base).add(v("mo")), v("no")),
+                (group.row_base.clone().add(v("mo")), v("no")),
                 (v("ml"), v("nl")),
             ),
             src: tile(bufs.l0c, v("cs"), (c(0), c(0)), (v("ml"), v("nl"))),
@@ -737,7 +932,16 @@ pub fn evaluate(
     t: &GemmTiling,
     target: &Target,
 ) -> Result<GemmPlan, TileError> {
-    let kernel = build(problem, t, target)?;
+    evaluate_with(problem, None, t, target)
+}
+
+fn evaluate_with(
+    problem: &GemmProblem,
+    table: Option<&GroupTable>,
+    t: &GemmTiling,
+    target: &Target,
+) -> Result<GemmPlan, TileError> {
+    let kernel = build_kernel(problem, table, t, target)?;
     let cost = estimate(&kernel, target, &problem.work())?;
     Ok(GemmPlan {
         tiling: *t,
@@ -749,10 +953,29 @@ pub fn evaluate(
 /// Chooses the tiling with the lowest modelled time (ties: fewer work units, then the
 /// candidate order), and verifies its kernel.
 pub fn plan(problem: &GemmProblem, target: &Target) -> Result<GemmPlan, TileError> {
+    plan_with(problem, None, target)
+}
+
+/// [`plan`] for a grouped GEMM whose group rows are read from `table` at run time: the tiling
+/// is chosen for the planned profile `problem.groups` (searched on the static kernel of that
+/// profile, which models the same tiles without the table reads), then the runtime kernel is
+/// built, costed and verified.
+pub fn plan_runtime(
+    problem: &GemmProblem,
+    table: &GroupTable,
+    target: &Target,
+) -> Result<GemmPlan, TileError> {
+    plan_with(problem, Some(table), target)
+}
+
+fn plan_with(
+    problem: &GemmProblem,
+    table: Option<&GroupTable>,
+    target: &Target,
+) -> Result<GemmPlan, TileError> {
     let mut best: Option<(f64, u64, GemmTiling)> = None;
     for t in candidates(problem, target)? {
-        let kernel = build(problem, &t, target)?;
-        let time = estimate(&kernel, target, &problem.work())?.modeled_time_us;
+        let time = evaluate(problem, &t, target)?.cost.modeled_time_us;
         let u = units(problem, &t);
         let better = match &best {
             None => true,
@@ -768,7 +991,7 @@ pub fn plan(problem: &GemmProblem, target: &Target) -> Result<GemmPlan, TileErro
             reason: "no candidate evaluated".into(),
         });
     };
-    let chosen = evaluate(problem, &tiling, target)?;
+    let chosen = evaluate_with(problem, table, &tiling, target)?;
     verify(&chosen.kernel, target)?;
     Ok(chosen)
 }
