@@ -122,10 +122,6 @@ enum Emit {
     Dot,
 }
 
-/// Largest difference `--verify` accepts, relative to the largest magnitude of the value
-/// (bf16 storage rounds at 2⁻⁸; kernels and the interpreter may round at different steps).
-const VERIFY_TOLERANCE: f64 = 2e-2;
-
 /// Inline constants larger than this are elided when IR is printed for reading.
 const ELIDE_INLINE_OVER: usize = 1024;
 
@@ -254,7 +250,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let (Some(compiled), Some(inputs)) = (&compiled, &inputs) else {
             bail!("`--verify` needs `--target` and the model's `--input`s");
         };
-        let found = phases.time("verify", || compiled.verify(inputs, VERIFY_TOLERANCE))?;
+        let found = phases.time("verify", || compiled.verify(inputs))?;
         match found {
             Some(m) => bail!(
                 "launch {} (kernel `{}`) differs from the reference interpreter on `{}`: element {} is {} where the interpreter gives {}",

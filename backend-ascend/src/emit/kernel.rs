@@ -334,8 +334,11 @@ impl<'k> KernelSource<'k> {
                 "AscendC::TBuf<AscendC::TPosition::{position}> {name};"
             ));
             self.code.line(format!("pipe.InitBuffer({name}, {bytes});"));
+            let used = used_buffers(self.kernel);
             for (i, b) in self.kernel.buffers.iter().enumerate() {
-                if b.level != level {
+                // A buffer no statement names gets no tensor (an unused variable is an error
+                // under -Werror); its bytes stay reserved at their planned offset.
+                if b.level != level || !used[i] {
                     continue;
                 }
                 let ty = cpp_type(b.dtype).unwrap_or("uint8_t");
@@ -529,7 +532,9 @@ impl<'k> KernelSource<'k> {
         if self.scopes.last().is_some_and(|s| s.contains(&v)) {
             self.code.line(format!("{v} = {value};"));
         } else {
-            self.code.line(format!("int64_t {v} = {value};"));
+            // A binding a later branch of the program does not read is not an error.
+            self.code
+                .line(format!("[[maybe_unused]] int64_t {v} = {value};"));
             self.declare(&v);
         }
     }
@@ -773,4 +778,59 @@ fn exprs(stmt: &Stmt, f: &mut impl FnMut(&Expr)) {
         Stmt::SetFlag { event, .. } | Stmt::WaitFlag { event, .. } => f(event),
         Stmt::Barrier { .. } | Stmt::CrossCoreSet { .. } | Stmt::CrossCoreWait { .. } => {}
     }
+}
+
+/// Which buffers (by index) some statement of either program names.
+fn used_buffers(kernel: &Kernel) -> Vec<bool> {
+    fn mark_slice(used: &mut [bool], s: &Slice) {
+        used[s.buf.0 as usize] = true;
+    }
+    fn mark_arg(used: &mut [bool], a: &VecArg) {
+        if let VecArg::Slice(s) | VecArg::Element(s) = a {
+            mark_slice(used, s);
+        }
+    }
+    fn walk(used: &mut [bool], body: &[Stmt]) {
+        for stmt in body {
+            match stmt {
+                Stmt::For { body, .. } => walk(used, body),
+                Stmt::CopyIn { dst, .. } => used[dst.buf.0 as usize] = true,
+                Stmt::LoadL0 { dst, src, .. } => {
+                    used[dst.buf.0 as usize] = true;
+                    used[src.buf.0 as usize] = true;
+                }
+                Stmt::Mmad { c, a, b, .. } => {
+                    for id in [c, a, b] {
+                        used[id.0 as usize] = true;
+                    }
+                }
+                Stmt::Fixpipe { src, .. } | Stmt::CopyOut { src, .. } => {
+                    used[src.buf.0 as usize] = true;
+                }
+                Stmt::Vector { dst, srcs, .. } => {
+                    mark_slice(used, dst);
+                    for a in srcs {
+                        mark_arg(used, a);
+                    }
+                }
+                Stmt::Reduce { dst, src, .. } => {
+                    mark_slice(used, dst);
+                    mark_slice(used, src);
+                }
+                Stmt::LoadScalar {
+                    src: ScalarSrc::Ub(s),
+                    ..
+                } => mark_slice(used, s),
+                Stmt::SetValue { dst, value } => {
+                    mark_slice(used, dst);
+                    mark_arg(used, value);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut used = vec![false; kernel.buffers.len()];
+    walk(&mut used, &kernel.cube);
+    walk(&mut used, &kernel.vector);
+    used
 }
