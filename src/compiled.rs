@@ -21,6 +21,41 @@ pub enum Engine {
     /// The kernel IR reference executor (`cubevec_ir::kernel::eval`): slow, simple, exact about
     /// every region and stage.
     KernelReference,
+    /// The CPU back end: every kernel compiled to native code with cranelift, blocks on threads.
+    Cpu,
+}
+
+/// A program compiled for the CPU back end with its inputs and constants in memory, ready to
+/// run repeatedly (for benchmarks).
+pub struct CpuRunner {
+    compiled: cubevec_backend_cpu::CompiledProgram,
+    memory: Vec<Vec<u8>>,
+}
+
+impl CpuRunner {
+    /// Runs every launch once.
+    pub fn run(&mut self) -> Result<(), Error> {
+        let mut views: Vec<&mut [u8]> = self.memory.iter_mut().map(Vec::as_mut_slice).collect();
+        cubevec_backend_cpu::run_program(&self.compiled, &mut views)?;
+        Ok(())
+    }
+
+    /// The outputs, in graph output order.
+    pub fn outputs(&self) -> Result<Vec<(String, Tensor)>, Error> {
+        let program = self.compiled.program();
+        program
+            .outputs
+            .iter()
+            .map(|b| {
+                let t = program.tensor(b.tensor);
+                let shape = b.shape.iter().map(|&d| d as usize).collect();
+                let tensor =
+                    Tensor::from_bytes(t.dtype, shape, self.memory[b.tensor.index()].clone())
+                        .map_err(|e| Error::Inputs(format!("output `{}`: {e}", b.name)))?;
+                Ok((b.name.clone(), tensor))
+            })
+            .collect()
+    }
 }
 
 /// A model lowered to a [`Program`] of kernels tiled for one target, with its symbolic
@@ -108,11 +143,36 @@ impl CompiledModel<'_> {
         engine: Engine,
         inputs: &HashMap<String, Tensor>,
     ) -> Result<Vec<(String, Tensor)>, Error> {
-        let mut memory = self.prepared_memory(inputs)?;
         match engine {
-            Engine::KernelReference => memory.run(self.program())?,
+            Engine::KernelReference => {
+                let mut memory = self.prepared_memory(inputs)?;
+                memory.run(self.program())?;
+                self.read_outputs(&memory)
+            }
+            Engine::Cpu => {
+                let mut runner = self.cpu_runner(inputs)?;
+                runner.run()?;
+                runner.outputs()
+            }
         }
-        self.read_outputs(&memory)
+    }
+
+    /// Compiles every kernel with the CPU back end and fills a memory with the inputs and
+    /// constants.
+    pub fn cpu_runner(&self, inputs: &HashMap<String, Tensor>) -> Result<CpuRunner, Error> {
+        let backend = cubevec_backend_cpu::CpuBackend::new(&self.target)?;
+        let compiled = backend.compile_program(self.program())?;
+        let memory = self
+            .prepared_memory(inputs)?
+            .tensors
+            .iter()
+            .zip(&self.program().tensors)
+            .map(|(data, t)| {
+                let shape = vec![t.elements() as usize];
+                data.to_tensor(shape).map(|tensor| tensor.bytes().to_vec())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CpuRunner { compiled, memory })
     }
 
     /// Runs the program launch by launch with the kernel reference executor beside the graph

@@ -52,6 +52,9 @@ pub enum Error {
     /// A kernel failed in the kernel IR reference executor.
     #[error("kernel run failed: {0}")]
     KernelRun(Box<cubevec_ir::kernel::eval::EvalError>),
+    /// Compiling or running kernels on the CPU back end failed.
+    #[error("CPU back end: {0}")]
+    Cpu(Box<cubevec_backend_cpu::CpuError>),
     /// Emitting the AscendC project failed.
     #[error("AscendC emission failed: {0}")]
     Emit(Box<cubevec_backend_ascend::EmitError>),
@@ -84,5 +87,6 @@ boxed_from!(
     Partition(cubevec_passes::partition::PartitionError),
     KernelRun(cubevec_ir::kernel::eval::EvalError),
     Emit(cubevec_backend_ascend::EmitError),
+    Cpu(cubevec_backend_cpu::CpuError),
     Emulate(cubevec_backend_ascend::EmulateError),
 );

@@ -23,7 +23,7 @@ mod model;
 mod output_dir;
 mod roofline;
 
-pub use compiled::{CompiledModel, DATA_DIR, Engine, Mismatch, tolerance};
+pub use compiled::{CompiledModel, CpuRunner, DATA_DIR, Engine, Mismatch, tolerance};
 pub use cubevec_ir as ir;
 pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
 pub use cubevec_passes::partition::{Partition, PartitionReport, PlannedKernel};

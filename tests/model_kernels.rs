@@ -1,6 +1,7 @@
 //! Whole fixture models through the tiled kernels: every Hugging Face checkpoint and every ONNX
 //! MoE block export is partitioned for ascend910b2, run with the kernel IR reference executor
-//! (launch by launch beside the graph interpreter) and, for a representative set, as emitted
+//! (launch by launch beside the graph interpreter) and with the CPU back end (cranelift), and,
+//! for a representative set, as emitted
 //! AscendC built with g++ against the emulation; the outputs are compared with the torch /
 //! onnxruntime references committed with the fixtures.
 
@@ -90,6 +91,12 @@ fn check(case: &Case, emulate: bool) {
         .expect("kernel run");
     let err = relative_error(&outputs[0].1, &want);
     assert!(err <= case.tolerance, "{name}: kernels differ by {err}");
+    let outputs = compiled.run(Engine::Cpu, &inputs).expect("CPU run");
+    let err = relative_error(&outputs[0].1, &want);
+    assert!(
+        err <= case.tolerance,
+        "{name}: the CPU back end differs by {err}"
+    );
     if emulate {
         let outputs = compiled
             .run_emulated(&inputs)

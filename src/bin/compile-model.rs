@@ -84,7 +84,7 @@ struct Cli {
     output_dir: Option<PathBuf>,
 
     /// The device to plan kernels for: ascend910b1, ascend910b2, ascend910b3, ascend910b4 or
-    /// ascend910c.
+    /// ascend910c; or `cpu`, which runs the ascend910b2 schedule on the CPU back end (cranelift).
     #[arg(long, value_name = "TARGET")]
     target: Option<String>,
 
@@ -121,6 +121,9 @@ enum Emit {
     /// The graph IR as a Graphviz DOT graph.
     Dot,
 }
+
+/// The Ascend target whose tiled schedule `--target cpu` runs.
+const CPU_SCHEDULE: &str = "ascend910b2";
 
 /// Inline constants larger than this are elided when IR is printed for reading.
 const ELIDE_INLINE_OVER: usize = 1024;
@@ -173,7 +176,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let mut phases = Phases::default();
     let read = phases.time("read", || Model::load_with(&cli.model, &options))?;
-    let target = match &cli.target {
+    // `cpu` runs the 910B2 schedule on the CPU back end.
+    let target = match cli.target.as_deref() {
+        Some("cpu") => Some(Target::by_name(CPU_SCHEDULE)?),
         Some(name) => Some(Target::by_name(name)?),
         None => None,
     };
@@ -197,7 +202,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else {
         None
     };
-    let runs_kernels = cli.kernel_reference || cli.verify || cli.emulate;
+    let runs_kernels = cli.kernel_reference
+        || cli.verify
+        || cli.emulate
+        || (cli.run && cli.target.as_deref() == Some("cpu"));
     let bindings = match &inputs {
         Some(inputs) if runs_kernels => {
             model.check_input_names(inputs)?;
@@ -269,9 +277,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     if cli.run {
-        if !cli.reference && !cli.kernel_reference && !cli.emulate {
+        let on_cpu = cli.target.as_deref() == Some("cpu");
+        if !cli.reference && !cli.kernel_reference && !cli.emulate && !on_cpu {
             bail!(
-                "`--run` needs an engine: `--reference` runs the reference interpreter, `--kernel-reference` the kernels, `--emulate` the emitted AscendC"
+                "`--run` needs an engine: `--reference` runs the reference interpreter, `--target cpu` the CPU back end, `--kernel-reference` the kernels, `--emulate` the emitted AscendC"
             );
         }
         let Some(output_dir) = &cli.output_dir else {
@@ -280,6 +289,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let inputs = inputs.unwrap_or_default();
         let outputs = if let Some(compiled) = compiled.as_ref().filter(|_| cli.emulate) {
             phases.time("run", || compiled.run_emulated(&inputs))?
+        } else if let Some(compiled) = compiled
+            .as_ref()
+            .filter(|_| cli.target.as_deref() == Some("cpu"))
+        {
+            phases.time("run", || compiled.run(Engine::Cpu, &inputs))?
         } else if let Some(compiled) = compiled.as_ref().filter(|_| cli.kernel_reference) {
             phases.time("run", || compiled.run(Engine::KernelReference, &inputs))?
         } else {

@@ -1,0 +1,287 @@
+//! A compiled kernel and its launcher: blocks run in parallel on threads, each core instance
+//! with its own arena of on-chip memory; the cube and the two vector instances of a MIX block
+//! run concurrently and meet at their cross-core flags.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+
+use cranelift_jit::JITModule;
+use cubevec_ir::kernel::{CoreType, Kernel, ParamRole, Side};
+
+use crate::error::CpuError;
+use crate::helpers::{BlockSync, InstanceCtx, Role};
+use crate::lower::Check;
+use crate::plan::LocalPlan;
+
+/// The generated entry point of one side.
+pub type EntryFn = unsafe extern "C" fn(*const *mut u8, *mut u8, i64, *const InstanceCtx) -> i64;
+
+/// One side's function and the checks its failure codes refer to.
+pub struct SideCode {
+    /// The entry point.
+    pub entry: EntryFn,
+    /// Check `i` is reported by return code `i + 1`.
+    pub checks: Vec<Check>,
+}
+
+/// A kernel compiled to native code. Dropping it frees the code.
+pub struct CompiledKernel {
+    pub(crate) kernel: Kernel,
+    pub(crate) plan: LocalPlan,
+    pub(crate) cube: Option<SideCode>,
+    pub(crate) vector: Option<SideCode>,
+    /// Owns the code pages (the module is `Send` but not `Sync`).
+    pub(crate) module: Mutex<Option<JITModule>>,
+}
+
+impl Drop for CompiledKernel {
+    fn drop(&mut self) {
+        let module = self
+            .module
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(module) = module {
+            // SAFETY: the entry points die with `self`; nothing else refers to the code.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// A parameter pointer that may cross threads: blocks write disjoint regions (or accumulate
+/// under a lock), as the kernel IR requires.
+#[derive(Clone, Copy)]
+struct Params<'a>(&'a [*mut u8]);
+
+// SAFETY: the pointers are only dereferenced by the generated code, which follows the kernel's
+// schedule (disjoint writes per block, locked atomic accumulation).
+unsafe impl Send for Params<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Params<'_> {}
+
+/// A zero-based, 64-byte aligned byte arena filled with a poison pattern (all ones: NaN for
+/// every float type), so reading memory nothing wrote gives conspicuous results.
+struct Arena {
+    storage: Vec<u8>,
+    start: usize,
+}
+
+impl Arena {
+    fn new(bytes: u64) -> Arena {
+        let storage = vec![0xffu8; bytes as usize + 64];
+        let start = storage.as_ptr().align_offset(64);
+        Arena { storage, start }
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        self.storage[self.start..].as_mut_ptr()
+    }
+}
+
+/// The first failure of a launch.
+type Failure = Mutex<Option<(Side, u64, i64)>>;
+
+fn workers(jobs: u64) -> u64 {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    jobs.min(cores).max(1)
+}
+
+impl CompiledKernel {
+    /// The kernel this was compiled from.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Runs the kernel on `params`: one little-endian byte buffer per parameter, in parameter
+    /// order, each exactly the parameter's size. `OutputZeroed` parameters are zero-filled
+    /// first, as the Ascend launcher does.
+    pub fn run(&self, params: &mut [&mut [u8]]) -> Result<(), CpuError> {
+        let argument = |message: String| CpuError::Argument {
+            context: format!("kernel `{}`", self.kernel.name),
+            message,
+        };
+        if params.len() != self.kernel.params.len() {
+            return Err(argument(format!(
+                "{} buffers for {} parameters",
+                params.len(),
+                self.kernel.params.len()
+            )));
+        }
+        for (p, buf) in self.kernel.params.iter().zip(params.iter_mut()) {
+            if buf.len() as u64 != p.bytes() {
+                return Err(argument(format!(
+                    "parameter `{}` needs {} bytes, got {}",
+                    p.name,
+                    p.bytes(),
+                    buf.len()
+                )));
+            }
+            if p.role == ParamRole::OutputZeroed {
+                buf.fill(0);
+            }
+        }
+        let ptrs: Vec<*mut u8> = params.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        // SAFETY: every pointer addresses a buffer of its parameter's size, borrowed mutably
+        // for the whole call.
+        unsafe { self.run_raw(&ptrs) }
+    }
+
+    /// Runs the kernel on raw parameter pointers (several may alias the same tensor).
+    ///
+    /// # Safety
+    /// Each pointer must address `params[i].bytes()` bytes valid for reads and writes for the
+    /// duration of the call.
+    pub(crate) unsafe fn run_raw(&self, ptrs: &[*mut u8]) -> Result<(), CpuError> {
+        let locks: Vec<AtomicBool> = ptrs.iter().map(|_| AtomicBool::new(false)).collect();
+        let failure: Failure = Mutex::new(None);
+        let params = Params(ptrs);
+        match self.kernel.core {
+            CoreType::Aic => self.run_pool(Side::Cube, params, &locks, &failure),
+            CoreType::Aiv => self.run_pool(Side::Vector, params, &locks, &failure),
+            CoreType::Mix1To2 => self.run_mix(params, &locks, &failure),
+        }
+        let first = failure
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match first {
+            None => Ok(()),
+            Some((side, instance, code)) => Err(self.runtime_error(side, instance, code)),
+        }
+    }
+
+    fn code(&self, side: Side) -> Option<&SideCode> {
+        match side {
+            Side::Cube => self.cube.as_ref(),
+            Side::Vector => self.vector.as_ref(),
+        }
+    }
+
+    fn runtime_error(&self, side: Side, instance: u64, code: i64) -> CpuError {
+        let check = self
+            .code(side)
+            .and_then(|c| c.checks.get(code as usize - 1));
+        CpuError::Runtime {
+            kernel: self.kernel.name.clone(),
+            side: match side {
+                Side::Cube => "cube",
+                Side::Vector => "vector",
+            },
+            instance,
+            stmt: check.map_or_else(String::new, |c| c.stmt.clone()),
+            message: check.map_or_else(|| format!("failure code {code}"), |c| c.message.clone()),
+        }
+    }
+
+    /// Runs one instance; returns its failure code (0 = success).
+    fn instance(
+        &self,
+        side: Side,
+        params: Params,
+        arena: &mut Arena,
+        blk: u64,
+        ctx: &InstanceCtx,
+    ) -> i64 {
+        let Some(code) = self.code(side) else {
+            return 0;
+        };
+        // SAFETY: the entry point was generated for this kernel's parameters and arena plan;
+        // every access it makes is bounds-checked against them.
+        unsafe { (code.entry)(params.0.as_ptr(), arena.ptr(), blk as i64, ctx) }
+    }
+
+    /// Cube-only or vector-only kernels: a pool of threads takes blocks in turn.
+    fn run_pool(&self, side: Side, params: Params, locks: &[AtomicBool], failure: &Failure) {
+        let instances = self.kernel.instances(side);
+        let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let work = || {
+            let mut arena = Arena::new(self.plan.arena(side).bytes);
+            let ctx = InstanceCtx {
+                role: Role::Cube,
+                sync: None,
+                locks,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let blk = next.fetch_add(1, Ordering::Relaxed);
+                if blk >= instances {
+                    break;
+                }
+                let code = self.instance(side, params, &mut arena, blk, &ctx);
+                if code != 0 {
+                    record(failure, (side, blk, code));
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        };
+        let n = workers(instances);
+        if n == 1 {
+            work();
+        } else {
+            thread::scope(|s| {
+                for _ in 0..n {
+                    s.spawn(work);
+                }
+            });
+        }
+    }
+
+    /// MIX kernels: each worker takes blocks in turn and runs the block's cube instance and
+    /// both vector instances on three concurrent threads.
+    fn run_mix(&self, params: Params, locks: &[AtomicBool], failure: &Failure) {
+        let blocks = self.kernel.blocks as u64;
+        let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let work = || {
+            let mut cube = Arena::new(self.plan.cube.bytes);
+            let mut vecs = [
+                Arena::new(self.plan.vector.bytes),
+                Arena::new(self.plan.vector.bytes),
+            ];
+            while !stop.load(Ordering::Relaxed) {
+                let blk = next.fetch_add(1, Ordering::Relaxed);
+                if blk >= blocks {
+                    break;
+                }
+                let sync = BlockSync::default();
+                let run = |side: Side, role: Role, arena: &mut Arena, instance: u64| {
+                    let ctx = InstanceCtx {
+                        role,
+                        sync: Some(&sync),
+                        locks,
+                    };
+                    let code = self.instance(side, params, arena, instance, &ctx);
+                    if code != 0 {
+                        record(failure, (side, instance, code));
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    sync.finish(role);
+                };
+                thread::scope(|s| {
+                    for (i, arena) in vecs.iter_mut().enumerate() {
+                        let run = &run;
+                        s.spawn(move || {
+                            run(Side::Vector, Role::Vector(i), arena, 2 * blk + i as u64)
+                        });
+                    }
+                    run(Side::Cube, Role::Cube, &mut cube, blk);
+                });
+            }
+        };
+        let n = workers(blocks);
+        thread::scope(|s| {
+            for _ in 0..n {
+                s.spawn(work);
+            }
+        });
+    }
+}
+
+fn record(failure: &Failure, what: (Side, u64, i64)) {
+    let mut f = failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if f.is_none() {
+        *f = Some(what);
+    }
+}
