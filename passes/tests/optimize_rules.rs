@@ -440,6 +440,277 @@ fn attention_is_recognised() {
     assert_eq!(op_names(&opt), ["attention"]);
 }
 
+/// Adds an inline constant of `dtype` (integers or bool given as `f64`).
+fn typed_constant(
+    g: &mut Graph,
+    name: &str,
+    dtype: DType,
+    dims: &[u64],
+    values: &[f64],
+) -> cubevec_ir::ValueId {
+    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    let t = cubevec_ir::Tensor::from_f64(dtype, shape, values);
+    g.builder()
+        .add_initializer(
+            name,
+            cubevec_ir::graph::TensorType::new(dtype, cubevec_ir::Shape::known(dims)),
+            cubevec_ir::graph::WeightData::Inline(t.bytes().into()),
+        )
+        .expect("unique initializer name")
+}
+
+/// `reshape(expand(unsqueeze(x, 2)), [b, 2·h, t, d])`: each head of `x [b, h, t, d]` twice.
+fn repeat_heads(
+    g: &mut Graph,
+    name: &str,
+    x: cubevec_ir::ValueId,
+    dims: [u64; 4],
+) -> cubevec_ir::ValueId {
+    let [b, h, t, d] = dims;
+    let known = |d: &[u64]| d.iter().map(|&v| Dim::Known(v)).collect::<Vec<_>>();
+    let u = op(
+        g,
+        &format!("{name}.unsqueeze"),
+        Op::Unsqueeze { axes: vec![2] },
+        &[x],
+    );
+    let e = op(
+        g,
+        &format!("{name}.expand"),
+        Op::Expand {
+            shape: known(&[b, h, 2, t, d]),
+        },
+        &[u],
+    );
+    op(
+        g,
+        &format!("{name}.reshape"),
+        Op::Reshape {
+            shape: known(&[b, 2 * h, t, d]),
+        },
+        &[e],
+    )
+}
+
+/// The torch SDPA export over `q [1, 4, 6, 8]` and key/value heads `[1, 2, 6, 8]` repeated to 4:
+/// `q` and `kᵀ` each scaled by `8^-1/4`, `kᵀ` transposed on merged leading axes, the mask
+/// `where(allowed(i, j), 0, f32::MIN)` with `i`, `j` from `range`, the NaN guard on the
+/// probabilities.
+fn exported_attention(g: &mut Graph, allowed: BinaryOp) -> cubevec_ir::ValueId {
+    let known = |d: &[u64]| d.iter().map(|&v| Dim::Known(v)).collect::<Vec<_>>();
+    let q = input(g, "q", &[1, 4, 6, 8]);
+    let k = input(g, "k", &[1, 2, 6, 8]);
+    let v = input(g, "v", &[1, 2, 6, 8]);
+    let kr = repeat_heads(g, "k", k, [1, 2, 6, 8]);
+    let vr = repeat_heads(g, "v", v, [1, 2, 6, 8]);
+    let merged = op(
+        g,
+        "k.merge",
+        Op::Reshape {
+            shape: known(&[4, 6, 8]),
+        },
+        &[kr],
+    );
+    let swapped = op(
+        g,
+        "k.swap",
+        Op::Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[merged],
+    );
+    let kt = op(
+        g,
+        "kt",
+        Op::Reshape {
+            shape: known(&[1, 4, 8, 6]),
+        },
+        &[swapped],
+    );
+    let root = constant(g, "root_scale", &[], &[8f32.powf(-0.25)]);
+    let qs = binary(g, "q.scaled", BinaryOp::Mul, q, root);
+    let kts = binary(g, "kt.scaled", BinaryOp::Mul, kt, root);
+    let scores = op(g, "scores", Op::MatMul, &[qs, kts]);
+    let start = typed_constant(g, "start", DType::I64, &[], &[0.0]);
+    let limit = typed_constant(g, "limit", DType::I64, &[], &[6.0]);
+    let delta = typed_constant(g, "delta", DType::I64, &[], &[1.0]);
+    let positions = op(
+        g,
+        "positions",
+        Op::Range { len: Dim::Known(6) },
+        &[start, limit, delta],
+    );
+    let rows = op(g, "rows", Op::Unsqueeze { axes: vec![1] }, &[positions]);
+    let cols = op(g, "cols", Op::Unsqueeze { axes: vec![0] }, &[positions]);
+    let keep = binary(g, "allowed", allowed, cols, rows);
+    let zero = constant(g, "zero", &[], &[0.0]);
+    let lowest = constant(g, "lowest", &[], &[f32::MIN]);
+    let mask = op(g, "mask", Op::Where, &[keep, zero, lowest]);
+    let masked = binary(g, "masked", BinaryOp::Add, scores, mask);
+    let p = op(g, "probs", Op::Softmax { axis: -1 }, &[masked]);
+    let nan = unary(g, "isnan", UnaryOp::IsNaN, p);
+    let guarded = op(g, "guard", Op::Where, &[nan, zero, p]);
+    op(g, "context", Op::MatMul, &[guarded, vr])
+}
+
+#[test]
+fn exported_causal_attention_is_recognised() {
+    let mut g = Graph::new("sdpa-export");
+    let y = exported_attention(&mut g, BinaryOp::LessOrEqual);
+    output(&mut g, y);
+    let options = only(&[RuleFamily::Attention, RuleFamily::Layout]);
+    let (opt, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["attention"], "{report}");
+    let Op::Attention {
+        scale_bits,
+        causal: true,
+    } = opt.nodes[0].op
+    else {
+        panic!("not causal: {:?}", opt.nodes[0].op);
+    };
+    assert!((f32::from_bits(scale_bits) - 8f32.powf(-0.5)).abs() < 1e-7);
+    // The fused op reads the two key/value heads themselves, and no mask.
+    assert_eq!(
+        opt.nodes[0].inputs,
+        [g.inputs[0], g.inputs[1], g.inputs[2]].map(Some)
+    );
+    assert!(
+        report
+            .rules_fired
+            .contains_key("transpose-through-merged-reshape")
+    );
+}
+
+#[test]
+fn a_mask_hiding_a_whole_row_keeps_the_nan_guard() {
+    // j < i masks all of row 0: the guard and the mask must stay as they are.
+    let mut g = Graph::new("sdpa-export-strict");
+    let y = exported_attention(&mut g, BinaryOp::Less);
+    output(&mut g, y);
+    let options = only(&[RuleFamily::Attention, RuleFamily::Layout]);
+    let (opt, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert_eq!(count(&opt, "attention"), 0, "{report}");
+    assert_eq!(count(&opt, "isnan"), 1, "{report}");
+}
+
+#[test]
+fn a_causal_mask_hiding_rows_keeps_the_nan_guard() {
+    // 5 queries over 3 keys, query i sees keys j ≤ i - 2: rows 0 and 1 see nothing, and the
+    // guard zeroes them where the fused op would give NaN.
+    let mut g = Graph::new("sdpa-short-keys");
+    let q = input(&mut g, "q", &[1, 2, 5, 8]);
+    let k = input(&mut g, "k", &[1, 2, 3, 8]);
+    let v = input(&mut g, "v", &[1, 2, 3, 8]);
+    let kt = op(
+        &mut g,
+        "kt",
+        Op::Transpose {
+            perm: vec![0, 1, 3, 2],
+        },
+        &[k],
+    );
+    let scores = op(&mut g, "scores", Op::MatMul, &[q, kt]);
+    let keep: Vec<f64> = (0..15)
+        .map(|n| f64::from(u8::from(n % 3 + 2 <= n / 3)))
+        .collect();
+    let allowed = typed_constant(&mut g, "allowed", DType::Bool, &[5, 3], &keep);
+    let zero = constant(&mut g, "zero", &[], &[0.0]);
+    let hidden = constant(&mut g, "hidden", &[], &[f32::NEG_INFINITY]);
+    let mask = op(&mut g, "mask", Op::Where, &[allowed, zero, hidden]);
+    let masked = binary(&mut g, "masked", BinaryOp::Add, scores, mask);
+    let p = op(&mut g, "probs", Op::Softmax { axis: -1 }, &[masked]);
+    let nan = unary(&mut g, "isnan", UnaryOp::IsNaN, p);
+    let guarded = op(&mut g, "guard", Op::Where, &[nan, zero, p]);
+    let y = op(&mut g, "context", Op::MatMul, &[guarded, v]);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Attention]), F32_TOLERANCE);
+    assert_eq!(count(&opt, "attention"), 0, "{report}");
+}
+
+#[test]
+fn a_bool_causal_mask_of_an_attention_becomes_the_causal_flag() {
+    // An ONNX `Attention` with repeated key/value heads and a constant lower-triangle mask.
+    let mut g = Graph::new("attention-bool-mask");
+    let q = input(&mut g, "q", &[1, 4, 3, 8]);
+    let k = input(&mut g, "k", &[1, 2, 5, 8]);
+    let v = input(&mut g, "v", &[1, 2, 5, 8]);
+    let kr = repeat_heads(&mut g, "k", k, [1, 2, 5, 8]);
+    let vr = repeat_heads(&mut g, "v", v, [1, 2, 5, 8]);
+    // Query i of 3 sees keys j ≤ i + 2 of 5 (the last 3 positions are the queries).
+    let keep: Vec<f64> = (0..15)
+        .map(|n| f64::from(u8::from(n % 5 <= n / 5 + 2)))
+        .collect();
+    let mask = typed_constant(&mut g, "mask", DType::Bool, &[3, 5], &keep);
+    let attention = Op::Attention {
+        scale_bits: 0.125f32.to_bits(),
+        causal: false,
+    };
+    let y = op(&mut g, "attention", attention, &[q, kr, vr, mask]);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Attention]), F32_TOLERANCE);
+    assert_eq!(op_names(&opt), ["attention"], "{report}");
+    assert_eq!(
+        opt.nodes[0].op,
+        Op::Attention {
+            scale_bits: 0.125f32.to_bits(),
+            causal: true
+        }
+    );
+    assert_eq!(opt.nodes[0].inputs, [q, k, v].map(Some));
+}
+
+#[test]
+fn slice_assignments_by_scatter_become_a_concat() {
+    // The export of `k = zeros(..); k[..., :4] = a; k[..., 4:] = expand(b)`: rows scattered into
+    // a transposed zero tensor, transposed back.
+    let mut g = Graph::new("slice-scatter");
+    let known = |d: &[u64]| d.iter().map(|&v| Dim::Known(v)).collect::<Vec<_>>();
+    let a = input(&mut g, "a", &[2, 3, 5, 4]);
+    let b = input(&mut g, "b", &[2, 1, 5, 2]);
+    let b_heads = op(
+        &mut g,
+        "b.heads",
+        Op::Expand {
+            shape: known(&[2, 3, 5, 2]),
+        },
+        &[b],
+    );
+    let zero = constant(&mut g, "zero", &[], &[0.0]);
+    let zeros = op(
+        &mut g,
+        "zeros",
+        Op::Expand {
+            shape: known(&[2, 3, 5, 6]),
+        },
+        &[zero],
+    );
+    let perm = || Op::Transpose {
+        perm: vec![3, 1, 2, 0],
+    };
+    let zt = op(&mut g, "zeros.t", perm(), &[zeros]);
+    let at = op(&mut g, "a.t", perm(), &[a]);
+    let bt = op(&mut g, "b.t", perm(), &[b_heads]);
+    let first = typed_constant(&mut g, "first", DType::I64, &[4, 1], &[0.0, 1.0, 2.0, 3.0]);
+    let last = typed_constant(&mut g, "last", DType::I64, &[2, 1], &[4.0, 5.0]);
+    let scatter = || Op::ScatterNd {
+        reduction: cubevec_ir::op::ScatterReduction::None,
+    };
+    let s1 = op(&mut g, "scatter.a", scatter(), &[zt, first, at]);
+    let s2 = op(&mut g, "scatter.b", scatter(), &[s1, last, bt]);
+    let y = op(&mut g, "k", perm(), &[s2]);
+    output(&mut g, y);
+    let options = only(&[RuleFamily::Layout, RuleFamily::Algebra]);
+    let (opt, report) = optimise_and_compare(&g, &options, 0.0);
+    assert_eq!(op_names(&opt), ["expand", "concat"], "{report}");
+    for rule in [
+        "scatter-rows-as-concat",
+        "slice-of-concat",
+        "transpose-of-concat",
+    ] {
+        assert!(report.rules_fired.contains_key(rule), "{rule}\n{report}");
+    }
+}
+
 #[test]
 fn parallel_projections_merge_when_cheaper() {
     let mut g = Graph::new("merge");

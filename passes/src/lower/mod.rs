@@ -10,16 +10,21 @@
 //! - [`elementwise`]: unary ops, same-shape binary ops, `SwiGlu`.
 //! - [`movement`]: gathers, transposes, concatenation, splits, slices, broadcasts, casts,
 //!   broadcasting arithmetic, comparisons, logical ops and `Where`; reshapes as views.
+//! - [`reduce`]: `Reduce` (sum, mean, max, min) over one contiguous block of axes.
 //! - [`rope`]: rotary position embeddings (rotate-half and interleaved).
 //! - [`attention`]: grouped-query attention as score GEMM, masked softmax and value GEMM.
+//! - [`misc`]: `MatMul` with broadcast batch dimensions or 32-bit operands (copy, then GEMM);
+//!   clamped `SwiGlu`; inner-axis `Softmax`.
 //! - [`moe`]: the fused MoE op (routing, token permutation, grouped expert GEMMs over the
 //!   routed row counts, combine) and `GroupedMatMul`.
 
 pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod misc;
 pub mod moe;
 pub mod movement;
+pub mod reduce;
 pub mod rope;
 pub mod rows;
 

@@ -1,5 +1,6 @@
-//! Per-e-class facts: result types (from [`cubevec_ir::infer::infer_types`]) and whether the class
-//! depends on weights and constants only.
+//! Per-e-class facts: result types (from [`cubevec_ir::infer::infer_types`]), whether the class
+//! depends on weights and constants only, and what index-valued results hold
+//! ([`super::index_form`]).
 //!
 //! Merging two e-classes whose types differ means a rewrite rule claimed that two tensors of
 //! different shape or dtype are equal: the rule is unsound. The merge keeps the first class's
@@ -10,6 +11,7 @@ use cubevec_ir::graph::TensorType;
 use cubevec_ir::infer::infer_types;
 use egg::{Analysis, DidMerge, EGraph, Id};
 
+use super::index_form::{self, IndexForm};
 use super::language::{TensorNode, TensorOp};
 
 /// The e-graph type of the optimiser.
@@ -26,9 +28,20 @@ pub struct ClassData {
     /// Whether the value depends on weights and constants only, so it can be computed once
     /// when the model is loaded and costs nothing per run.
     pub weight_only: bool,
+    /// What each result holds, when it is an index computation [`index_form`] can follow (one
+    /// entry per type).
+    pub forms: Vec<Option<IndexForm>>,
 }
 
 impl ClassData {
+    /// The index form of a non-tuple class.
+    pub fn form(&self) -> Option<&IndexForm> {
+        match self.forms.as_slice() {
+            [Some(f)] if !self.tuple => Some(f),
+            _ => None,
+        }
+    }
+
     /// The single tensor type of a non-tuple class.
     pub fn tensor(&self) -> Option<&TensorType> {
         match self.types.as_slice() {
@@ -43,6 +56,8 @@ impl ClassData {
 pub struct TensorAnalysis {
     /// Types of the segment's parameters, by [`TensorOp::Param`] index.
     pub params: Vec<TensorType>,
+    /// Index forms of the segment's parameters, by [`TensorOp::Param`] index.
+    pub param_forms: Vec<Option<IndexForm>>,
     /// The rule whose rewrite is being applied (set by the rule adapter around each union).
     pub current_rule: Option<&'static str>,
     /// Merges of classes with different types: `(rule, description)`.
@@ -52,10 +67,11 @@ pub struct TensorAnalysis {
 }
 
 impl TensorAnalysis {
-    /// An analysis for a segment with these parameter types.
-    pub fn new(params: Vec<TensorType>) -> TensorAnalysis {
+    /// An analysis for a segment with these parameter types and index forms.
+    pub fn new(params: Vec<TensorType>, param_forms: Vec<Option<IndexForm>>) -> TensorAnalysis {
         TensorAnalysis {
             params,
+            param_forms,
             ..TensorAnalysis::default()
         }
     }
@@ -78,6 +94,7 @@ impl Analysis<TensorNode> for TensorAnalysis {
                 types: Vec::new(),
                 tuple: false,
                 weight_only,
+                forms: Vec::new(),
             }
         };
         match &enode.op {
@@ -87,6 +104,14 @@ impl Analysis<TensorNode> for TensorAnalysis {
                         types: vec![ty.clone()],
                         tuple: false,
                         weight_only: *weight,
+                        forms: vec![
+                            egraph
+                                .analysis
+                                .param_forms
+                                .get(*index as usize)
+                                .cloned()
+                                .flatten(),
+                        ],
                     },
                     None => failed(egraph, format!("parameter {index} has no type")),
                 }
@@ -95,11 +120,13 @@ impl Analysis<TensorNode> for TensorAnalysis {
                 types: vec![c.ty()],
                 tuple: false,
                 weight_only: true,
+                forms: vec![index_form::of_constant(c)],
             },
             TensorOp::Absent => ClassData {
                 types: Vec::new(),
                 tuple: false,
                 weight_only: true,
+                forms: Vec::new(),
             },
             TensorOp::Get(i) => {
                 let source = child(0);
@@ -108,6 +135,7 @@ impl Analysis<TensorNode> for TensorAnalysis {
                         types: vec![ty.clone()],
                         tuple: false,
                         weight_only,
+                        forms: vec![source.forms.get(*i as usize).cloned().flatten()],
                     },
                     _ => failed(
                         egraph,
@@ -122,11 +150,19 @@ impl Analysis<TensorNode> for TensorAnalysis {
                     .map(|&c| egraph[c].data.tensor())
                     .collect();
                 match infer_types(op, &inputs) {
-                    Ok(types) => ClassData {
-                        tuple: op.num_outputs() > 1,
-                        types,
-                        weight_only,
-                    },
+                    Ok(types) => {
+                        let forms: Vec<Option<&IndexForm>> = enode
+                            .children
+                            .iter()
+                            .map(|&c| egraph[c].data.form())
+                            .collect();
+                        ClassData {
+                            tuple: op.num_outputs() > 1,
+                            forms: index_form::transfer(op, &forms, &inputs, &types),
+                            types,
+                            weight_only,
+                        }
+                    }
                     Err(e) => failed(egraph, format!("{}: {e}", op.name())),
                 }
             }
@@ -152,9 +188,21 @@ impl Analysis<TensorNode> for TensorAnalysis {
                 ),
             ));
         }
-        let a_gains = !a.weight_only && b.weight_only;
-        let b_gains = a.weight_only && !b.weight_only;
+        let mut a_gains = !a.weight_only && b.weight_only;
+        let mut b_gains = a.weight_only && !b.weight_only;
         a.weight_only |= b.weight_only;
+        // Both forms state what the same tensor holds; a missing one is taken from the other.
+        for (i, form) in b.forms.into_iter().enumerate() {
+            match (a.forms.get_mut(i), form) {
+                (Some(slot @ None), Some(f)) => {
+                    *slot = Some(f);
+                    a_gains = true;
+                }
+                (Some(Some(_)), None) => b_gains = true,
+                (Some(Some(x)), Some(y)) if *x != y => b_gains = true,
+                _ => {}
+            }
+        }
         DidMerge(a_gains, b_gains)
     }
 }
@@ -170,7 +218,7 @@ mod tests {
     fn merging_classes_of_different_types_is_recorded_with_the_rule() {
         let a = TensorType::new(DType::F32, Shape::known(&[2, 3]));
         let b = TensorType::new(DType::F32, Shape::known(&[3, 2]));
-        let mut egraph = TensorEGraph::new(TensorAnalysis::new(vec![a.clone(), b, a]));
+        let mut egraph = TensorEGraph::new(TensorAnalysis::new(vec![a.clone(), b, a], vec![]));
         let param = |index| {
             TensorNode::new(
                 TensorOp::Param {
@@ -204,7 +252,7 @@ mod tests {
     #[test]
     fn ill_typed_nodes_are_recorded() {
         let a = TensorType::new(DType::F32, Shape::known(&[2, 3]));
-        let mut egraph = TensorEGraph::new(TensorAnalysis::new(vec![a]));
+        let mut egraph = TensorEGraph::new(TensorAnalysis::new(vec![a], vec![]));
         let x = egraph.add(TensorNode::new(
             TensorOp::Param {
                 index: 0,

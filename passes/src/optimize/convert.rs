@@ -8,6 +8,7 @@ use egg::{Id, Language};
 
 use super::analysis::{TensorAnalysis, TensorEGraph};
 use super::extract::Selection;
+use super::index_form::IndexForm;
 use super::language::{ConstTensor, TensorNode, TensorOp};
 use super::template::{ParamKind, Segment};
 
@@ -66,14 +67,20 @@ pub struct SegmentEGraph {
     pub values: Vec<(Id, usize, usize)>,
 }
 
-/// Adds a segment to a fresh e-graph.
-pub fn to_egraph(graph: &Graph, seg: &Segment) -> SegmentEGraph {
+/// Adds a segment to a fresh e-graph; `forms` are the index forms of the graph's values (by
+/// value index), of which the parameters' are used.
+pub fn to_egraph(graph: &Graph, seg: &Segment, forms: &[Option<IndexForm>]) -> SegmentEGraph {
     let types = seg
         .params
         .iter()
         .map(|&v| graph.value(v).ty.clone())
         .collect();
-    let mut egraph = TensorEGraph::new(TensorAnalysis::new(types));
+    let param_forms = seg
+        .params
+        .iter()
+        .map(|v| forms.get(v.index()).cloned().flatten())
+        .collect();
+    let mut egraph = TensorEGraph::new(TensorAnalysis::new(types, param_forms));
     let mut classes: HashMap<ValueId, Id> = HashMap::new();
     for (i, (&v, kind)) in seg.params.iter().zip(&seg.kinds).enumerate() {
         let op = match kind {

@@ -8,12 +8,16 @@
 //! ([`cost`]) — and instantiates the optimised program for every segment with the same
 //! signature, substituting that segment's weights. Every e-class carries its types
 //! ([`analysis`]); a rewrite that merges classes of different types is reported as an unsound
-//! rule instead of producing a graph. The result is verified before it is returned.
+//! rule instead of producing a graph. Index computations (positions, masks, gather indices) also
+//! carry what they hold as a function of the coordinates ([`index_form`], derived on the whole
+//! graph so segments know their parameters), which rules use to prove, for example, that a mask
+//! is causal. The result is verified before it is returned.
 
 pub mod analysis;
 pub mod convert;
 pub mod cost;
 pub mod extract;
+pub mod index_form;
 pub mod language;
 pub mod report;
 pub mod rules;
@@ -135,11 +139,12 @@ pub fn optimize_with_cost(
         _ => return Err(OptimizeError::Input(Box::new(input_error(graph)))),
     };
     let constants = template::small_constants(graph, options.fold_limit);
+    let forms = index_form::graph_forms(graph, &order, &constants);
     let segments = template::split(graph, &order, options.min_segment_nodes, &constants);
     report.add_time("segment", start.elapsed().as_secs_f64());
     let start = Instant::now();
     let (template_of, firsts) = if options.reuse_templates {
-        template::templates(graph, &segments)
+        template::templates(graph, &segments, &forms)
     } else {
         ((0..segments.len()).collect(), (0..segments.len()).collect())
     };
@@ -152,6 +157,7 @@ pub fn optimize_with_cost(
         programs.push(optimize_segment(
             graph,
             &segments[first],
+            &forms,
             options,
             cost,
             &mut report,
@@ -216,6 +222,7 @@ fn input_error(graph: &Graph) -> VerifyError {
 fn optimize_segment(
     graph: &Graph,
     seg: &Segment,
+    forms: &[Option<index_form::IndexForm>],
     options: &OptimizeOptions,
     cost: &dyn CostModel,
     report: &mut OptimizeReport,
@@ -226,7 +233,7 @@ fn optimize_segment(
         .map(|&n| graph.describe_node(n))
         .unwrap_or_default();
     let start = Instant::now();
-    let mut seg_eg = convert::to_egraph(graph, seg);
+    let mut seg_eg = convert::to_egraph(graph, seg, forms);
     if let Some((rule, detail)) = seg_eg.egraph.analysis.ill_typed.first() {
         return Err(OptimizeError::IllTyped {
             rule: rule.clone(),

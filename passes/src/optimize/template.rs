@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use cubevec_ir::Tensor;
 use cubevec_ir::graph::{Definition, Graph, NodeId, ValueId, WeightData};
 
+use super::index_form::IndexForm;
 use super::language::ConstTensor;
 
 /// What a segment parameter is.
@@ -331,11 +332,17 @@ enum Ref {
 
 /// The segment's structure with value ids replaced by positions, item by item. `slots` is a
 /// scratch table indexed by value id, all [`Ref::Absent`] on entry and on return.
-fn items<'g>(graph: &'g Graph, seg: &'g Segment, slots: &mut [Ref]) -> Vec<Item<'g>> {
+fn items<'g>(
+    graph: &'g Graph,
+    seg: &'g Segment,
+    forms: &'g [Option<IndexForm>],
+    slots: &mut [Ref],
+) -> Vec<Item<'g>> {
     let mut out = Vec::with_capacity(seg.params.len() + 4 * seg.nodes.len() + seg.outputs.len());
     for (i, (&v, kind)) in seg.params.iter().zip(&seg.kinds).enumerate() {
         slots[v.index()] = Ref::Param(i);
-        out.push(Item::Param(kind, &graph.value(v).ty));
+        let form = forms.get(v.index()).and_then(Option::as_ref);
+        out.push(Item::Param(kind, &graph.value(v).ty, form));
     }
     for def in &seg.context {
         out.push(Item::Node(&def.op, def.inputs.len()));
@@ -369,10 +376,15 @@ fn items<'g>(graph: &'g Graph, seg: &'g Segment, slots: &mut [Ref]) -> Vec<Item<
     out
 }
 
-/// One element of a segment's structure.
+/// One element of a segment's structure: a parameter's kind, type and index form (what rules
+/// may rely on), an op with its operand count, or an operand.
 #[derive(Debug, PartialEq, Hash)]
 enum Item<'a> {
-    Param(&'a ParamKind, &'a cubevec_ir::graph::TensorType),
+    Param(
+        &'a ParamKind,
+        &'a cubevec_ir::graph::TensorType,
+        Option<&'a IndexForm>,
+    ),
     Node(&'a cubevec_ir::Op, usize),
     Ref(Ref),
 }
@@ -387,8 +399,13 @@ impl std::hash::Hash for ParamKind {
 }
 
 /// Groups segments by structure: template index per segment, and the first segment of each
-/// template.
-pub fn templates(graph: &Graph, segments: &[Segment]) -> (Vec<usize>, Vec<usize>) {
+/// template. Parameters must also have the same index forms (`forms`, by value index), since
+/// rules rely on them.
+pub fn templates(
+    graph: &Graph,
+    segments: &[Segment],
+    forms: &[Option<IndexForm>],
+) -> (Vec<usize>, Vec<usize>) {
     use std::hash::{Hash, Hasher};
     let mut slots = vec![Ref::Absent; graph.values.len()];
     let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -396,7 +413,7 @@ pub fn templates(graph: &Graph, segments: &[Segment]) -> (Vec<usize>, Vec<usize>
     let mut firsts: Vec<usize> = Vec::new();
     let mut of_segment = Vec::with_capacity(segments.len());
     for (i, seg) in segments.iter().enumerate() {
-        let structure = items(graph, seg, &mut slots);
+        let structure = items(graph, seg, forms, &mut slots);
         let mut hasher = std::hash::DefaultHasher::new();
         structure.hash(&mut hasher);
         let candidates = by_hash.entry(hasher.finish()).or_default();

@@ -133,8 +133,21 @@ fn constant_values(graph: &Graph, order: &[NodeId]) -> Vec<bool> {
 fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
     match ctx.op {
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => movement::lower_view(ctx),
+        Op::MatMul if crate::lower::misc::broadcasts_batches(ctx) => {
+            crate::lower::misc::lower_broadcast_matmul(ctx)
+        }
         Op::MatMul => linear::lower_matmul(ctx),
         Op::Gemm { .. } => linear::lower_gemm(ctx),
+        Op::Softmax { axis }
+            if ctx
+                .inputs
+                .first()
+                .cloned()
+                .flatten()
+                .is_some_and(|x| *axis != -1 && *axis != x.shape.len() as i64 - 1) =>
+        {
+            crate::lower::misc::lower_inner_softmax(ctx)
+        }
         Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
         Op::Binary(b) if b.is_comparison() || b.is_logical() => movement::lower_compare(ctx),
@@ -148,6 +161,11 @@ fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
         Op::Slice { .. } => movement::lower_slice(ctx),
         Op::Expand { .. } => movement::lower_expand(ctx),
         Op::Cast { .. } => movement::lower_cast(ctx),
+        Op::Reduce { .. } => crate::lower::reduce::lower_reduce(ctx),
+        Op::SwiGlu {
+            split: false,
+            limit_bits: Some(_),
+        } => crate::lower::misc::lower_clamped_swiglu(ctx),
         Op::Rope { .. } => rope::lower_rope(ctx),
         Op::Attention { .. } => attention::lower_attention(ctx),
         Op::Moe { .. } => moe::lower_moe(ctx),

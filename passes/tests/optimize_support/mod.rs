@@ -107,7 +107,7 @@ pub fn only(families: &[RuleFamily]) -> OptimizeOptions {
 }
 
 /// The largest difference between two output lists, relative to the largest reference value
-/// (at least 1).
+/// (at least 1); infinite where one has a NaN and the other not.
 pub fn max_relative_difference(expected: &[Tensor], actual: &[Tensor]) -> f64 {
     assert_eq!(expected.len(), actual.len(), "output count");
     let mut worst: f64 = 0.0;
@@ -116,7 +116,12 @@ pub fn max_relative_difference(expected: &[Tensor], actual: &[Tensor]) -> f64 {
         let (e, a) = (e.to_f64_vec(), a.to_f64_vec());
         let scale = e.iter().fold(1.0f64, |m, v| m.max(v.abs()));
         for (x, y) in e.iter().zip(&a) {
-            worst = worst.max((x - y).abs() / scale);
+            if x.is_nan() != y.is_nan() {
+                return f64::INFINITY;
+            }
+            if !x.is_nan() {
+                worst = worst.max((x - y).abs() / scale);
+            }
         }
     }
     worst

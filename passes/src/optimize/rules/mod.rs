@@ -286,6 +286,7 @@ impl Recipe {
                 types: results,
                 tuple,
                 weight_only,
+                forms: Vec::new(),
             },
         )
     }
@@ -305,6 +306,7 @@ impl Recipe {
                 types: vec![ty],
                 tuple: false,
                 weight_only,
+                forms: Vec::new(),
             },
         )
     }
@@ -318,6 +320,7 @@ impl Recipe {
             types: vec![ty],
             tuple: false,
             weight_only: true,
+            forms: Vec::new(),
         });
         Slot::New(i)
     }
@@ -330,6 +333,7 @@ impl Recipe {
             types: Vec::new(),
             tuple: false,
             weight_only: true,
+            forms: Vec::new(),
         });
         Slot::New(i)
     }
