@@ -136,6 +136,33 @@ fn matmul_op_matches_the_interpreter() {
 }
 
 #[test]
+fn relu_gemms_never_split_k() {
+    let mut problem = GemmProblem::plain("relu", 40, 50, 4096, DType::F16, true);
+    problem.relu = true;
+    let tiling = GemmTiling {
+        m1: 32,
+        n1: 32,
+        k1: 64,
+        k0: 32,
+        split_k: 3,
+        l0c_stages: 2,
+        swizzle: 2,
+        swizzle_n_major: false,
+    };
+    let err = build(&problem, &tiling, &target()).expect_err("relu of partial sums");
+    assert!(err.to_string().contains("partial sum"), "{err}");
+    // A deep, narrow problem would split K without ReLU; with it the planner must not.
+    let chosen = cubevec_passes::tile::gemm::plan(&problem, &target()).expect("plan");
+    assert_eq!(chosen.tiling.split_k, 1);
+    let plain = GemmProblem::plain("plain", 40, 50, 4096, DType::F16, true);
+    let unsplit = cubevec_passes::tile::gemm::plan(&plain, &target()).expect("plan");
+    assert!(
+        unsplit.tiling.split_k > 1,
+        "the check above would not mean anything"
+    );
+}
+
+#[test]
 fn split_k_gemm_accumulates_into_zeroed_output() {
     let problem = GemmProblem::plain("split_k", 40, 50, 300, DType::F16, true);
     let tiling = GemmTiling {

@@ -346,6 +346,12 @@ fn build_kernel(
         DType::F32
     };
     let split = cn.splits > 1;
+    if split && problem.relu {
+        return Err(TileError::Invalid {
+            name: problem.name.clone(),
+            message: "split-K with ReLU would apply ReLU to each partial sum".into(),
+        });
+    }
 
     let m_total = problem.total_m();
     let b_shape = match (groups, problem.b_transposed) {
@@ -901,8 +907,11 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
                         let tiles = units(problem, &base);
                         let k_tiles = problem.k.div_ceil(k1);
                         for split_k in [1u64, 2, 3, 4, 6, 8] {
+                            // ReLU of partial sums is not ReLU of the sum: no split-K with ReLU.
                             if split_k > 1
-                                && (tiles >= target.cores.aic as u64 || split_k > k_tiles)
+                                && (problem.relu
+                                    || tiles >= target.cores.aic as u64
+                                    || split_k > k_tiles)
                             {
                                 continue;
                             }
