@@ -135,11 +135,9 @@ fn matmul_op_matches_the_interpreter() {
     assert_close("matmul", &got, &reference(&Op::MatMul, &[&a, &b]));
 }
 
-#[test]
-fn relu_gemms_never_split_k() {
-    let mut problem = GemmProblem::plain("relu", 40, 50, 4096, DType::F16, true);
-    problem.relu = true;
-    let tiling = GemmTiling {
+/// A tiling that splits K three ways.
+fn split_three() -> GemmTiling {
+    GemmTiling {
         m1: 32,
         n1: 32,
         k1: 64,
@@ -148,7 +146,14 @@ fn relu_gemms_never_split_k() {
         l0c_stages: 2,
         swizzle: 2,
         swizzle_n_major: false,
-    };
+    }
+}
+
+#[test]
+fn relu_gemms_never_split_k() {
+    let mut problem = GemmProblem::plain("relu", 40, 50, 4096, DType::F16, true);
+    problem.relu = true;
+    let tiling = split_three();
     let err = build(&problem, &tiling, &target()).expect_err("relu of partial sums");
     assert!(err.to_string().contains("partial sum"), "{err}");
     // A deep, narrow problem would split K without ReLU; with it the planner must not.
@@ -165,16 +170,7 @@ fn relu_gemms_never_split_k() {
 #[test]
 fn split_k_gemm_accumulates_into_zeroed_output() {
     let problem = GemmProblem::plain("split_k", 40, 50, 300, DType::F16, true);
-    let tiling = GemmTiling {
-        m1: 32,
-        n1: 32,
-        k1: 64,
-        k0: 32,
-        split_k: 3,
-        l0c_stages: 2,
-        swizzle: 2,
-        swizzle_n_major: false,
-    };
+    let tiling = split_three();
     let kernel = build(&problem, &tiling, &target()).expect("builds");
     assert_eq!(kernel.params[2].role, ParamRole::OutputZeroed);
     let a = random(DType::F16, &[40, 300], 5);
