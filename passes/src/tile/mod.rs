@@ -7,7 +7,7 @@
 //!
 //! Both produce verified [`cubevec_ir::kernel::Kernel`]s.
 
-mod build;
+pub(crate) mod build;
 pub mod gemm;
 pub mod vector;
 

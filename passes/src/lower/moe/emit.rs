@@ -3,39 +3,14 @@
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
     BufId, Buffer, Expr, GmTile, Layout, MemLevel, Param, ParamRole, Pipe, ReduceKind, ScalarSrc,
-    Slice, Stmt, Tile, VecArg, VecOp,
+    Slice, Stmt, VecArg, VecOp,
 };
+
+use crate::tile::build;
+pub use crate::tile::build::{c, for_, let_, set as set_at, tile, v, wait as wait_at};
 
 /// The largest finite `f32`: written over a chosen score so the next `ReduceMax` skips it.
 pub const MASK: f64 = f32::MIN as f64;
-
-/// A variable.
-pub fn v(name: &str) -> Expr {
-    Expr::var(name)
-}
-
-/// A constant.
-pub fn c(value: u64) -> Expr {
-    Expr::c(value)
-}
-
-/// `let var = value`.
-pub fn let_(var: &str, value: Expr) -> Stmt {
-    Stmt::Let {
-        var: var.to_string(),
-        value,
-    }
-}
-
-/// `for var in 0..extent { body }`.
-pub fn for_(var: &str, extent: Expr, pipelined: bool, body: Vec<Stmt>) -> Stmt {
-    Stmt::For {
-        var: var.to_string(),
-        extent,
-        pipelined,
-        body,
-    }
-}
 
 /// `SetFlag<from_to>(event)`.
 pub fn set(from: Pipe, to: Pipe, event: u64) -> Stmt {
@@ -60,38 +35,9 @@ pub fn sync(from: Pipe, to: Pipe, event: u64) -> [Stmt; 2] {
     [set(from, to, event), wait(from, to, event)]
 }
 
-/// `SetFlag<from_to>(event)` with a computed event (a buffer stage).
-pub fn set_at(from: Pipe, to: Pipe, event: Expr) -> Stmt {
-    Stmt::SetFlag { from, to, event }
-}
-
-/// `WaitFlag<from_to>(event)` with a computed event.
-pub fn wait_at(from: Pipe, to: Pipe, event: Expr) -> Stmt {
-    Stmt::WaitFlag { from, to, event }
-}
-
-/// A rectangle of a UB buffer stage.
-pub fn tile(buf: BufId, stage: Expr, at: (Expr, Expr), size: (Expr, Expr)) -> Tile {
-    Tile {
-        buf,
-        stage,
-        row: at.0,
-        col: at.1,
-        rows: size.0,
-        cols: size.1,
-    }
-}
-
 /// A rectangle of a GM parameter (batch 0).
 pub fn gm(param: usize, at: (Expr, Expr), size: (Expr, Expr)) -> GmTile {
-    GmTile {
-        param,
-        batch: c(0),
-        row: at.0,
-        col: at.1,
-        rows: size.0,
-        cols: size.1,
-    }
+    build::gm(param, c(0), at, size)
 }
 
 /// A run of a UB buffer stage.
