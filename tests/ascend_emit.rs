@@ -6,17 +6,20 @@
 
 use std::collections::BTreeMap;
 
+mod support;
+
+use support::{buffer, c, flag, param, random, slice, target, values};
+
 use cubevec_backend_ascend::build_and_run;
 use cubevec_backend_ascend::emit::{EmitError, Project, emit_project};
 use cubevec_ir::interp::eval_op;
 use cubevec_ir::kernel::{
     Binding, BufId, Buffer, BufferPlanner, CoreType, Expr, GmTensor, GmTile, Kernel, Launch,
-    Layout, MemLevel, Param, ParamRole, Pipe, Program, ReduceKind, ScalarSrc, Slice, Stmt,
-    TensorId, TensorKind, Tile, VecArg, VecOp,
+    MemLevel, Param, ParamRole, Pipe, Program, ReduceKind, ScalarSrc, Stmt, TensorId, TensorKind,
+    Tile, VecArg, VecOp,
 };
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::DimBindings;
-use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor};
 use cubevec_passes::tile::gemm::{GemmProblem, plan};
 use cubevec_passes::tile::vector::{
@@ -30,27 +33,6 @@ const EVIL_NAME: &str = "soft\"max */\n#error injected";
 const EVIL_KERNEL: &str = "main";
 const EVIL_TENSOR: &str = "x\"); system(\"rm -rf /\"); /* \\\n*/ ??/";
 const EVIL_OUTPUT: &str = "../../probs\"\n";
-
-fn target() -> Target {
-    Target::by_name("ascend910b2").expect("target")
-}
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn random(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
-    Tensor::from_f32(dtype, shape.to_vec(), &values(shape.iter().product(), seed))
-}
 
 /// An output to compare: the binding name, the reference and the tolerance.
 struct Check {
@@ -181,39 +163,6 @@ fn vector_program(
     }
 }
 
-fn param(name: &str, dtype: DType, shape: &[u64], role: ParamRole) -> Param {
-    Param {
-        name: name.to_string(),
-        dtype,
-        shape: shape.to_vec(),
-        role,
-    }
-}
-
-fn buffer(
-    name: &str,
-    level: MemLevel,
-    dtype: DType,
-    layout: Layout,
-    rows: u64,
-    cols: u64,
-) -> Buffer {
-    Buffer {
-        name: name.to_string(),
-        level,
-        dtype,
-        layout,
-        rows,
-        cols,
-        stages: 1,
-        offset: 0,
-    }
-}
-
-fn c(v: u64) -> Expr {
-    Expr::c(v)
-}
-
 fn v(name: &str) -> Expr {
     Expr::var(name)
 }
@@ -240,37 +189,13 @@ fn gm(param: usize, row: Expr, rows: u64, cols: u64) -> GmTile {
     }
 }
 
-fn slice(buf: BufId, offset: Expr) -> Slice {
-    Slice {
-        buf,
-        stage: c(0),
-        offset,
-    }
-}
-
-fn flag(from: Pipe, to: Pipe) -> [Stmt; 2] {
-    [
-        Stmt::SetFlag {
-            from,
-            to,
-            event: c(0),
-        },
-        Stmt::WaitFlag {
-            from,
-            to,
-            event: c(0),
-        },
-    ]
-}
-
 /// Row arg-max with `ReduceMax` (index), scalar loads from GM and UB, `SetValue`, an int → float
 /// `Cast`, and scalar operands: `idx[r]` = arg-max of row r for `count[0]` rows, `shifted` =
 /// `idx + rows`, `dup` = `2 · rows`.
 fn argmax_kernel() -> Kernel {
     let t = target();
     let mut p = BufferPlanner::new();
-    let ub =
-        |name: &str, dtype, rows, cols| buffer(name, MemLevel::Ub, dtype, Layout::Nd, rows, cols);
+    let ub = |name: &str, dtype, rows, cols| buffer(name, MemLevel::Ub, dtype, rows, cols);
     let x = p.add(&t, ub("x", DType::F32, 8, 64));
     let stat = p.add(&t, ub("stat", DType::F32, 1, 8));
     let ib = p.add(&t, ub("ib", DType::I32, 1, 8));
@@ -356,19 +281,13 @@ fn argmax_kernel() -> Kernel {
 fn mix_kernel() -> Kernel {
     let t = target();
     let mut p = BufferPlanner::new();
-    let f16 = |name: &str, level, layout| buffer(name, level, DType::F16, layout, 16, 16);
-    let l1a = p.add(&t, f16("l1a", MemLevel::L1, Layout::Nz));
-    let l1b = p.add(&t, f16("l1b", MemLevel::L1, Layout::Nz));
-    let l0a = p.add(&t, f16("l0a", MemLevel::L0A, Layout::Zz));
-    let l0b = p.add(&t, f16("l0b", MemLevel::L0B, Layout::Zn));
-    let l0c = p.add(
-        &t,
-        buffer("l0c", MemLevel::L0C, DType::F32, Layout::Nz, 16, 16),
-    );
-    let ub = p.add(
-        &t,
-        buffer("ub", MemLevel::Ub, DType::F32, Layout::Nd, 8, 16),
-    );
+    let f16 = |name: &str, level| buffer(name, level, DType::F16, 16, 16);
+    let l1a = p.add(&t, f16("l1a", MemLevel::L1));
+    let l1b = p.add(&t, f16("l1b", MemLevel::L1));
+    let l0a = p.add(&t, f16("l0a", MemLevel::L0A));
+    let l0b = p.add(&t, f16("l0b", MemLevel::L0B));
+    let l0c = p.add(&t, buffer("l0c", MemLevel::L0C, DType::F32, 16, 16));
+    let ub = p.add(&t, buffer("ub", MemLevel::Ub, DType::F32, 8, 16));
     let sixteen = || tile(l1a, c(16), c(16));
     let mut cube = vec![
         Stmt::CopyIn {

@@ -1,44 +1,25 @@
 //! The CPU back end runs tiled kernels and matches the reference interpreter.
 
+mod support;
+
 use std::collections::BTreeMap;
+
+use support::{buffer, c, flag, param, random, slice, target, values};
 
 use cubevec_backend_cpu::{CpuBackend, CpuError, run_program};
 use cubevec_ir::interp::eval_op;
 use cubevec_ir::kernel::{
-    Binding, BufId, Buffer, BufferPlanner, CoreType, Expr, GmTensor, GmTile, Kernel, Launch,
-    Layout, MemLevel, Param, ParamRole, Pipe, Program, ReduceKind, ScalarSrc, Slice, Stmt,
-    TensorId, TensorKind, Tile, VecArg, VecOp, verify,
+    Binding, BufId, BufferPlanner, CoreType, Expr, GmTensor, GmTile, Kernel, Launch, MemLevel,
+    ParamRole, Pipe, Program, ReduceKind, ScalarSrc, Stmt, TensorId, TensorKind, Tile, VecArg,
+    VecOp, verify,
 };
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::DimBindings;
-use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor};
 use cubevec_passes::tile::gemm::{self, GemmProblem, GemmTiling, plan};
 use cubevec_passes::tile::vector::{
     ChainArg, ChainStep, ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows,
 };
-
-fn target() -> Target {
-    Target::by_name("ascend910b2").expect("target")
-}
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::from_f32(dtype, shape.to_vec(), &values(n, seed))
-}
 
 /// Runs `kernel` on copies of `inputs` (one per parameter, outputs included) and returns the
 /// parameters' final bytes.
@@ -106,11 +87,11 @@ fn matmul_reference(a: &Tensor, b: &Tensor, b_transposed: bool) -> Tensor {
 fn check_gemm(m: usize, n: usize, k: usize, dtype: DType, b_transposed: bool) {
     let problem = GemmProblem::plain("gemm", m as u64, n as u64, k as u64, dtype, b_transposed);
     let kernel = plan(&problem, &target()).expect("plan").kernel;
-    let a = tensor(dtype, &[m, k], 1);
+    let a = random(dtype, &[m, k], 1);
     let b = if b_transposed {
-        tensor(dtype, &[n, k], 2)
+        random(dtype, &[n, k], 2)
     } else {
-        tensor(dtype, &[k, n], 2)
+        random(dtype, &[k, n], 2)
     };
     let c = Tensor::zeros(dtype, vec![m, n]);
     let out = run(&kernel, &[&a, &b, &c]).expect("run");
@@ -152,8 +133,8 @@ fn grouped_gemm_matches_the_interpreter() {
     };
     let kernel = plan(&problem, &target()).expect("plan").kernel;
     let t = groups.iter().sum::<u64>() as usize;
-    let x = tensor(DType::BF16, &[t, k], 5);
-    let w = tensor(DType::BF16, &[groups.len(), n, k], 6);
+    let x = random(DType::BF16, &[t, k], 5);
+    let w = random(DType::BF16, &[groups.len(), n, k], 6);
     let c = Tensor::zeros(DType::BF16, vec![t, n]);
     let out = run(&kernel, &[&x, &w, &c]).expect("run");
     let sizes: Vec<i64> = groups.iter().map(|&g| g as i64).collect();
@@ -199,10 +180,10 @@ fn to_f32(t: &Tensor) -> Tensor {
 #[test]
 fn split_k_accumulates_atomically_into_a_zeroed_output() {
     let kernel = split_k_kernel();
-    let a = tensor(DType::F16, &[64, 200], 7);
-    let b = tensor(DType::F16, &[48, 200], 8);
+    let a = random(DType::F16, &[64, 200], 7);
+    let b = random(DType::F16, &[48, 200], 8);
     // Garbage in the output: the launcher must zero it.
-    let c = tensor(DType::F32, &[64, 48], 9);
+    let c = random(DType::F32, &[64, 48], 9);
     let out = run(&kernel, &[&a, &b, &c]).expect("run");
     let want = matmul_reference(&to_f32(&a), &to_f32(&b), true);
     assert_close("split-K gemm", &out[2], &want, 1e-5);
@@ -213,8 +194,8 @@ fn the_fixpipe_applies_relu() {
     let mut problem = GemmProblem::plain("relu", 48, 40, 64, DType::BF16, true);
     problem.relu = true;
     let kernel = plan(&problem, &target()).expect("plan").kernel;
-    let a = tensor(DType::BF16, &[48, 64], 23);
-    let b = tensor(DType::BF16, &[40, 64], 24);
+    let a = random(DType::BF16, &[48, 64], 23);
+    let b = random(DType::BF16, &[40, 64], 24);
     let c = Tensor::zeros(DType::BF16, vec![48, 40]);
     let out = run(&kernel, &[&a, &b, &c]).expect("run");
     let want = relu(&matmul_reference(&a, &b, true));
@@ -230,11 +211,11 @@ fn check_rows(kind: RowKind, rows: usize, cols: usize, dtype: DType) {
         kind,
     };
     let kernel = plan_rows(&op, &target()).expect("plan").kernel;
-    let x = tensor(dtype, &[rows, cols], 10);
+    let x = random(dtype, &[rows, cols], 10);
     let out = Tensor::zeros(dtype, vec![rows, cols]);
     let (got, want) = match kind {
         RowKind::RmsNorm { eps } => {
-            let gamma = tensor(dtype, &[cols], 11);
+            let gamma = random(dtype, &[cols], 11);
             let got = run(&kernel, &[&x, &gamma, &out]).expect("run");
             let op = Op::RmsNorm {
                 axis: -1,
@@ -277,8 +258,8 @@ fn run_chain(chain: &ElementwiseChain, inputs: &[&Tensor]) -> Vec<u8> {
 fn swiglu_and_elementwise_chains_match_the_interpreter() {
     let len = 100_003usize;
     for dtype in [DType::BF16, DType::F16, DType::F32] {
-        let gate = tensor(dtype, &[len], 12);
-        let up = tensor(dtype, &[len], 13);
+        let gate = random(dtype, &[len], 12);
+        let up = random(dtype, &[len], 13);
         let got = run_chain(
             &ElementwiseChain::swiglu("swiglu", len as u64, dtype),
             &[&gate, &up],
@@ -293,8 +274,8 @@ fn swiglu_and_elementwise_chains_match_the_interpreter() {
     // sigmoid(x) as the partitioner writes it, and max(sqrt(|x|), y) - relu(y).
     use ChainArg::{Imm, Input, Temp};
     let step = |op, dst, srcs| ChainStep { op, dst, srcs };
-    let x = tensor(DType::F32, &[len], 14);
-    let y = tensor(DType::F32, &[len], 15);
+    let x = random(DType::F32, &[len], 14);
+    let y = random(DType::F32, &[len], 15);
     let sigmoid = ElementwiseChain {
         name: "sigmoid".into(),
         len: len as u64,
@@ -346,7 +327,7 @@ fn an_out_of_range_region_is_an_error_naming_the_statement() {
     let mut kernel = plan_chain(&chain, &target()).expect("plan").kernel;
     // Shrink the output: the last CopyOut now runs past its end.
     kernel.params[2].shape = vec![990];
-    let x = tensor(DType::F32, &[1000], 16);
+    let x = random(DType::F32, &[1000], 16);
     let out = Tensor::zeros(DType::F32, vec![990]);
     let err = run(&kernel, &[&x, &x, &out]).expect_err("out of bounds");
     match &err {
@@ -362,38 +343,6 @@ fn an_out_of_range_region_is_an_error_naming_the_statement() {
         }
         other => panic!("expected a run-time error, got {other}"),
     }
-}
-
-fn buffer(name: &str, level: MemLevel, dtype: DType, rows: u64, cols: u64) -> Buffer {
-    let layout = match level {
-        MemLevel::L1 | MemLevel::L0C => Layout::Nz,
-        MemLevel::L0A => Layout::Zz,
-        MemLevel::L0B => Layout::Zn,
-        _ => Layout::Nd,
-    };
-    Buffer {
-        name: name.into(),
-        level,
-        dtype,
-        layout,
-        rows,
-        cols,
-        stages: 1,
-        offset: 0,
-    }
-}
-
-fn param(name: &str, dtype: DType, shape: &[u64], role: ParamRole) -> Param {
-    Param {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-        role,
-    }
-}
-
-fn c(v: u64) -> Expr {
-    Expr::c(v)
 }
 
 fn region(buf: BufId, at: (Expr, u64), size: (u64, u64)) -> Tile {
@@ -415,29 +364,6 @@ fn gm_region(param: usize, at: (Expr, u64), size: (u64, u64)) -> GmTile {
         col: c(at.1),
         rows: c(size.0),
         cols: c(size.1),
-    }
-}
-
-fn flag(from: Pipe, to: Pipe) -> [Stmt; 2] {
-    [
-        Stmt::SetFlag {
-            from,
-            to,
-            event: c(0),
-        },
-        Stmt::WaitFlag {
-            from,
-            to,
-            event: c(0),
-        },
-    ]
-}
-
-fn slice(buf: BufId, offset: u64) -> Slice {
-    Slice {
-        buf,
-        stage: c(0),
-        offset: c(offset),
     }
 }
 
@@ -466,8 +392,8 @@ fn mix_kernel(cube_stray: Option<u8>, vector_stray: Option<u8>) -> Kernel {
     vector.extend(flag(Pipe::Mte2, Pipe::V));
     vector.push(Stmt::Vector {
         op: VecOp::Muls,
-        dst: slice(y, 0),
-        srcs: vec![VecArg::Slice(slice(xin, 0)), VecArg::Imm(2.0)],
+        dst: slice(y, c(0)),
+        srcs: vec![VecArg::Slice(slice(xin, c(0))), VecArg::Imm(2.0)],
         count: c(256),
     });
     vector.extend(flag(Pipe::V, Pipe::Mte3));
@@ -544,8 +470,8 @@ fn mix_kernel(cube_stray: Option<u8>, vector_stray: Option<u8>) -> Kernel {
 fn mix_kernels_run_cube_and_vector_concurrently_with_cross_core_flags() {
     let kernel = mix_kernel(None, None);
     verify(&kernel, &target()).expect("verify");
-    let x = tensor(DType::F16, &[32, 16], 17);
-    let w = tensor(DType::F16, &[16, 16], 18);
+    let x = random(DType::F16, &[32, 16], 17);
+    let w = random(DType::F16, &[16, 16], 18);
     let ws = Tensor::zeros(DType::F16, vec![32, 16]);
     let out = Tensor::zeros(DType::F32, vec![32, 16]);
     let got = run(&kernel, &[&x, &w, &ws, &out]).expect("run");
@@ -582,14 +508,14 @@ fn scalar_loads_set_value_and_max_index_use_the_real_data() {
     vector.extend(flag(Pipe::Mte2, Pipe::V));
     vector.push(Stmt::Reduce {
         kind: ReduceKind::MaxIndex,
-        dst: slice(st, 0),
-        src: slice(ubx, 0),
+        dst: slice(st, c(0)),
+        src: slice(ubx, c(0)),
         count: c(64),
     });
     vector.extend(flag(Pipe::V, Pipe::S));
     vector.push(Stmt::LoadScalar {
         var: "idx".into(),
-        src: ScalarSrc::Ub(slice(st, 1)),
+        src: ScalarSrc::Ub(slice(st, c(1))),
         planned: c(0),
     });
     vector.push(Stmt::LoadScalar {
@@ -601,26 +527,32 @@ fn scalar_loads_set_value_and_max_index_use_the_real_data() {
         planned: c(0),
     });
     vector.push(Stmt::SetValue {
-        dst: slice(st, 4),
+        dst: slice(st, c(4)),
         value: VecArg::Scalar(Expr::var("idx").add(Expr::var("base"))),
     });
     vector.extend(flag(Pipe::S, Pipe::V));
     vector.push(Stmt::Vector {
         op: VecOp::Duplicate,
-        dst: slice(o, 0),
-        srcs: vec![VecArg::Element(slice(st, 4))],
+        dst: slice(o, c(0)),
+        srcs: vec![VecArg::Element(slice(st, c(4)))],
         count: c(64),
     });
     vector.push(Stmt::Vector {
         op: VecOp::Adds,
-        dst: slice(o, 0),
-        srcs: vec![VecArg::Slice(slice(o, 0)), VecArg::Element(slice(st, 0))],
+        dst: slice(o, c(0)),
+        srcs: vec![
+            VecArg::Slice(slice(o, c(0))),
+            VecArg::Element(slice(st, c(0))),
+        ],
         count: c(64),
     });
     vector.push(Stmt::Vector {
         op: VecOp::Adds,
-        dst: slice(o, 0),
-        srcs: vec![VecArg::Slice(slice(o, 0)), VecArg::Scalar(Expr::var("idx"))],
+        dst: slice(o, c(0)),
+        srcs: vec![
+            VecArg::Slice(slice(o, c(0))),
+            VecArg::Scalar(Expr::var("idx")),
+        ],
         count: c(1),
     });
     vector.extend(flag(Pipe::V, Pipe::Mte3));
@@ -715,12 +647,12 @@ fn a_program_runs_its_launches_over_shared_tensors() {
         .expect("backend")
         .compile_program(&program)
         .expect("compile");
-    let a = tensor(DType::F16, &[64, 200], 20);
-    let b = tensor(DType::F16, &[48, 200], 21);
+    let a = random(DType::F16, &[64, 200], 20);
+    let b = random(DType::F16, &[48, 200], 21);
     let mut memory = [
         a.bytes().to_vec(),
         b.bytes().to_vec(),
-        tensor(DType::F32, &[64, 48], 22).bytes().to_vec(),
+        random(DType::F32, &[64, 48], 22).bytes().to_vec(),
         vec![0u8; 64 * 48 * 4],
     ];
     let mut views: Vec<&mut [u8]> = memory.iter_mut().map(|m| m.as_mut_slice()).collect();
@@ -769,11 +701,11 @@ fn integer_vector_ops_and_rounding_casts_are_exact() {
     let count = 37;
     let op = |op, dst, srcs| Stmt::Vector {
         op,
-        dst: slice(dst, 0),
+        dst: slice(dst, c(0)),
         srcs,
         count: c(count),
     };
-    let run_of = |buf| VecArg::Slice(slice(buf, 0));
+    let run_of = |buf| VecArg::Slice(slice(buf, c(0)));
     let mut vector = vec![Stmt::CopyIn {
         dst: region(a, (c(0), 0), (1, count)),
         src: gm_region(0, (c(0), 0), (1, count)),

@@ -1,0 +1,74 @@
+//! Snapshots of the AscendC emitted for the kernels a whole model is partitioned into: MoE
+//! gating in both of the routing modes the fixtures use (Mixtral's softmax top-k, DeepSeek-V3's
+//! sigmoid group-limited top-k with bias), the token sort, permute and weighted combine, the
+//! grouped expert GEMM, SwiGLU, RoPE (rotate-half and DeepSeek's interleaved pairs), RMSNorm
+//! and the attention softmax. Their numerics are proven by the emulated runs of the same
+//! models in `model_kernels.rs`; these pin the text a reviewer reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cubevec::Model;
+use cubevec::ir::npy;
+use cubevec::ir::target::Target;
+use cubevec_backend_ascend::emit::emit_project;
+
+/// Kernel IR names (after their `kN_` numbering and the layer path) worth pinning per model.
+const MIXTRAL: &[&str] = &[
+    "model_layers_0_input_layernorm",
+    "model_layers_0_self_attn_q_rope",
+    "model_layers_0_self_attn_attn_softmax",
+    "model_layers_0_block_sparse_moe_experts_route",
+    "model_layers_0_block_sparse_moe_experts_sort",
+    "model_layers_0_block_sparse_moe_experts_scatter",
+    "model_layers_0_block_sparse_moe_experts_gate",
+    "model_layers_0_block_sparse_moe_experts_act",
+    "model_layers_0_block_sparse_moe_experts_combine",
+];
+const DEEPSEEK_V3: &[&str] = &[
+    "model_layers_0_self_attn_q_rope_pairs",
+    "model_layers_0_self_attn_q_rope_rotate",
+    "model_layers_1_mlp_experts_route",
+];
+
+/// Emits the AscendC project of the fixture checkpoint `name` (planned for its committed
+/// input's sequence length) and snapshots the kernels listed in `wanted`.
+fn snapshot_kernels(name: &str, wanted: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name);
+    let model = Model::load(&dir).expect("load");
+    let inputs = HashMap::from([(
+        "input_ids".to_string(),
+        npy::read_npy(&dir.join("input_ids.npy")).expect("input"),
+    )]);
+    let target = Target::by_name("ascend910b2").expect("target");
+    let bindings = model.bindings_for(&inputs).expect("bindings");
+    let compiled = model.compile(&target, &bindings).expect("compile");
+    let project = emit_project(compiled.program(), &target).expect("emit");
+    let manifest = project.manifest().expect("manifest");
+    for suffix in wanted {
+        let kernel = manifest
+            .kernels
+            .iter()
+            .find(|k| {
+                k.name
+                    .strip_prefix('k')
+                    .and_then(|numbered| numbered.split_once('_'))
+                    .is_some_and(|(number, rest)| number.parse::<u32>().is_ok() && rest == *suffix)
+            })
+            .unwrap_or_else(|| panic!("{name}: no kernel named k*_{suffix}"));
+        let source = project.text(&kernel.source).expect("kernel source");
+        insta::assert_snapshot!(format!("{name}__{suffix}"), source);
+    }
+}
+
+#[test]
+fn mixtral_kernels_snapshot() {
+    snapshot_kernels("mixtral", MIXTRAL);
+}
+
+#[test]
+fn deepseek_v3_kernels_snapshot() {
+    snapshot_kernels("deepseek-v3", DEEPSEEK_V3);
+}
