@@ -283,53 +283,20 @@ pub fn evaluate_constants(
     }
     let mut values: Vec<Option<Tensor>> = vec![None; graph.values.len()];
     let mut bindings = bindings.clone();
-    let mut loader = weights::WeightLoader::new(options.weight_dir.as_deref());
-    for init in graph
-        .initializers
-        .iter()
-        .filter(|i| needed[i.value.index()])
-    {
-        let value = graph.value(init.value);
-        let shape = value
-            .ty
-            .shape
-            .eval(&bindings)
-            .ok_or_else(|| InterpError::UnboundShape {
-                value: value.name.clone(),
-                shape: value.ty.shape.clone(),
-            })?;
-        let shape = shape.into_iter().map(|d| d as usize).collect();
-        values[init.value.index()] =
-            Some(loader.load(&value.name, value.ty.dtype, shape, &init.data)?);
-    }
-    drop(loader);
+    load_initializers(
+        graph,
+        |v| needed[v.index()],
+        &bindings,
+        options,
+        &mut values,
+    )?;
     for &node_id in &order {
         let node = graph.node(node_id);
         if !node.outputs.iter().any(|v| needed[v.index()]) {
             continue;
         }
-        let mut operands = Vec::with_capacity(node.inputs.len());
-        for input in &node.inputs {
-            match input {
-                None => operands.push(None),
-                Some(v) => match &values[v.index()] {
-                    Some(t) => operands.push(Some(t)),
-                    None => {
-                        return Err(InterpError::Undefined {
-                            node: graph.describe_node(node_id),
-                            value: graph.value(*v).name.clone(),
-                        });
-                    }
-                },
-            }
-        }
-        let results =
-            evaluate(&node.op, &operands, &bindings).map_err(|source| InterpError::Op {
-                node: graph.describe_node(node_id),
-                source,
-            })?;
+        let results = run_node(graph, node_id, &values, &mut bindings)?;
         for (&out, result) in node.outputs.iter().zip(results) {
-            check_result(graph, node_id, out, &result, &mut bindings)?;
             values[out.index()] = Some(result);
         }
     }
@@ -531,48 +498,13 @@ fn execute(
         let name = &graph.value(v).name;
         values[v.index()] = inputs.get(name).cloned();
     }
-    let mut loader = weights::WeightLoader::new(options.weight_dir.as_deref());
-    for init in &graph.initializers {
-        let value = graph.value(init.value);
-        let shape = value
-            .ty
-            .shape
-            .eval(&bindings)
-            .ok_or_else(|| InterpError::UnboundShape {
-                value: value.name.clone(),
-                shape: value.ty.shape.clone(),
-            })?;
-        let shape = shape.into_iter().map(|d| d as usize).collect();
-        values[init.value.index()] =
-            Some(loader.load(&value.name, value.ty.dtype, shape, &init.data)?);
-    }
-    drop(loader);
+    load_initializers(graph, |_| true, &bindings, options, &mut values)?;
 
     let last_use = last_uses(graph, &order);
     for (position, &node_id) in order.iter().enumerate() {
         let node = graph.node(node_id);
-        let mut operands = Vec::with_capacity(node.inputs.len());
-        for input in &node.inputs {
-            match input {
-                None => operands.push(None),
-                Some(v) => match &values[v.index()] {
-                    Some(t) => operands.push(Some(t)),
-                    None => {
-                        return Err(InterpError::Undefined {
-                            node: graph.describe_node(node_id),
-                            value: graph.value(*v).name.clone(),
-                        });
-                    }
-                },
-            }
-        }
-        let results =
-            evaluate(&node.op, &operands, &bindings).map_err(|source| InterpError::Op {
-                node: graph.describe_node(node_id),
-                source,
-            })?;
+        let results = run_node(graph, node_id, &values, &mut bindings)?;
         for (&out, result) in node.outputs.iter().zip(results) {
-            check_result(graph, node_id, out, &result, &mut bindings)?;
             let keep = keep_all || last_use[out.index()].is_some_and(|p| p > position);
             if keep {
                 values[out.index()] = Some(result);
@@ -587,6 +519,67 @@ fn execute(
         }
     }
     Ok(values)
+}
+
+/// Loads the initializers whose value `wanted` accepts into `values`, at the shapes `bindings`
+/// give them.
+fn load_initializers(
+    graph: &Graph,
+    wanted: impl Fn(ValueId) -> bool,
+    bindings: &DimBindings,
+    options: &RunOptions,
+    values: &mut [Option<Tensor>],
+) -> Result<(), InterpError> {
+    let mut loader = weights::WeightLoader::new(options.weight_dir.as_deref());
+    for init in graph.initializers.iter().filter(|i| wanted(i.value)) {
+        let value = graph.value(init.value);
+        let shape = value
+            .ty
+            .shape
+            .eval(bindings)
+            .ok_or_else(|| InterpError::UnboundShape {
+                value: value.name.clone(),
+                shape: value.ty.shape.clone(),
+            })?;
+        let shape = shape.into_iter().map(|d| d as usize).collect();
+        values[init.value.index()] =
+            Some(loader.load(&value.name, value.ty.dtype, shape, &init.data)?);
+    }
+    Ok(())
+}
+
+/// Evaluates node `node_id` on the operands in `values` and checks each result against its
+/// declared type (binding symbols first seen there).
+fn run_node(
+    graph: &Graph,
+    node_id: NodeId,
+    values: &[Option<Tensor>],
+    bindings: &mut DimBindings,
+) -> Result<Vec<Tensor>, InterpError> {
+    let node = graph.node(node_id);
+    let mut operands = Vec::with_capacity(node.inputs.len());
+    for input in &node.inputs {
+        match input {
+            None => operands.push(None),
+            Some(v) => match &values[v.index()] {
+                Some(t) => operands.push(Some(t)),
+                None => {
+                    return Err(InterpError::Undefined {
+                        node: graph.describe_node(node_id),
+                        value: graph.value(*v).name.clone(),
+                    });
+                }
+            },
+        }
+    }
+    let results = evaluate(&node.op, &operands, bindings).map_err(|source| InterpError::Op {
+        node: graph.describe_node(node_id),
+        source,
+    })?;
+    for (&out, result) in node.outputs.iter().zip(&results) {
+        check_result(graph, node_id, out, result, bindings)?;
+    }
+    Ok(results)
 }
 
 /// For every value, the position in `order` of the last node reading it (`usize::MAX` for graph
