@@ -3,7 +3,7 @@
 //! run concurrently and meet at their cross-core flags.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 
 use cranelift_jit::JITModule;
@@ -82,12 +82,32 @@ impl Arena {
 /// The first failure of a launch.
 type Failure = Mutex<Option<(Side, u64, i64)>>;
 
-fn workers(jobs: u64) -> u64 {
-    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    jobs.min(cores).max(1)
+/// The thread cap set by [`set_max_threads`] (0: none).
+static MAX_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Caps the number of threads that take blocks of a launch (`0` restores the default: one per
+/// available core). A MIX block still runs its cube and two vector instances concurrently.
+pub fn set_max_threads(threads: usize) {
+    MAX_THREADS.store(threads, Ordering::Relaxed);
 }
 
+/// Bytes of parameter data per worker thread below which a launch runs on fewer threads:
+/// starting a thread and poisoning its arena cost tens of microseconds, more than a small
+/// launch's whole work (measured: a tiny model of 61 launches ran 6× faster on one thread).
+const BYTES_PER_WORKER: u64 = 256 << 10;
+
 impl CompiledKernel {
+    /// Threads for `jobs` blocks: one per available core (or the [`set_max_threads`] cap), at
+    /// most one per block and one per [`BYTES_PER_WORKER`] of the kernel's parameters.
+    fn workers(&self, jobs: u64) -> u64 {
+        let cores = match MAX_THREADS.load(Ordering::Relaxed) {
+            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            cap => cap,
+        } as u64;
+        let bytes: u64 = self.kernel.params.iter().map(|p| p.bytes()).sum();
+        jobs.min(cores).min(bytes / BYTES_PER_WORKER).max(1)
+    }
+
     /// The kernel this was compiled from.
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
@@ -214,7 +234,7 @@ impl CompiledKernel {
                 }
             }
         };
-        let n = workers(instances);
+        let n = self.workers(instances);
         if n == 1 {
             work();
         } else {
@@ -268,7 +288,7 @@ impl CompiledKernel {
                 });
             }
         };
-        let n = workers(blocks);
+        let n = self.workers(blocks);
         thread::scope(|s| {
             for _ in 0..n {
                 s.spawn(work);

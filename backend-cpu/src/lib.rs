@@ -36,7 +36,7 @@ use cubevec_ir::kernel::{CoreType, Kernel, Program, Side};
 use cubevec_ir::target::Target;
 
 pub use error::CpuError;
-pub use kernel::CompiledKernel;
+pub use kernel::{CompiledKernel, set_max_threads};
 pub use program::{CompiledProgram, run_program};
 
 use kernel::{EntryFn, SideCode};

@@ -14,7 +14,7 @@
 //!
 //! Symbolic dimensions may appear anywhere.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::graph::{Definition, Graph, NodeId, TensorType, ValueId, WeightData};
 use crate::infer::{InferError, infer_types};
@@ -123,6 +123,15 @@ pub enum VerifyError {
 
 /// Checks a graph; the first problem found, naming the node or value at fault.
 pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
+    verify_replayed(graph, &[])
+}
+
+/// Like [`verify`], but without re-inferring the result types of node `i` where `replayed[i]`
+/// is set (their result count is still checked). For producers that stamp out copies of an
+/// already checked node with operands and results of the same types (the optimiser's replayed
+/// layer templates): type inference is a function of the op and the operand types, so the
+/// first copy's check covers the others. Everything else is checked on every node and value.
+pub fn verify_replayed(graph: &Graph, replayed: &[bool]) -> Result<(), VerifyError> {
     if graph.outputs.is_empty() {
         return Err(VerifyError::NoOutputs {
             graph: graph.name.clone(),
@@ -137,7 +146,11 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
             node: graph.describe_node(node),
         })?;
     for id in order {
-        check_node(graph, id)?;
+        if replayed.get(id.index()).copied().unwrap_or(false) {
+            check_result_count(graph, id)?;
+        } else {
+            check_node(graph, id)?;
+        }
     }
     check_initializers(graph)
 }
@@ -187,7 +200,8 @@ fn check_references(graph: &Graph) -> Result<(), VerifyError> {
 }
 
 fn check_names(graph: &Graph) -> Result<(), VerifyError> {
-    let mut seen: HashMap<&str, ValueId> = HashMap::with_capacity(graph.values.len());
+    let mut seen: FxHashMap<&str, ValueId> =
+        FxHashMap::with_capacity_and_hasher(graph.values.len(), Default::default());
     for (i, v) in graph.values.iter().enumerate() {
         let id = ValueId(i as u32);
         if v.name.is_empty() {
@@ -248,7 +262,7 @@ fn check_definitions(graph: &Graph) -> Result<(), VerifyError> {
     }
 }
 
-fn check_node(graph: &Graph, id: NodeId) -> Result<(), VerifyError> {
+fn check_result_count(graph: &Graph, id: NodeId) -> Result<(), VerifyError> {
     let node = graph.node(id);
     let expected = node.op.num_outputs();
     if node.outputs.len() != expected {
@@ -258,6 +272,12 @@ fn check_node(graph: &Graph, id: NodeId) -> Result<(), VerifyError> {
             found: node.outputs.len(),
         });
     }
+    Ok(())
+}
+
+fn check_node(graph: &Graph, id: NodeId) -> Result<(), VerifyError> {
+    check_result_count(graph, id)?;
+    let node = graph.node(id);
     let operands: Vec<Option<&TensorType>> = node
         .inputs
         .iter()

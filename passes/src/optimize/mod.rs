@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cubevec_ir::graph::{Graph, Initializer, Node, ValueId, WeightData};
-use cubevec_ir::verify::{VerifyError, verify};
+use cubevec_ir::verify::{VerifyError, verify, verify_replayed};
 use egg::{BackoffScheduler, Runner};
 
 pub use cost::{CostModel, RooflineCost, graph_cost};
@@ -165,7 +165,7 @@ pub fn optimize_with_cost(
     }
 
     let start = Instant::now();
-    let optimised = assemble(
+    let (optimised, instances) = assemble(
         graph,
         &segments,
         &template_of,
@@ -174,10 +174,19 @@ pub fn optimize_with_cost(
     )?;
     report.add_time("rebuild", start.elapsed().as_secs_f64());
     let start = Instant::now();
-    let optimised = compact(optimised);
+    let (optimised, instances) = compact(optimised, instances);
     report.add_time("compact", start.elapsed().as_secs_f64());
     let start = Instant::now();
-    if let Err(e) = verify(&optimised) {
+    // The first remaining instance of each program node is type-checked; the others replay it.
+    let mut checked: Vec<Vec<bool>> = programs
+        .iter()
+        .map(|p| vec![false; p.nodes.len()])
+        .collect();
+    let replayed: Vec<bool> = instances
+        .iter()
+        .map(|&(t, k)| std::mem::replace(&mut checked[t][k], true))
+        .collect();
+    if let Err(e) = verify_replayed(&optimised, &replayed) {
         return Err(match verify(graph) {
             Err(input) => OptimizeError::Input(Box::new(input)),
             Ok(()) => OptimizeError::Output(Box::new(e)),
@@ -334,14 +343,15 @@ impl FreshNames {
 /// takes over that value (id, name, type); other results get fresh values. A node computing the
 /// same op on the same values as an earlier one is not repeated (common subexpressions across
 /// segments, such as per-layer copies of a rotary table). Values left without a definition are
-/// dropped by [`compact`].
+/// dropped by [`compact`]. Also returns, for each node, the template and program node it
+/// instantiates.
 fn assemble(
     graph: &Graph,
     segments: &[Segment],
     template_of: &[usize],
     programs: &[Program],
     fold_limit: usize,
-) -> Result<Graph, OptimizeError> {
+) -> Result<(Graph, Vec<(usize, usize)>), OptimizeError> {
     let mut out = Graph {
         name: graph.name.clone(),
         values: graph.values.clone(),
@@ -366,6 +376,7 @@ fn assemble(
     let mut fresh_constants = FreshNames::new(graph, "%const");
     let mut computed: HashMap<(cubevec_ir::Op, Vec<Option<ValueId>>), Vec<ValueId>> =
         HashMap::new();
+    let mut instances = Vec::with_capacity(graph.nodes.len());
     for (s, seg) in segments.iter().enumerate() {
         let program = &programs[template_of[s]];
         let params: Vec<Option<ValueId>> = seg.params.iter().map(|v| map[v.index()]).collect();
@@ -386,7 +397,7 @@ fn assemble(
                     )
                 })),
             };
-        for pn in &program.nodes {
+        for (k, pn) in program.nodes.iter().enumerate() {
             let name = match pn.origin.and_then(|p| seg.nodes.get(p)) {
                 Some(&n) => graph.node(n).name.clone(),
                 None => format!("optimized.{}", pn.op.name()),
@@ -422,6 +433,7 @@ fn assemble(
                 outputs: outputs.clone(),
             });
             computed.insert(key, outputs.clone());
+            instances.push((template_of[s], k));
             results.push(outputs);
         }
         for (k, o) in program.outputs.iter().enumerate() {
@@ -436,13 +448,14 @@ fn assemble(
             map[v.index()].ok_or_else(|| OptimizeError::LostOutput(graph.value(v).name.clone()))?;
         out.outputs.push(value);
     }
-    Ok(out)
+    Ok((out, instances))
 }
 
 /// Drops nodes whose results nothing needs (values exported for another segment's context and
 /// not used in the end), then initializers and values nothing refers to, and renumbers the
-/// values. Nodes are in topological order, so one backward sweep finds what is live.
-fn compact(mut graph: Graph) -> Graph {
+/// values. Nodes are in topological order, so one backward sweep finds what is live. `tags` (one
+/// per node) are kept for the nodes kept.
+fn compact<T>(mut graph: Graph, mut tags: Vec<T>) -> (Graph, Vec<T>) {
     let mut used = vec![false; graph.values.len()];
     for &v in &graph.outputs {
         used[v.index()] = true;
@@ -458,6 +471,11 @@ fn compact(mut graph: Graph) -> Graph {
     }
     let mut index = 0;
     graph.nodes.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
+    let mut index = 0;
+    tags.retain(|_| {
         index += 1;
         keep[index - 1]
     });
@@ -478,7 +496,7 @@ fn compact(mut graph: Graph) -> Graph {
         }
     }
     let remap = |v: ValueId| new_id[v.index()];
-    Graph {
+    let graph = Graph {
         name: graph.name,
         values,
         nodes: graph
@@ -502,5 +520,6 @@ fn compact(mut graph: Graph) -> Graph {
             })
             .collect(),
         outputs: graph.outputs.into_iter().map(remap).collect(),
-    }
+    };
+    (graph, tags)
 }

@@ -68,11 +68,14 @@ impl OptimizeReport {
 
 /// Node counts per op name.
 pub fn op_counts(graph: &Graph) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for node in &graph.nodes {
-        *counts.entry(node.op.name().to_string()).or_insert(0) += 1;
+        *counts.entry(node.op.name()).or_insert(0) += 1;
     }
     counts
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), n))
+        .collect()
 }
 
 impl fmt::Display for OptimizeReport {

@@ -2,8 +2,9 @@
 //!
 //! A model is a stack of layers joined by the residual stream. Walking the nodes in topological
 //! order, a *cut* is a point where a single input-dependent value is live (values that do not
-//! depend on the graph inputs, such as weights and rotary tables, and values live across a large
-//! part of the graph are passed to every segment as parameters and do not count). Consecutive
+//! depend on the graph inputs, such as weights and rotary tables, are passed to every segment as
+//! parameters and do not count; values live across a large part of the graph count only between
+//! uses a few nodes apart). Consecutive
 //! pieces are merged until each has at least a minimum number of nodes.
 //!
 //! Each segment gets a signature: its ops and attributes, how nodes connect, and the kind and
@@ -18,6 +19,7 @@ use cubevec_ir::graph::{Definition, Graph, NodeId, ValueId, WeightData};
 
 use super::index_form::IndexForm;
 use super::language::ConstTensor;
+use rustc_hash::FxHasher;
 
 /// What a segment parameter is.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,6 +129,9 @@ pub fn split(
     let long_span = (n / 4).max(4 * min_nodes.max(1));
     // live[b]: values live across boundary b (between positions b-1 and b).
     let mut delta = vec![0i64; n + 2];
+    // Values live across a long span: where each was defined (the position before its first
+    // boundary) and its uses, in order.
+    let mut long: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (v, def) in defs.iter().enumerate() {
         let Some(last) = last_use[v] else { continue };
         if !input_dependent[v] {
@@ -137,11 +142,36 @@ pub fn split(
             Some(Definition::Input(_)) => 1,
             _ => continue,
         };
-        if last.saturating_sub(first_boundary) > long_span || first_boundary > last {
+        if first_boundary > last {
+            continue;
+        }
+        if last - first_boundary > long_span {
+            long.insert(ValueId(v as u32), vec![first_boundary - 1]);
             continue;
         }
         delta[first_boundary] += 1;
         delta[last + 1] -= 1;
+    }
+    // A long-lived value counts only across the short gaps between its uses: a position table
+    // read by every layer does not hold the graph together, but a residual value read on both
+    // sides of a boundary a few nodes apart (inside the RMSNorm that follows it) does.
+    for (i, &node) in order.iter().enumerate() {
+        for v in graph.node(node).inputs.iter().flatten() {
+            if let Some(events) = long.get_mut(v)
+                && events.last() != Some(&i)
+            {
+                events.push(i);
+            }
+        }
+    }
+    let gap = min_nodes.max(1);
+    for events in long.values() {
+        for pair in events.windows(2) {
+            if pair[1] - pair[0] <= gap {
+                delta[pair[0] + 1] += 1;
+                delta[pair[1] + 1] -= 1;
+            }
+        }
     }
     let mut cuts = Vec::new();
     let mut live = 0i64;
@@ -360,6 +390,7 @@ fn items<'g>(
         }
         for (o, &v) in node.outputs.iter().enumerate() {
             slots[v.index()] = Ref::Local(i, o);
+            out.push(Item::Result(&graph.value(v).ty));
         }
     }
     for &v in &seg.outputs {
@@ -377,7 +408,8 @@ fn items<'g>(
 }
 
 /// One element of a segment's structure: a parameter's kind, type and index form (what rules
-/// may rely on), an op with its operand count, or an operand.
+/// may rely on), an op with its operand count, an operand, or the declared type of a result
+/// (so that replayed programs declare the same types as the template's, see [`super::check`]).
 #[derive(Debug, PartialEq, Hash)]
 enum Item<'a> {
     Param(
@@ -387,6 +419,7 @@ enum Item<'a> {
     ),
     Node(&'a cubevec_ir::Op, usize),
     Ref(Ref),
+    Result(&'a cubevec_ir::graph::TensorType),
 }
 
 impl std::hash::Hash for ParamKind {
@@ -400,7 +433,7 @@ impl std::hash::Hash for ParamKind {
 
 /// Groups segments by structure: template index per segment, and the first segment of each
 /// template. Parameters must also have the same index forms (`forms`, by value index), since
-/// rules rely on them.
+/// rules rely on them. Structures are hashed with [`FxHasher`] and compared in full.
 pub fn templates(
     graph: &Graph,
     segments: &[Segment],
@@ -414,7 +447,7 @@ pub fn templates(
     let mut of_segment = Vec::with_capacity(segments.len());
     for (i, seg) in segments.iter().enumerate() {
         let structure = items(graph, seg, forms, &mut slots);
-        let mut hasher = std::hash::DefaultHasher::new();
+        let mut hasher = FxHasher::default();
         structure.hash(&mut hasher);
         let candidates = by_hash.entry(hasher.finish()).or_default();
         let t = match candidates
