@@ -642,6 +642,7 @@ fn a_program_runs_its_launches_over_shared_tensors() {
             tensor: TensorId(3),
             shape: vec![64, 48],
         }],
+        memory: Default::default(),
     };
     let compiled = CpuBackend::new(&t)
         .expect("backend")

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <deque>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "emu_types.h"
@@ -341,11 +343,12 @@ inline void RegisterGm(const void* ptr, uint64_t bytes) {
     r.regions.emplace_back(static_cast<const uint8_t*>(ptr), bytes);
 }
 
-/// Forgets the GM allocation that starts at `ptr` (after the memory is released).
+/// Forgets the GM region registered last at `ptr` (after the memory is released, or when a
+/// launch's view of a tensor ends).
 inline void UnregisterGm(const void* ptr) {
     auto& r = GmRegistry::Get();
     std::lock_guard<std::mutex> g(r.lock);
-    for (size_t i = 0; i < r.regions.size(); ++i) {
+    for (size_t i = r.regions.size(); i-- > 0;) {
         if (r.regions[i].first == static_cast<const uint8_t*>(ptr)) {
             r.regions.erase(r.regions.begin() + static_cast<std::ptrdiff_t>(i));
             return;
@@ -353,23 +356,48 @@ inline void UnregisterGm(const void* ptr) {
     }
 }
 
-/// Checks that [ptr, ptr+bytes) lies inside one registered GM allocation. Unregistered pointers
+/// Registers a launch's GM arguments as regions of their own for the duration of the launch,
+/// so an access past a tensor that shares an allocation with others (the host's arena) is
+/// still caught.
+class ScopedGmRegions {
+public:
+    ScopedGmRegions(std::initializer_list<std::pair<const void*, uint64_t>> regions) {
+        for (const auto& region : regions) {
+            if (region.first == nullptr) continue;
+            RegisterGm(region.first, region.second);
+            ptrs_.push_back(region.first);
+        }
+    }
+    ~ScopedGmRegions() {
+        for (size_t i = ptrs_.size(); i-- > 0;) UnregisterGm(ptrs_[i]);
+    }
+    ScopedGmRegions(const ScopedGmRegions&) = delete;
+    ScopedGmRegions& operator=(const ScopedGmRegions&) = delete;
+
+private:
+    std::vector<const void*> ptrs_;
+};
+
+/// Checks that [ptr, ptr+bytes) lies inside the smallest registered GM region that holds
+/// `ptr` (a launch argument inside an allocation, else the allocation). Unregistered pointers
 /// are not checked.
 inline void CheckGmRange(const char* call, const void* ptr, uint64_t bytes) {
     auto& r = GmRegistry::Get();
     std::lock_guard<std::mutex> g(r.lock);
     const uint8_t* p = static_cast<const uint8_t*>(ptr);
+    const std::pair<const uint8_t*, uint64_t>* best = nullptr;
     for (const auto& region : r.regions) {
-        if (p >= region.first && p < region.first + region.second) {
-            if (static_cast<uint64_t>(p - region.first) + bytes > region.second) {
-                Fail(Failure::BufferOverflow, call,
-                     "GM access of %llu bytes at offset %llu overflows its %llu-byte allocation",
-                     static_cast<unsigned long long>(bytes),
-                     static_cast<unsigned long long>(p - region.first),
-                     static_cast<unsigned long long>(region.second));
-            }
-            return;
+        if (p >= region.first && p < region.first + region.second &&
+            (best == nullptr || region.second < best->second)) {
+            best = &region;
         }
+    }
+    if (best != nullptr && static_cast<uint64_t>(p - best->first) + bytes > best->second) {
+        Fail(Failure::BufferOverflow, call,
+             "GM access of %llu bytes at offset %llu overflows its %llu-byte allocation",
+             static_cast<unsigned long long>(bytes),
+             static_cast<unsigned long long>(p - best->first),
+             static_cast<unsigned long long>(best->second));
     }
 }
 

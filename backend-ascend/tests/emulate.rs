@@ -124,6 +124,7 @@ fn program() -> Program {
             tensor: TensorId(1),
             shape: vec![2, 40],
         }],
+        memory: Default::default(),
     }
 }
 

@@ -252,6 +252,16 @@ fn check_gm_overflow() {
 }
 
 #[test]
+fn check_gm_overflow_inside_an_arena() {
+    expect_failure(
+        "check_gm_arena_overflow",
+        81,
+        "DataCopy(GM->local, count)",
+        "overflows its 256-byte allocation",
+    );
+}
+
+#[test]
 fn check_misaligned_ub_address() {
     expect_failure(
         "check_misaligned",

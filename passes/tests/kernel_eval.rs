@@ -373,6 +373,7 @@ fn program_runs_launches_in_order_over_views() {
             tensor: TensorId(4),
             shape: vec![2, 3, 40],
         }],
+        memory: Default::default(),
     };
     let x = random(DType::F32, &[2, 3, 64], 15);
     let gamma = random(DType::F32, &[64], 16);

@@ -28,10 +28,12 @@ pub(crate) fn host_source(program: &Program, manifest: &Manifest, plans: &[Kerne
     c.line("");
     c.line("namespace {");
     c.line("");
-    c.line("// A GM tensor: the input file it is read from (null for intermediates) and its size.");
+    c.line("// A GM tensor: the input file it is read from (null for intermediates), its size, and its");
+    c.line("// offset in the arena that intermediates share (-1: allocated on its own).");
     c.open("struct Tensor");
     c.line("const char* file;");
     c.line("uint64_t bytes;");
+    c.line("int64_t arenaOffset;");
     c.close(";");
     c.line("");
     let tensors: Vec<String> = manifest
@@ -46,8 +48,9 @@ pub(crate) fn host_source(program: &Program, manifest: &Manifest, plans: &[Kerne
                 .find(|f| f.tensor == i)
                 .map_or("nullptr".to_string(), |f| c_string_literal(&f.file));
             format!(
-                "{{{file}, {}}},  // t{i} {} \"{}\" {}{:?}",
+                "{{{file}, {}, {}}},  // t{i} {} \"{}\" {}{:?}",
                 t.bytes,
+                t.arena_offset.map_or(-1, |o| o as i64),
                 t.kind,
                 comment_text(&t.name),
                 t.dtype,
@@ -97,9 +100,20 @@ pub(crate) fn host_source(program: &Program, manifest: &Manifest, plans: &[Kerne
     c.line("aclrtStream stream = nullptr;");
     c.line("if (!Ok(aclrtCreateStream(&stream), \"aclrtCreateStream\")) return 1;");
     c.line("");
+    c.line(format!(
+        "// Intermediates share one {}-byte arena where their lifetimes allow.",
+        manifest.arena_bytes
+    ));
+    c.line(format!(
+        "const uint64_t kArenaBytes = {};",
+        manifest.arena_bytes
+    ));
+    c.line("uint8_t* arena = nullptr;");
+    c.line("if (kArenaBytes != 0 && (arena = Allocate(kArenaBytes)) == nullptr) return 1;");
     c.line("std::vector<uint8_t*> dev(kTensorCount, nullptr);");
     c.open("for (size_t i = 0; i < kTensorCount; ++i)");
-    c.line("dev[i] = Allocate(kTensors[i].bytes);");
+    c.line("const bool inArena = kTensors[i].arenaOffset >= 0;");
+    c.line("dev[i] = inArena ? arena + kTensors[i].arenaOffset : Allocate(kTensors[i].bytes);");
     c.line("if (dev[i] == nullptr) return 1;");
     c.line("if (kTensors[i].file != nullptr && !Upload(dev[i], inputDir + \"/\" + kTensors[i].file, kTensors[i].bytes)) return 1;");
     c.close("");
@@ -156,7 +170,10 @@ pub(crate) fn host_source(program: &Program, manifest: &Manifest, plans: &[Kerne
     c.line("const Output& o = kOutputs[i];");
     c.line("if (!Download(outputDir + \"/\" + o.file, dev[o.tensor], o.bytes)) return 1;");
     c.close("");
-    c.line("for (uint8_t* p : dev) aclrtFree(p);");
+    c.open("for (size_t i = 0; i < kTensorCount; ++i)");
+    c.line("if (kTensors[i].arenaOffset < 0) aclrtFree(dev[i]);");
+    c.close("");
+    c.line("if (arena != nullptr) aclrtFree(arena);");
     c.line("for (uint8_t* p : tilings) aclrtFree(p);");
     c.line("aclrtDestroyStream(stream);");
     c.line("aclrtResetDevice(0);");

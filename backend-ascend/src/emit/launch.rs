@@ -150,6 +150,16 @@ pub(crate) fn emulated_launch(kernel: &Kernel, plan: &KernelPlan) -> String {
     c.line("");
     c.open(signature(plan));
     c.line("(void)stream;");
+    let regions: Vec<String> = plan
+        .args
+        .iter()
+        .zip(&kernel.params)
+        .map(|(arg, param)| format!("{{{arg}, {}}}", param.bytes()))
+        .collect();
+    c.line(format!(
+        "const AscendC::emu::ScopedGmRegions regions{{{}}};",
+        regions.join(", ")
+    ));
     c.line(format!(
         "AscendC::emu::Launch({}, {}, blocks, {}, {});",
         c_string_literal(&plan.symbol),

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use cubevec_ir::kernel::{ParamRole, Program, TensorKind};
+use cubevec_ir::kernel::{ParamRole, Program, TensorId, TensorKind};
 use cubevec_ir::target::Target;
 
 use super::names::FileStems;
@@ -38,7 +38,10 @@ pub struct Manifest {
     /// Bytes of the system workspace passed as every kernel's `workspace` argument (cubevec
     /// kernels use none; the host passes a null pointer).
     pub system_workspace_bytes: u64,
-    /// Bytes of device memory the host allocates for tensors.
+    /// Bytes of the one allocation intermediate tensors share (see [`ManifestTensor::arena_offset`]).
+    pub arena_bytes: u64,
+    /// Bytes of device memory the host allocates for tensors: the arena plus every tensor
+    /// allocated on its own.
     pub device_bytes: u64,
 }
 
@@ -104,6 +107,9 @@ pub struct ManifestTensor {
     pub kind: String,
     /// Size in bytes.
     pub bytes: u64,
+    /// Byte offset in the arena, for intermediates that live there; `null` for a tensor
+    /// allocated on its own.
+    pub arena_offset: Option<u64>,
 }
 
 /// One launch.
@@ -202,12 +208,14 @@ pub(crate) fn build_manifest(
     let tensors = program
         .tensors
         .iter()
-        .map(|t| ManifestTensor {
+        .enumerate()
+        .map(|(i, t)| ManifestTensor {
             name: t.name.clone(),
             dtype: t.dtype.name().to_string(),
             shape: t.shape.clone(),
             kind: kind_name(&t.kind).to_string(),
             bytes: t.bytes(),
+            arena_offset: program.memory.offset(TensorId(i as u32)),
         })
         .collect();
     let launches = program
@@ -292,6 +300,14 @@ pub(crate) fn build_manifest(
         constants,
         outputs,
         system_workspace_bytes: 0,
-        device_bytes: program.tensors.iter().map(|t| t.bytes()).sum(),
+        arena_bytes: program.memory.arena_bytes,
+        device_bytes: program.memory.arena_bytes
+            + program
+                .tensors
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| program.memory.offset(TensorId(i as u32)).is_none())
+                .map(|(_, t)| t.bytes())
+                .sum::<u64>(),
     }
 }

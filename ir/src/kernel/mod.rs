@@ -31,7 +31,9 @@ use crate::target::Target;
 
 pub use eval::{EvalError, GmData, ProgramMemory, execute, run_program};
 pub use expr::{Env, Expr, ExprError};
-pub use program::{Binding, GmTensor, Launch, Program, ProgramError, TensorId, TensorKind};
+pub use program::{
+    Binding, GmTensor, Launch, MemoryPlan, Program, ProgramError, TensorId, TensorKind,
+};
 pub use stmt::{GmTile, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, Tile, VecArg, VecOp};
 pub use verify::{KernelError, verify};
 

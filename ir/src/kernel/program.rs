@@ -97,6 +97,28 @@ pub struct Program {
     pub inputs: Vec<Binding>,
     /// Graph outputs, in graph order.
     pub outputs: Vec<Binding>,
+    /// Where the intermediate tensors live (empty: each in an allocation of its own).
+    pub memory: MemoryPlan,
+}
+
+/// The placement of intermediate tensors in one shared device allocation, the arena: tensors
+/// whose lifetimes (from the first launch that touches them to the last, or to the end for
+/// graph outputs) do not overlap may share bytes. Inputs and constants are always allocated
+/// on their own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Size of the arena in bytes.
+    pub arena_bytes: u64,
+    /// Byte offset in the arena of each tensor, by [`TensorId`]; `None` for a tensor allocated
+    /// on its own. Empty when there is no plan.
+    pub offsets: Vec<Option<u64>>,
+}
+
+impl MemoryPlan {
+    /// The arena offset of `id`, if it lives there.
+    pub fn offset(&self, id: TensorId) -> Option<u64> {
+        self.offsets.get(id.index()).copied().flatten()
+    }
 }
 
 /// An inconsistency between a program's launches, kernels and tensors.
@@ -124,6 +146,10 @@ pub enum ProgramError {
     /// An output is never written.
     #[error("output `{0}` is never written")]
     UnwrittenOutput(String),
+    /// The memory plan places a tensor outside the arena, or two tensors that are alive at
+    /// the same time on overlapping bytes.
+    #[error("memory plan: {0}")]
+    Memory(String),
 }
 
 impl Program {
@@ -208,6 +234,84 @@ impl Program {
         for out in &self.outputs {
             if !written.get(out.tensor.index()).copied().unwrap_or(false) {
                 return Err(ProgramError::UnwrittenOutput(out.name.clone()));
+            }
+        }
+        self.check_memory()
+    }
+
+    /// For every tensor, the first and last launch that touches it (the last is
+    /// `launches.len()` for graph outputs, which the caller reads after the last launch);
+    /// `None` for tensors no launch touches.
+    pub fn lifetimes(&self) -> Vec<Option<(usize, usize)>> {
+        let mut life: Vec<Option<(usize, usize)>> = vec![None; self.tensors.len()];
+        for (index, launch) in self.launches.iter().enumerate() {
+            for arg in &launch.args {
+                if let Some(slot) = life.get_mut(arg.index()) {
+                    *slot = Some(slot.map_or((index, index), |(first, _)| (first, index)));
+                }
+            }
+        }
+        for out in &self.outputs {
+            if let Some(slot) = life.get_mut(out.tensor.index()) {
+                let first = slot.map_or(self.launches.len(), |(first, _)| first);
+                *slot = Some((first, self.launches.len()));
+            }
+        }
+        life
+    }
+
+    /// Checks the memory plan: only intermediates in the arena, every one inside it, and no two
+    /// with overlapping lifetimes on overlapping bytes.
+    fn check_memory(&self) -> Result<(), ProgramError> {
+        let plan = &self.memory;
+        if plan.offsets.is_empty() {
+            return Ok(());
+        }
+        if plan.offsets.len() != self.tensors.len() {
+            return Err(ProgramError::Memory(format!(
+                "{} offsets for {} tensors",
+                plan.offsets.len(),
+                self.tensors.len()
+            )));
+        }
+        let life = self.lifetimes();
+        let mut placed = Vec::new();
+        for (i, (tensor, offset)) in self.tensors.iter().zip(&plan.offsets).enumerate() {
+            let Some(offset) = *offset else { continue };
+            if tensor.kind != TensorKind::Intermediate {
+                return Err(ProgramError::Memory(format!(
+                    "`{}` is a model input or constant but is placed in the arena",
+                    tensor.name
+                )));
+            }
+            if offset + tensor.bytes() > plan.arena_bytes {
+                return Err(ProgramError::Memory(format!(
+                    "`{}` ({} bytes at {offset}) ends past the {}-byte arena",
+                    tensor.name,
+                    tensor.bytes(),
+                    plan.arena_bytes
+                )));
+            }
+            if let Some(lifetime) = life[i] {
+                placed.push((offset, offset + tensor.bytes(), lifetime, i));
+            }
+        }
+        // Sweep in offset order: each tensor is compared with those starting before its end.
+        placed.sort_unstable();
+        for (n, &(start, end, (first, last), i)) in placed.iter().enumerate() {
+            for &(other_start, _, (other_first, other_last), j) in &placed[n + 1..] {
+                if other_start >= end {
+                    break;
+                }
+                if other_start < end && first <= other_last && other_first <= last {
+                    return Err(ProgramError::Memory(format!(
+                        "`{}` and `{}` are alive together (launches {first}..={last} and \
+                         {other_first}..={other_last}) but share bytes from {}",
+                        self.tensors[i].name,
+                        self.tensors[j].name,
+                        start.max(other_start)
+                    )));
+                }
             }
         }
         Ok(())

@@ -12,6 +12,7 @@
 //! nodes; each node is lowered on its own.
 
 mod layout;
+pub mod memory;
 mod report;
 
 use std::collections::HashMap;
@@ -385,7 +386,8 @@ pub fn partition(
             shape,
         });
     }
-    let program = b.program;
+    let mut program = b.program;
+    program.memory = memory::plan_memory(&program);
     Ok(Partition {
         graph: rewritten,
         program,
