@@ -1,12 +1,17 @@
 //! Elementwise ops over equally shaped operands on the Vector unit: unary ops, same-shape
-//! binary ops and `SwiGlu` with separate gate and up operands, each one tiled chain.
+//! binary ops and `SwiGlu` with separate gate and up operands, each one tiled chain; `Pow`
+//! (module `pow`) and `SwiGlu` of one concatenated operand, whose halves are split first.
 
-use cubevec_ir::Op;
+mod pow;
+
 use cubevec_ir::kernel::VecOp;
 use cubevec_ir::op::{BinaryOp, UnaryOp};
+use cubevec_ir::{Dim, Op};
 
-use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext};
+use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, TensorShape};
 use crate::tile::vector::{ChainArg, ChainStep, ElementwiseChain, plan_chain};
+
+pub use pow::lower_pow;
 
 /// Whether [`lower_elementwise`] handles this node: a mapped unary op, a binary op whose
 /// operands both have the result's shape, or a two-operand `SwiGlu` without a clamp.
@@ -135,4 +140,126 @@ fn binary_op(op: BinaryOp) -> Option<VecOp> {
         BinaryOp::Min => VecOp::Min,
         _ => return None,
     })
+}
+
+/// Rebinds the launches of a sub-lowering: its operand `i` becomes `operands[i]`, its result
+/// `j` becomes `results[j]`.
+pub(crate) fn rebind(
+    lowering: Lowering,
+    operands: &[ArgRef],
+    results: &[ArgRef],
+) -> Vec<KernelCall> {
+    lowering
+        .calls
+        .into_iter()
+        .map(|mut call| {
+            for arg in &mut call.args {
+                *arg = match *arg {
+                    ArgRef::Operand(i) => operands[i],
+                    ArgRef::Result(j) => results[j],
+                    scratch => scratch,
+                };
+            }
+            call
+        })
+        .collect()
+}
+
+/// Appends scratch tensor `name` to `out` and returns its reference.
+pub(crate) fn add_scratch(out: &mut Lowering, name: &str, tensor: TensorShape) -> ArgRef {
+    out.scratch.push(Scratch {
+        name: name.to_string(),
+        tensor,
+    });
+    ArgRef::Scratch(out.scratch.len() - 1)
+}
+
+/// Runs `lower` on a sub-node `op` of `ctx` from `inputs` to `outputs` and appends its launches
+/// to `out`, bound to `operands` and `results`. The sub-lowering must be kernels without
+/// scratch of its own.
+pub(crate) fn append_sub(
+    ctx: &OpContext,
+    out: &mut Lowering,
+    suffix: &str,
+    op: &Op,
+    shapes: (Vec<TensorShape>, Vec<TensorShape>),
+    binds: (&[ArgRef], &[ArgRef]),
+    lower: fn(&OpContext) -> Result<Lowering, LowerError>,
+) -> Result<(), LowerError> {
+    let name = format!("{}_{suffix}", ctx.name);
+    let sub = OpContext {
+        name: &name,
+        op,
+        inputs: shapes.0.into_iter().map(Some).collect(),
+        outputs: shapes.1,
+        target: ctx.target,
+    };
+    let lowering = lower(&sub)?;
+    if lowering.view || !lowering.scratch.is_empty() {
+        return Err(LowerError::Unsupported(format!(
+            "`{}`: the {suffix} step is a view or needs scratch",
+            ctx.name
+        )));
+    }
+    out.calls.extend(rebind(lowering, binds.0, binds.1));
+    Ok(())
+}
+
+/// `SwiGlu` of one operand `x [..., 2n]`: a split of the last axis into `gate` and `up`
+/// scratch tensors `[..., n]`, then the two-operand SwiGLU (clamped when the op has a limit).
+pub fn lower_split_swiglu(ctx: &OpContext) -> Result<Lowering, LowerError> {
+    let Op::SwiGlu {
+        split: true,
+        limit_bits,
+    } = ctx.op
+    else {
+        return Err(LowerError::Unsupported(format!(
+            "`{}` is not a one-operand SwiGLU",
+            ctx.name
+        )));
+    };
+    let (x, y) = (ctx.input(0)?, ctx.output(0)?);
+    let rank = x.shape.len();
+    let half = y.shape.last().copied().unwrap_or(0);
+    if rank == 0 || y.shape.len() != rank || x.shape[rank - 1] != 2 * half || x.dtype != y.dtype {
+        return Err(LowerError::Unsupported(format!(
+            "`{}`: {:?} does not split into two halves of {:?}",
+            ctx.name, x.shape, y.shape
+        )));
+    }
+    let mut out = Lowering::default();
+    let gate = add_scratch(&mut out, "gate", y.clone());
+    let up = add_scratch(&mut out, "up", y.clone());
+    let split = Op::Split {
+        axis: -1,
+        sizes: vec![Dim::Known(half); 2],
+    };
+    append_sub(
+        ctx,
+        &mut out,
+        "halves",
+        &split,
+        (vec![x.clone()], vec![y.clone(), y.clone()]),
+        (&[ArgRef::Operand(0)], &[gate, up]),
+        super::movement::lower_split,
+    )?;
+    let pair = Op::SwiGlu {
+        split: false,
+        limit_bits: *limit_bits,
+    };
+    let lower = if limit_bits.is_some() {
+        super::misc::lower_clamped_swiglu
+    } else {
+        lower_elementwise
+    };
+    append_sub(
+        ctx,
+        &mut out,
+        "act",
+        &pair,
+        (vec![y.clone(), y.clone()], vec![y.clone()]),
+        (&[gate, up], &[ArgRef::Result(0)]),
+        lower,
+    )?;
+    Ok(out)
 }

@@ -1,6 +1,7 @@
 //! Data movement and broadcasting elementwise ops: `Gather`, `Transpose`, `Concat`, `Split`,
 //! `Slice`, `Expand`, `Cast`, binary arithmetic, comparisons and logical ops with
-//! broadcasting, `Not`, `Where`, and the shape-only views (`Reshape`, `Squeeze`, `Unsqueeze`).
+//! broadcasting, `Not`, `IsNaN`, `IsInf`, `Where`, `ScatterNd` with constant indices (module `scatter`), and the
+//! shape-only views (`Reshape`, `Squeeze`, `Unsqueeze`).
 //!
 //! Every movement is a strided copy (module `copy`): the op is described as axes with source and
 //! destination strides, and the copy kernel streams contiguous runs through UB. Arithmetic and
@@ -12,6 +13,7 @@ pub(crate) mod broadcast;
 pub(crate) mod build;
 pub(crate) mod copy;
 pub(crate) mod scalar;
+mod scatter;
 
 use cubevec_ir::kernel::{ParamRole, VecOp};
 use cubevec_ir::op::{BinaryOp, UnaryOp};
@@ -21,6 +23,8 @@ use self::broadcast::{Compute, Elementwise, Inner};
 use self::copy::{Axis, Copy, CopyParam, CopyPart, IndexRows};
 use self::scalar::ScalarOp;
 use super::{ArgRef, LowerError, Lowering, OpContext, TensorShape};
+
+pub use self::scatter::lower_scatter_nd;
 
 /// Row-major element strides of `shape`.
 pub(crate) fn strides(shape: &[u64]) -> Vec<u64> {
@@ -506,6 +510,15 @@ pub fn lower_not(ctx: &OpContext) -> Result<Lowering, LowerError> {
     match ctx.op {
         Op::Unary(UnaryOp::Not) => scalar_lowering(ctx, ScalarOp::Not),
         _ => unsupported(ctx, "not a logical not"),
+    }
+}
+
+/// `IsNaN` and `IsInf` of f32, f16 or bf16, element by element on the scalar unit.
+pub fn lower_classify(ctx: &OpContext) -> Result<Lowering, LowerError> {
+    match ctx.op {
+        Op::Unary(UnaryOp::IsNaN) => scalar_lowering(ctx, ScalarOp::IsNan),
+        Op::Unary(UnaryOp::IsInf) => scalar_lowering(ctx, ScalarOp::IsInf),
+        _ => unsupported(ctx, "not a float classification"),
     }
 }
 

@@ -31,7 +31,9 @@ pub fn transpose_constant_b(graph: &Graph, constant: &[bool]) -> Graph {
         let m = lead.iter().fold(Dim::Known(1), |acc, d| acc.mul(d));
         let result = node.outputs[0];
         let result_ty = graph.value(result).ty.clone();
-        let name = &node.name;
+        // Named after the result value, which is unique (node names need not be: the optimiser
+        // names every matmul it creates `optimized.matmul`), since constants are found by name.
+        let name = &graph.value(result).name;
         let add = |out: &mut Graph, suffix: &str, ty: TensorType, op: Op, inputs| {
             let v = out.add_value(format!("{name}.{suffix}:0"), ty);
             out.add_node(Node {

@@ -17,13 +17,14 @@ mod report;
 
 use std::collections::HashMap;
 
-use cubevec_ir::graph::{TensorType, ValueId};
+use cubevec_ir::graph::{TensorType, ValueId, WeightData};
 use cubevec_ir::kernel::{
     Binding, CoreType, GmTensor, Kernel, Launch, Program, TensorId, TensorKind,
 };
-use cubevec_ir::op::UnaryOp;
+use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
+use cubevec_ir::tensor::Tensor;
 use cubevec_ir::{Graph, NodeId, Op};
 use serde::Serialize;
 
@@ -47,20 +48,30 @@ pub enum PartitionError {
         source: Box<LowerError>,
     },
     /// A shape has an unbound symbol.
-    #[error("{node}: shape of operand {operand} is not bound by the given dimensions")]
+    #[error(
+        "{node}: the shape of operand {operand} has dimensions without a size: {missing} \
+         (bind each with `--dim NAME=N`)"
+    )]
     Unbound {
         /// The node, described.
         node: String,
         /// Operand or result index.
         operand: usize,
+        /// The unbound symbols, comma-separated.
+        missing: String,
     },
     /// A value's shape has a symbol the given dimensions do not bind.
-    #[error("the shape {shape} of `{value}` is not bound by the given dimensions")]
+    #[error(
+        "the shape {shape} of `{value}` has dimensions without a size: {missing} \
+         (bind each with `--dim NAME=N`)"
+    )]
     UnboundValue {
         /// The value.
         value: String,
         /// Its symbolic shape.
         shape: String,
+        /// The unbound symbols, comma-separated.
+        missing: String,
     },
 }
 
@@ -113,6 +124,19 @@ pub struct Partition {
     pub launches: Vec<PlannedKernel>,
 }
 
+/// The symbols of `ty`'s shape that `bindings` leaves without a size, comma-separated.
+fn unbound_symbols(ty: &TensorType, bindings: &DimBindings) -> String {
+    let mut missing: Vec<&str> = Vec::new();
+    for dim in ty.shape.dims() {
+        for s in dim.symbols() {
+            if !bindings.contains_key(s) && !missing.contains(&s) {
+                missing.push(s);
+            }
+        }
+    }
+    missing.join(", ")
+}
+
 /// Which values depend on initializers alone (indexed by value id).
 fn constant_values(graph: &Graph, order: &[NodeId]) -> Vec<bool> {
     let mut constant = vec![false; graph.values.len()];
@@ -130,8 +154,31 @@ fn constant_values(graph: &Graph, order: &[NodeId]) -> Vec<bool> {
     constant
 }
 
-/// Lowers one node (see [`crate::lower`]).
-fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
+/// The value of `value` when it is an initializer held inline (a small constant the lowering may
+/// specialise on: a pow exponent, scatter indices).
+fn inline_value(
+    graph: &Graph,
+    inline: &HashMap<ValueId, &WeightData>,
+    value: ValueId,
+    bindings: &DimBindings,
+) -> Option<Tensor> {
+    let WeightData::Inline(bytes) = inline.get(&value)? else {
+        return None;
+    };
+    let ty = &graph.value(value).ty;
+    let shape = ty.shape.eval(bindings)?;
+    Tensor::from_bytes(
+        ty.dtype,
+        shape.iter().map(|&d| d as usize).collect(),
+        bytes.clone(),
+    )
+    .ok()
+}
+
+/// Lowers one node (see [`crate::lower`]); `known` holds the values of operands that are
+/// inline constants.
+fn lower_node(ctx: &OpContext, known: &[Option<Tensor>]) -> Result<Lowering, LowerError> {
+    let known_operand = |i: usize| known.get(i).and_then(Option::as_ref);
     match ctx.op {
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => movement::lower_view(ctx),
         Op::MatMul if crate::lower::misc::broadcasts_batches(ctx) => {
@@ -151,9 +198,14 @@ fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
         }
         Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
+        Op::Binary(BinaryOp::Pow) => elementwise::lower_pow(ctx, known_operand(1)),
+        Op::ScatterNd { reduction } => {
+            movement::lower_scatter_nd(ctx, *reduction, known_operand(1))
+        }
         Op::Binary(b) if b.is_comparison() || b.is_logical() => movement::lower_compare(ctx),
         Op::Binary(_) => movement::lower_binary(ctx),
         Op::Unary(UnaryOp::Not) => movement::lower_not(ctx),
+        Op::Unary(UnaryOp::IsNaN | UnaryOp::IsInf) => movement::lower_classify(ctx),
         Op::Where => movement::lower_where(ctx),
         Op::Gather { .. } => movement::lower_gather(ctx),
         Op::Transpose { .. } => movement::lower_transpose(ctx),
@@ -167,6 +219,7 @@ fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
             split: false,
             limit_bits: Some(_),
         } => crate::lower::misc::lower_clamped_swiglu(ctx),
+        Op::SwiGlu { split: true, .. } => elementwise::lower_split_swiglu(ctx),
         Op::Rope { .. } => rope::lower_rope(ctx),
         Op::Attention { .. } => attention::lower_attention(ctx),
         Op::Moe { .. } => moe::lower_moe(ctx),
@@ -213,6 +266,7 @@ impl ProgramBuilder<'_> {
             .ok_or_else(|| PartitionError::UnboundValue {
                 value: v.name.clone(),
                 shape: v.ty.shape.to_string(),
+                missing: unbound_symbols(&v.ty, self.bindings),
             })?;
         let t = self.add_tensor(v.name.clone(), TensorShape::new(v.ty.dtype, shape), kind);
         self.tensor_of.insert(value, t);
@@ -270,6 +324,11 @@ pub fn partition(
             shape,
         });
     }
+    let inline: HashMap<ValueId, &WeightData> = graph
+        .initializers
+        .iter()
+        .map(|i| (i.value, &i.data))
+        .collect();
     let mut launches = Vec::new();
     for &id in &order {
         let node = graph.node(id);
@@ -282,6 +341,7 @@ pub fn partition(
             let shape = b.concrete(ty).ok_or_else(|| PartitionError::Unbound {
                 node: describe(),
                 operand: slot,
+                missing: unbound_symbols(ty, bindings),
             })?;
             Ok(TensorShape::new(ty.dtype, shape))
         };
@@ -301,7 +361,12 @@ pub fn partition(
             outputs,
             target,
         };
-        let lowering = lower_node(&ctx).map_err(|source| PartitionError::Lower {
+        let known: Vec<Option<Tensor>> = node
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| inline_value(graph, &inline, v, bindings)))
+            .collect();
+        let lowering = lower_node(&ctx, &known).map_err(|source| PartitionError::Lower {
             node: describe(),
             source: Box::new(source),
         })?;
@@ -379,6 +444,7 @@ pub fn partition(
             .ok_or_else(|| PartitionError::UnboundValue {
                 value: v.name.clone(),
                 shape: v.ty.shape.to_string(),
+                missing: unbound_symbols(&v.ty, bindings),
             })?;
         b.program.outputs.push(Binding {
             name: v.name.clone(),
@@ -533,7 +599,11 @@ mod tests {
         let graph = small_block();
         let target = Target::by_name("ascend910b2").expect("target");
         let err = partition(&graph, &target, &DimBindings::new()).expect_err("seq unbound");
-        assert!(err.to_string().contains('x'), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the shape [seq, 256] of `x` has dimensions without a size: seq \
+             (bind each with `--dim NAME=N`)"
+        );
 
         let mut g = Graph::new("floor");
         let mut b = g.builder();

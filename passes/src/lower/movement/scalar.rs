@@ -1,4 +1,5 @@
-//! Element-at-a-time kernels on the scalar unit: comparisons, logical ops and `Where`.
+//! Element-at-a-time kernels on the scalar unit: comparisons, logical ops, `IsNaN`, `IsInf` and
+//! `Where`.
 //!
 //! The kernel IR has no vector compare or select, so these ops go through the scalar unit,
 //! which is slow but exact. Each block owns chunks of the flattened output; for every element
@@ -7,7 +8,8 @@
 //! * comparisons and logical ops compute 0 or 1 with integer expressions and store it into a
 //!   bool UB row with `SetValue`, copied out per chunk; casts from integers and bools store the
 //!   value itself (`SetValue` converts it to the row's type), casts from floats to bool store
-//!   whether the bit pattern is a non-zero number. Float operands arrive as their bit
+//!   whether the bit pattern is a non-zero number, `IsNaN` and `IsInf` compare the magnitude
+//!   bits with those of infinity. Float operands arrive as their bit
 //!   patterns, which [`order_key`] maps to integers ordered like the values (−0 equals +0; NaN
 //!   compares like a large value, not unordered);
 //! * `Where` copies the chosen element itself: a one-element `DataCopyPad` from `a` or `b`
@@ -42,6 +44,10 @@ pub(crate) enum ScalarOp {
     Cast,
     /// `cond ? a : b`.
     Where,
+    /// Whether a float is NaN (bool result).
+    IsNan,
+    /// Whether a float is ±∞ (bool result).
+    IsInf,
 }
 
 /// An element-at-a-time kernel over operands broadcast to `out`.
@@ -102,6 +108,18 @@ fn binary(op: BinaryOp, a: Expr, b: Expr, dtype: DType) -> Result<Expr, String> 
     })
 }
 
+/// The bit pattern of +∞ in `dtype`.
+fn infinity_bits(dtype: DType) -> Result<u64, LowerError> {
+    match dtype {
+        DType::F32 => Ok(0x7f80_0000),
+        DType::F16 => Ok(0x7c00),
+        DType::BF16 => Ok(0x7f80),
+        other => Err(LowerError::Unsupported(format!(
+            "no infinity in {other:?} for the scalar unit"
+        ))),
+    }
+}
+
 impl Elementwise {
     fn elements(&self) -> u64 {
         self.shape.iter().product()
@@ -112,6 +130,10 @@ impl Elementwise {
         let (arity, out_ok) = match self.op {
             ScalarOp::Binary(_) => (2, self.out == DType::Bool),
             ScalarOp::Not => (1, self.out == DType::Bool),
+            ScalarOp::IsNan | ScalarOp::IsInf => (
+                1,
+                self.out == DType::Bool && self.operands.first().is_some_and(|o| o.0.is_float()),
+            ),
             ScalarOp::Cast => (
                 1,
                 self.operands.first().is_some_and(|o| !o.0.is_float()) || self.out == DType::Bool,
@@ -216,7 +238,11 @@ fn build(e: &Elementwise, chunk: u64, target: &Target) -> Result<Kernel, LowerEr
                 gm(out, (v("e0"), c(0)), (v("n"), c(1))),
             )
         }
-        ScalarOp::Not | ScalarOp::Binary(_) | ScalarOp::Cast => {
+        ScalarOp::Not
+        | ScalarOp::Binary(_)
+        | ScalarOp::Cast
+        | ScalarOp::IsNan
+        | ScalarOp::IsInf => {
             element.push(load(e, 0));
             let from = e.operands[0].0;
             let value = match e.op {
@@ -229,6 +255,16 @@ fn build(e: &Elementwise, chunk: u64, target: &Target) -> Result<Kernel, LowerEr
                     v("x0").rem(c(1u64 << (from.bits() - 1))).min(c(1))
                 }
                 ScalarOp::Not => c(1).sub(v("x0")),
+                ScalarOp::IsNan | ScalarOp::IsInf => {
+                    let magnitude = v("x0").rem(c(1u64 << (from.bits() - 1)));
+                    let inf = c(infinity_bits(from)?);
+                    let above = less(inf.clone(), magnitude.clone());
+                    if e.op == ScalarOp::IsNan {
+                        above
+                    } else {
+                        c(1).sub(above.add(less(magnitude, inf)))
+                    }
+                }
                 _ => v("x0"),
             };
             element.push(Stmt::SetValue {
