@@ -1,9 +1,11 @@
 //! A model lowered to kernels for one target and one set of dimension sizes, and running it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use cubevec_backend_ascend::{Manifest, emit_project, emulate};
+use cubevec_backend_ascend::{Manifest, Project, emit_project, emulate};
 
 use cubevec_ir::interp::{self, RunOptions};
 use cubevec_ir::kernel::eval::ProgramMemory;
@@ -11,7 +13,8 @@ use cubevec_ir::kernel::{ParamRole, Program, TensorId};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Tensor};
-use cubevec_passes::partition::{Partition, PartitionReport};
+use cubevec_passes::optimize::OptimizeReport;
+use cubevec_passes::partition::{Lowerings, Partition, PartitionReport};
 
 use crate::{Error, Model};
 
@@ -58,15 +61,80 @@ impl CpuRunner {
     }
 }
 
+/// The CPU back end running single launches on a [`ProgramMemory`], for launch-by-launch
+/// verification: each distinct kernel is compiled once, on first use.
+struct CpuLaunches<'a> {
+    backend: cubevec_backend_cpu::CpuBackend,
+    program: &'a Program,
+    kernels: Vec<Option<cubevec_backend_cpu::CompiledKernel>>,
+}
+
+impl<'a> CpuLaunches<'a> {
+    fn new(compiled: &'a CompiledModel<'_>) -> Result<CpuLaunches<'a>, Error> {
+        let program = compiled.program();
+        Ok(CpuLaunches {
+            backend: cubevec_backend_cpu::CpuBackend::new(compiled.target())?,
+            program,
+            kernels: program.kernels.iter().map(|_| None).collect(),
+        })
+    }
+
+    /// Runs launch `index` on copies of its tensors and stores what it wrote back into
+    /// `memory` (every parameter gets its own buffer, so aliased arguments need no care).
+    fn run(&mut self, memory: &mut ProgramMemory, index: usize) -> Result<(), Error> {
+        let launch = &self.program.launches[index];
+        let slot = &mut self.kernels[launch.kernel];
+        let kernel = match slot {
+            Some(kernel) => kernel,
+            None => slot.insert(
+                self.backend
+                    .compile_kernel(&self.program.kernels[launch.kernel])?,
+            ),
+        };
+        let mut buffers = launch
+            .args
+            .iter()
+            .map(|&arg| {
+                let len = memory.tensors[arg.index()].len();
+                let tensor = memory.tensors[arg.index()].to_tensor(vec![len])?;
+                Ok(tensor.bytes().to_vec())
+            })
+            .collect::<Result<Vec<Vec<u8>>, Error>>()?;
+        let mut views: Vec<&mut [u8]> = buffers.iter_mut().map(Vec::as_mut_slice).collect();
+        kernel.run(&mut views)?;
+        for ((param, &arg), bytes) in kernel.kernel().params.iter().zip(&launch.args).zip(buffers) {
+            if param.role == ParamRole::Input {
+                continue;
+            }
+            let t = self.program.tensor(arg);
+            let tensor = Tensor::from_bytes(t.dtype, vec![t.elements() as usize], bytes)
+                .map_err(|e| Error::Inputs(format!("tensor `{}`: {e}", t.name)))?;
+            memory.write(arg, &tensor)?;
+        }
+        Ok(())
+    }
+}
+
 /// A model lowered to a [`Program`] of kernels tiled for one target, with its symbolic
-/// dimensions bound.
+/// dimensions bound: made by [`Model::compile`] (kernels only) or [`crate::Compiler::compile`]
+/// (with the optimised graph, the emitted AscendC project and phase times).
 #[derive(Clone, Debug)]
 pub struct CompiledModel<'m> {
-    model: &'m Model,
-    target: Target,
-    bindings: DimBindings,
-    partition: Partition,
-    report: PartitionReport,
+    inner: Compilation<'m>,
+}
+
+/// Everything a compilation produced.
+#[derive(Clone, Debug)]
+pub(crate) struct Compilation<'m> {
+    /// The model whose graph was lowered (the optimised one when the optimiser ran).
+    pub model: Cow<'m, Model>,
+    pub target: Target,
+    pub bindings: DimBindings,
+    pub partition: Partition,
+    pub report: PartitionReport,
+    pub optimize_report: Option<OptimizeReport>,
+    pub project: Option<Project>,
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 /// Where a compiled model and the reference interpreter first disagree.
@@ -89,19 +157,52 @@ pub struct Mismatch {
 impl Model {
     /// Lowers the model to kernels for `target` with its symbolic dimensions bound by
     /// `bindings`.
+    ///
+    /// ```
+    /// use cubevec::ir::target::Target;
+    /// use cubevec::ir::{DType, Tensor};
+    /// use cubevec::{Engine, Model};
+    /// use std::collections::HashMap;
+    ///
+    /// let model = Model::from_ir_text(
+    ///     "graph @g {\n  input %x: f32[tokens, 64]\n  %y: f32[tokens, 64] = exp(%x)\n  return %y\n}\n",
+    /// )?;
+    /// let bindings = [("tokens".to_string(), 16)].into();
+    /// let compiled = model.compile(&Target::by_name("ascend910b2")?, &bindings)?;
+    /// assert_eq!(compiled.program().launches.len(), 1);
+    /// let x = Tensor::from_f32(DType::F32, vec![16, 64], &vec![0.5; 16 * 64]);
+    /// let inputs = HashMap::from([("x".to_string(), x)]);
+    /// let y = &compiled.run(Engine::KernelReference, &inputs)?[0].1;
+    /// assert!((y.to_f32_vec()[0] - 0.5f32.exp()).abs() < 1e-6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compile(
         &self,
         target: &Target,
         bindings: &DimBindings,
     ) -> Result<CompiledModel<'_>, Error> {
-        let (partition, report) = self.plan_kernels(target, bindings)?;
-        Ok(CompiledModel {
-            model: self,
+        self.compile_with(target, bindings, &Lowerings::new())
+    }
+
+    /// [`Model::compile`] with user lowerings, asked for every node before the built-in ones
+    /// (see [`crate::Compiler`] for the whole pipeline).
+    pub fn compile_with(
+        &self,
+        target: &Target,
+        bindings: &DimBindings,
+        lowerings: &Lowerings,
+    ) -> Result<CompiledModel<'_>, Error> {
+        let (partition, report) = self.plan_kernels_with(target, bindings, lowerings)?;
+        Ok(CompiledModel::new(Compilation {
+            model: Cow::Borrowed(self),
             target: target.clone(),
             bindings: bindings.clone(),
             partition,
             report,
-        })
+            optimize_report: None,
+            project: None,
+            timings: Vec::new(),
+        }))
     }
 
     /// The sizes of the symbolic dimensions that `inputs` give the graph inputs.
@@ -110,30 +211,65 @@ impl Model {
     }
 }
 
-impl CompiledModel<'_> {
+impl<'m> CompiledModel<'m> {
+    pub(crate) fn new(inner: Compilation<'m>) -> CompiledModel<'m> {
+        CompiledModel { inner }
+    }
+
+    /// The model whose graph was lowered: the optimised model when the optimiser ran.
+    pub fn model(&self) -> &Model {
+        &self.inner.model
+    }
+
     /// The program of launches.
     pub fn program(&self) -> &Program {
-        &self.partition.program
+        &self.inner.partition.program
     }
 
     /// The partition: the program and the plan of each launch.
     pub fn partition(&self) -> &Partition {
-        &self.partition
+        &self.inner.partition
     }
 
     /// The per-launch cost report.
     pub fn report(&self) -> &PartitionReport {
-        &self.report
+        &self.inner.report
+    }
+
+    /// What the optimiser did, when it ran ([`crate::Compiler`] with
+    /// [`crate::CompileOptions::optimize`]).
+    pub fn optimize_report(&self) -> Option<&OptimizeReport> {
+        self.inner.optimize_report.as_ref()
+    }
+
+    /// The emitted AscendC project in memory (path → contents), when
+    /// [`crate::Compiler`] emitted it.
+    pub fn ascend_project(&self) -> Option<&Project> {
+        self.inner.project.as_ref()
+    }
+
+    /// The AscendC project: the one emitted during compilation, or emitted now.
+    pub fn emit_ascend_project(&self) -> Result<Cow<'_, Project>, Error> {
+        Ok(match &self.inner.project {
+            Some(project) => Cow::Borrowed(project),
+            None => Cow::Owned(emit_project(self.program(), self.target())?),
+        })
+    }
+
+    /// How long each phase of [`crate::Compiler::compile`] took, in order (empty for
+    /// [`Model::compile`]).
+    pub fn timings(&self) -> &[(&'static str, Duration)] {
+        &self.inner.timings
     }
 
     /// The target the kernels are tiled for.
     pub fn target(&self) -> &Target {
-        &self.target
+        &self.inner.target
     }
 
     /// The dimension sizes the kernels are specialised to.
     pub fn bindings(&self) -> &DimBindings {
-        &self.bindings
+        &self.inner.bindings
     }
 
     /// Runs the program on `inputs` (by graph-input name) with `engine`; returns `(output name,
@@ -160,7 +296,7 @@ impl CompiledModel<'_> {
     /// Compiles every kernel with the CPU back end and fills a memory with the inputs and
     /// constants.
     pub fn cpu_runner(&self, inputs: &HashMap<String, Tensor>) -> Result<CpuRunner, Error> {
-        let backend = cubevec_backend_cpu::CpuBackend::new(&self.target)?;
+        let backend = cubevec_backend_cpu::CpuBackend::new(self.target())?;
         let compiled = backend.compile_program(self.program())?;
         let memory = self
             .prepared_memory(inputs)?
@@ -176,14 +312,59 @@ impl CompiledModel<'_> {
     }
 
     /// Runs the program launch by launch with the kernel reference executor beside the graph
-    /// interpreter, each launch on the interpreter's values of its operands, and returns the
-    /// first launch whose result differs from the interpreter's value beyond its dtype's
-    /// tolerance ([`tolerance`], relative to the value's
-    /// largest magnitude), or `None` when every launch agrees.
+    /// interpreter ([`CompiledModel::verify_on`] with [`Engine::KernelReference`]).
     pub fn verify(&self, inputs: &HashMap<String, Tensor>) -> Result<Option<Mismatch>, Error> {
-        let graph = self.model.graph();
+        self.verify_on(Engine::KernelReference, inputs)
+    }
+
+    /// Runs the program launch by launch on `engine` beside the graph interpreter, each launch
+    /// on the interpreter's values of its operands, and returns the first launch whose result
+    /// differs from the interpreter's value beyond its dtype's tolerance ([`tolerance`],
+    /// relative to the value's largest magnitude), or `None` when every launch agrees.
+    ///
+    /// ```
+    /// use cubevec::ir::target::Target;
+    /// use cubevec::ir::{DType, Tensor};
+    /// use cubevec::{Engine, Model};
+    /// use std::collections::HashMap;
+    ///
+    /// let model = Model::load("tests/fixtures/ir/swiglu_mlp.cvir")?;
+    /// let x = cubevec::ir::npy::read_npy("tests/fixtures/ir/swiglu_mlp.x.npy".as_ref())?;
+    /// let inputs = HashMap::from([("x".to_string(), x)]);
+    /// let bindings = model.bindings_for(&inputs)?;
+    /// let compiled = model.compile(&Target::by_name("ascend910b2")?, &bindings)?;
+    /// assert_eq!(compiled.verify_on(Engine::Cpu, &inputs)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn verify_on(
+        &self,
+        engine: Engine,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<Option<Mismatch>, Error> {
+        match engine {
+            Engine::KernelReference => {
+                let program = self.program();
+                self.compare_launches(inputs, |memory, index| {
+                    Ok(memory.run_launch(program, index)?)
+                })
+            }
+            Engine::Cpu => {
+                let mut launcher = CpuLaunches::new(self)?;
+                self.compare_launches(inputs, |memory, index| launcher.run(memory, index))
+            }
+        }
+    }
+
+    /// The comparison behind [`CompiledModel::verify_on`]: `run_launch` executes one launch on
+    /// the memory.
+    fn compare_launches(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mut run_launch: impl FnMut(&mut ProgramMemory, usize) -> Result<(), Error>,
+    ) -> Result<Option<Mismatch>, Error> {
+        let graph = self.model().graph();
         let options = RunOptions {
-            weight_dir: self.model.weight_dir().map(Into::into),
+            weight_dir: self.model().weight_dir().map(Into::into),
         };
         let expected = interp::run_all(graph, inputs, &options)?;
         let program = self.program();
@@ -204,7 +385,7 @@ impl CompiledModel<'_> {
                     memory.write(arg, want)?;
                 }
             }
-            memory.run_launch(program, index)?;
+            run_launch(&mut memory, index)?;
             for (param, &arg) in kernel.params.iter().zip(&launch.args) {
                 if param.role == ParamRole::Input {
                     continue;
@@ -235,7 +416,7 @@ impl CompiledModel<'_> {
     /// go into `dir/data/` as the raw files the manifest names (the model's weights must be
     /// available: not a shapes-only model).
     pub fn write_ascend_project(&self, dir: &Path, with_constants: bool) -> Result<(), Error> {
-        let project = emit_project(self.program(), &self.target)?;
+        let project = self.emit_ascend_project()?;
         let staging = crate::OutputDir::create(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,
@@ -265,7 +446,7 @@ impl CompiledModel<'_> {
         inputs: &HashMap<String, Tensor>,
     ) -> Result<Vec<(String, Tensor)>, Error> {
         self.check_bindings(inputs)?;
-        let project = emit_project(self.program(), &self.target)?;
+        let project = self.emit_ascend_project()?;
         let manifest = manifest_of(&project)?;
         let scratch = tempfile::Builder::new()
             .prefix("cubevec-run-")
@@ -313,8 +494,8 @@ impl CompiledModel<'_> {
             source,
         })?;
         let constants: HashMap<TensorId, Tensor> = self
-            .model
-            .constants(&self.partition, &self.bindings)?
+            .model()
+            .constants(&self.inner.partition, &self.inner.bindings)?
             .into_iter()
             .collect();
         for file in &manifest.constants {
@@ -332,10 +513,10 @@ impl CompiledModel<'_> {
 
     /// Fails when `inputs` give a dimension another size than the program was compiled for.
     fn check_bindings(&self, inputs: &HashMap<String, Tensor>) -> Result<(), Error> {
-        self.model.check_input_names(inputs)?;
-        let given = self.model.bindings_for(inputs)?;
+        self.model().check_input_names(inputs)?;
+        let given = self.model().bindings_for(inputs)?;
         for (symbol, size) in &given {
-            if let Some(&compiled) = self.bindings.get(symbol)
+            if let Some(&compiled) = self.inner.bindings.get(symbol)
                 && compiled != *size
             {
                 return Err(Error::Inputs(format!(
@@ -357,7 +538,10 @@ impl CompiledModel<'_> {
                 .ok_or_else(|| Error::Inputs(format!("input `{}` was not given", binding.name)))?;
             memory.write(binding.tensor, tensor)?;
         }
-        for (id, tensor) in self.model.constants(&self.partition, &self.bindings)? {
+        for (id, tensor) in self
+            .model()
+            .constants(&self.inner.partition, &self.inner.bindings)?
+        {
             memory.write(id, &tensor)?;
         }
         Ok(memory)

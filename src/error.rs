@@ -26,6 +26,12 @@ pub enum Error {
         /// The parse error, with line and column.
         source: Box<cubevec_ir::text::ParseError>,
     },
+    /// Building a graph in code failed.
+    #[error("building the graph: {0}")]
+    Build(Box<cubevec_ir::builder::BuildError>),
+    /// A rewrite rule could not be registered.
+    #[error(transparent)]
+    Rule(Box<cubevec_passes::optimize::custom::DuplicateRule>),
     /// The ONNX reader failed.
     #[error(transparent)]
     Onnx(Box<cubevec_frontend::onnx::OnnxError>),
@@ -80,6 +86,8 @@ macro_rules! boxed_from {
 }
 
 boxed_from!(
+    Build(cubevec_ir::builder::BuildError),
+    Rule(cubevec_passes::optimize::custom::DuplicateRule),
     Onnx(cubevec_frontend::onnx::OnnxError),
     HuggingFace(cubevec_frontend::hf::HfError),
     Optimize(cubevec_passes::optimize::OptimizeError),

@@ -1,8 +1,17 @@
 //! cubevec: a tensor compiler for Mixture-of-Experts models on Huawei Ascend NPUs.
 //!
 //! cubevec reads a model (the textual IR, an ONNX file, or a Hugging Face checkpoint directory),
-//! lowers it to a graph IR ([`ir`]), and runs or compiles it. This crate is the library API that
-//! the `compile-model` command is built on.
+//! lowers it to a graph IR ([`ir`]), optimises it, tiles it into kernels for a target, and emits
+//! an AscendC project or runs the kernels on the CPU. This crate is the library API that the
+//! `compile-model` command is built on.
+//!
+//! - [`Model`]: a model read with [`Model::load`], parsed with [`Model::from_ir_text`] or built
+//!   in code with [`Model::from_graph`]; it runs on the reference interpreter
+//!   ([`Model::run_reference`]), the oracle everything else is checked against.
+//! - [`Compiler`]: optimise, plan kernels and emit AscendC in one call, keeping every artefact
+//!   in memory as a [`CompiledModel`], which runs on the kernel reference executor or the CPU
+//!   back end ([`Engine`]) and checks itself launch by launch ([`CompiledModel::verify_on`]).
+//! - [`extend`]: custom rewrite rules and op lowerings.
 //!
 //! ```
 //! use cubevec::{Model, ir::Tensor, ir::DType};
@@ -18,13 +27,19 @@
 //! ```
 
 mod compiled;
+mod compiler;
 mod error;
+pub mod extend;
 mod model;
 mod output_dir;
 mod roofline;
 
 pub use compiled::{CompiledModel, CpuRunner, DATA_DIR, Engine, Mismatch, tolerance};
+pub use compiler::{CompileOptions, Compiler};
+pub use cubevec_backend_ascend::Project;
 pub use cubevec_ir as ir;
+pub use cubevec_ir::builder::GraphBuilder;
+pub use cubevec_passes as passes;
 pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
 pub use cubevec_passes::partition::{Partition, PartitionReport, PlannedKernel};
 pub use error::Error;

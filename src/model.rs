@@ -10,7 +10,7 @@ use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Graph, Tensor};
 use cubevec_passes::optimize::{self, OptimizeOptions, OptimizeReport};
-use cubevec_passes::partition::{self, Partition, PartitionReport};
+use cubevec_passes::partition::{self, Lowerings, Partition, PartitionReport};
 
 use crate::Error;
 
@@ -23,6 +23,8 @@ pub enum ModelFormat {
     Onnx,
     /// A Hugging Face checkpoint directory (`config.json` + `*.safetensors`).
     HuggingFace,
+    /// A graph built in code ([`Model::from_graph`]).
+    Built,
 }
 
 /// Options for reading a model.
@@ -72,6 +74,7 @@ impl Model {
                     compute_dtype: options.compute_dtype,
                 },
             )?,
+            ModelFormat::Built => return Err(Error::UnknownFormat(path.to_path_buf())),
             ModelFormat::IrText => {
                 let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
                     path: path.to_path_buf(),
@@ -101,6 +104,48 @@ impl Model {
             graph,
             weight_dir: None,
             format: ModelFormat::IrText,
+        })
+    }
+
+    /// Wraps a graph built in code (with [`cubevec_ir::builder::GraphBuilder`]), after verifying
+    /// it. Initializers must hold their data inline (or be absent, for a model that is only
+    /// compiled).
+    ///
+    /// ```
+    /// use cubevec::ir::graph::{TensorType, WeightData};
+    /// use cubevec::ir::op::BinaryOp;
+    /// use cubevec::ir::{DType, Graph, Op, Shape, Tensor};
+    /// use cubevec::Model;
+    /// use std::collections::HashMap;
+    ///
+    /// // y = relu(x · w) + x, with x: f32[2, 2] and a 2×2 weight held inline.
+    /// let mut graph = Graph::new("tiny");
+    /// let mut b = graph.builder();
+    /// let f32_2x2 = TensorType::new(DType::F32, Shape::known(&[2, 2]));
+    /// let x = b.add_input("x", f32_2x2.clone())?;
+    /// let w = Tensor::from_f32(DType::F32, vec![2, 2], &[1.0, -1.0, 2.0, 0.5]);
+    /// let w = b.add_initializer("w", f32_2x2, WeightData::Inline(w.bytes().into()))?;
+    /// let xw = b.add_op("mm", Op::MatMul, vec![Some(x), Some(w)], vec![])?[0];
+    /// let h = b.add_op("act", Op::Unary(cubevec::ir::op::UnaryOp::Relu), vec![Some(xw)], vec![])?[0];
+    /// let y = b.add_op("res", Op::Binary(BinaryOp::Add), vec![Some(h), Some(x)], vec!["y".into()])?[0];
+    /// b.add_output(y)?;
+    /// let model = Model::from_graph(graph)?;
+    ///
+    /// let x = Tensor::from_f32(DType::F32, vec![2, 2], &[1.0, 2.0, -1.0, 0.0]);
+    /// let outputs = model.run_reference(&HashMap::from([("x".to_string(), x)]))?;
+    /// // Row 0: [1, 2]·w = [5, 0] → relu [5, 0] + [1, 2]; row 1: [-1, 0]·w = [-1, 1] → [0, 1] + [-1, 0].
+    /// assert_eq!(outputs[0].1.to_f32_vec(), vec![6.0, 2.0, -1.0, 1.0]);
+    /// # Ok::<(), cubevec::Error>(())
+    /// ```
+    pub fn from_graph(graph: Graph) -> Result<Model, Error> {
+        cubevec_ir::verify::verify(&graph).map_err(|source| Error::Verify {
+            path: PathBuf::from(format!("<graph {}>", graph.name)),
+            source: Box::new(source),
+        })?;
+        Ok(Model {
+            graph,
+            weight_dir: None,
+            format: ModelFormat::Built,
         })
     }
 
@@ -140,7 +185,18 @@ impl Model {
         target: &Target,
         bindings: &DimBindings,
     ) -> Result<(Partition, PartitionReport), Error> {
-        let partition = partition::partition(&self.graph, target, bindings)?;
+        self.plan_kernels_with(target, bindings, &Lowerings::new())
+    }
+
+    /// [`Model::plan_kernels`] with user lowerings, asked for every node before the built-in
+    /// ones.
+    pub fn plan_kernels_with(
+        &self,
+        target: &Target,
+        bindings: &DimBindings,
+        lowerings: &Lowerings,
+    ) -> Result<(Partition, PartitionReport), Error> {
+        let partition = partition::partition_with(&self.graph, target, bindings, lowerings)?;
         let report = partition::report(target, &partition);
         Ok((partition, report))
     }

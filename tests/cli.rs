@@ -507,3 +507,176 @@ fn kernel_planning_errors_name_the_target_or_the_dimension() {
     ]);
     assert_fails_with(&out, &["NAME=N"]);
 }
+
+#[test]
+fn emit_ascendc_prints_every_kernel_source_in_path_order() {
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let model = model.to_str().unwrap();
+    let args = [
+        model,
+        "--target",
+        "ascend910b2",
+        "--dim",
+        "tokens=3",
+        "--emit",
+        "ascendc",
+    ];
+    let out = compile_model(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let headers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("// ==== "))
+        .map(|l| l.trim_end_matches(" ===="))
+        .collect();
+    let mut sorted = headers.clone();
+    sorted.sort_unstable();
+    assert_eq!(headers, sorted, "path order");
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.starts_with("include/") || h.starts_with("kernels/"))
+    );
+    // One source per distinct kernel of the plan.
+    let kernel_ir = compile_model(&[&args[..5], &["--emit", "kernel-ir"]].concat());
+    let kernel_ir = stdout(&kernel_ir);
+    let kernels = kernel_ir
+        .lines()
+        .filter(|l| l.starts_with("kernel "))
+        .count();
+    assert_eq!(
+        headers.iter().filter(|h| h.starts_with("kernels/")).count(),
+        kernels
+    );
+    assert!(
+        text.contains("extern \"C\" __global__ __aicore__"),
+        "{text}"
+    );
+    assert_eq!(compile_model(&args).stdout, out.stdout, "deterministic");
+    // `--target cpu` prints the schedule the CPU back end runs.
+    let cpu = compile_model(&[&[model, "--target", "cpu"], &args[3..]].concat());
+    assert_eq!(cpu.stdout, out.stdout);
+
+    let out = compile_model(&[model, "--emit", "ascendc"]);
+    assert_fails_with(&out, &["--emit ascendc", "--target"]);
+}
+
+#[test]
+fn target_cpu_runs_and_verifies_on_the_cpu_back_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let x = format!("x={}", fixture("ir/swiglu_mlp.x.npy").display());
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let model = model.to_str().unwrap();
+    let out = compile_model(&[
+        model,
+        "--target",
+        "cpu",
+        "--run",
+        "--verify",
+        "--input",
+        &x,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verified 4 launches on the CPU back end"),
+        "{}",
+        stderr(&out)
+    );
+    let (diff, scale) = max_abs_diff(&out_dir.join("y.npy"), &fixture("ir/swiglu_mlp.y.npy"));
+    assert!(diff <= 1e-5 * scale.max(1.0), "diff {diff}");
+
+    let out = compile_model(&[model, "--target", "cpu", "--verify"]);
+    assert_fails_with(&out, &["--verify", "--input"]);
+}
+
+#[test]
+fn summary_gives_kernels_per_token_times_memory_and_phases_without_progress_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("r.json");
+    let model = fixture("models/mixtral");
+    let out = compile_model(&[
+        model.to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "--optimize",
+        "--seq-len",
+        "16",
+        "--batch",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let total = json["total_modeled_time_us"].as_f64().unwrap();
+    // The kernels line counts launches by kind and names the bound sizes.
+    let launches = json["kernels"].as_array().unwrap().len();
+    assert!(
+        err.contains(&format!("kernels for ascend910b2: {launches} launches")),
+        "{err}"
+    );
+    assert!(err.contains("cube") && err.contains("vector"), "{err}");
+    assert!(err.contains("batch=2, seq=16"), "{err}");
+    // Prefill: the whole plan over its 32 tokens; decode: a second plan at seq=1.
+    let per_token = format!(
+        "prefill {:.2} us (32 tokens in {total:.1} us)",
+        total / 32.0
+    );
+    assert!(err.contains(&per_token), "{per_token} not in {err}");
+    assert!(
+        err.contains("decode") && err.contains("2 tokens at seq=1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("device memory: weights and constants"),
+        "{err}"
+    );
+    for phase in ["read", "optimise", "plan kernels", "plan decode"] {
+        assert!(err.contains(&format!("{phase} ")), "{phase} missing: {err}");
+    }
+    // Not a terminal: no progress bar (no carriage returns or terminal escapes).
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+}
+
+#[test]
+fn quiet_prints_nothing_when_compiling() {
+    let out = compile_model(&[
+        fixture("ir/mlp_block_bf16.cvir").to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "--dim",
+        "tokens=64",
+        "--report",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    // `--report` without a file prints to standard error, which `-q` leaves alone.
+    assert!(!stderr(&out).contains("time: "), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_with_code_2_and_no_panic() {
+    let model = fixture("ir/swiglu_mlp.cvir");
+    let model = model.to_str().unwrap();
+    for args in [
+        vec![model, "--emit", "assembly"],
+        vec![model, "--compute-dtype", "i8", "--emit", "ir"],
+        vec![model, "--seq-len", "many", "--emit", "ir"],
+        vec![model, "--reference", "--emit", "ir"],
+        vec![model, "-q", "-v", "--emit", "ir"],
+    ] {
+        let out = compile_model(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}

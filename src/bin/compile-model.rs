@@ -1,19 +1,22 @@
 //! `compile-model`: read a model, print its IR, or run it.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use cubevec::ir::kernel::{Program, TensorKind};
 use cubevec::ir::shape::DimBindings;
 use cubevec::ir::target::Target;
 use cubevec::ir::{DType, Tensor, dot, npy, text};
 use cubevec::{
-    Engine, LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir, PartitionReport,
-    roofline_svg,
+    CompiledModel, Engine, LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir,
+    PartitionReport, Project, roofline_svg,
 };
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
 #[derive(Parser, Debug)]
@@ -61,8 +64,9 @@ struct Cli {
     out: Option<PathBuf>,
 
     /// Lower to kernels for `--target`, run them launch by launch beside the reference
-    /// interpreter on the `--input`s, and report the first launch whose result differs beyond
-    /// the dtype's tolerance.
+    /// interpreter on the `--input`s (on the kernel IR reference executor, or on the CPU back
+    /// end with `--target cpu`), and report the first launch whose result differs beyond the
+    /// dtype's tolerance.
     #[arg(long)]
     verify: bool,
 
@@ -120,6 +124,9 @@ enum Emit {
     KernelIr,
     /// The graph IR as a Graphviz DOT graph.
     Dot,
+    /// The AscendC sources of the kernels for `--target` (`include/` and `kernels/` of the
+    /// project), each after a `// ==== PATH ====` line, in path order.
+    Ascendc,
 }
 
 /// The Ascend target whose tiled schedule `--target cpu` runs.
@@ -167,6 +174,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     {
         bail!("kernels need `--target` (for example `--target ascend910b2`)");
     }
+    if cli.verify && cli.inputs.is_empty() {
+        bail!("`--verify` runs the model: give its inputs with `--input NAME=FILE.npy`");
+    }
     if cli.shapes_only && cli.run {
         bail!("`--shapes-only` builds a model without weights, which cannot `--run`");
     }
@@ -174,21 +184,30 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         shapes_only: cli.shapes_only,
         compute_dtype: cli.compute_dtype,
     };
-    let mut phases = Phases::default();
-    let read = phases.time("read", || Model::load_with(&cli.model, &options))?;
+    let mut phases = Phases::new(cli.quiet);
+    let read = phases.time("reading the model", "read", || {
+        Model::load_with(&cli.model, &options)
+    })?;
     // `cpu` runs the 910B2 schedule on the CPU back end.
     let target = match cli.target.as_deref() {
         Some("cpu") => Some(Target::by_name(CPU_SCHEDULE)?),
         Some(name) => Some(Target::by_name(name)?),
         None => None,
     };
-    if cli.emit == Some(Emit::KernelIr) && target.is_none() {
-        bail!("`--emit kernel-ir` needs `--target` (for example `--target ascend910b2`)");
+    if let Some(emit @ (Emit::KernelIr | Emit::Ascendc)) = cli.emit
+        && target.is_none()
+    {
+        let name = emit.to_possible_value().map(|v| v.get_name().to_string());
+        bail!(
+            "`--emit {}` needs `--target` (for example `--target ascend910b2`)",
+            name.unwrap_or_default()
+        );
     }
     let wants_optimized = cli.optimize || cli.emit == Some(Emit::OptimizedIr);
     let (model, report) = if wants_optimized {
-        let (optimized, report) =
-            phases.time("optimise", || read.optimize(&OptimizeOptions::default()))?;
+        let (optimized, report) = phases.time("optimising", "optimise", || {
+            read.optimize(&OptimizeOptions::default())
+        })?;
         if cli.verbose {
             eprint!("{report}");
         }
@@ -214,17 +233,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         _ => dim_bindings(cli)?,
     };
     let compiled = match &target {
-        Some(target) => Some(phases.time("plan kernels", || model.compile(target, &bindings))?),
+        Some(target) => Some(phases.time("planning kernels", "plan kernels", || {
+            model.compile(target, &bindings)
+        })?),
         None => None,
     };
-    let plan = compiled
-        .as_ref()
-        .map(|c| (c.partition().clone(), c.report().clone()));
     if let Some(emit) = cli.emit {
         let printed = match emit {
-            Emit::KernelIr => plan
+            Emit::Ascendc => match &compiled {
+                Some(compiled) => {
+                    let project = phases.time("emitting AscendC", "emit", || {
+                        compiled.emit_ascend_project()
+                    })?;
+                    kernel_sources(&project)
+                }
+                None => String::new(),
+            },
+            Emit::KernelIr => compiled
                 .as_ref()
-                .map(|(p, _)| p.program.to_string())
+                .map(|c| c.program().to_string())
                 .unwrap_or_default(),
             Emit::Ir | Emit::OptimizedIr => {
                 let shown = if emit == Emit::Ir { &read } else { &model };
@@ -235,15 +262,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             Emit::Dot => dot::to_dot(model.graph()),
         };
-        print!("{printed}");
+        print_stdout(&printed)?;
     }
     if let Some(path) = &cli.report {
-        let kernels = plan.as_ref().zip(target.as_ref()).map(|((_, r), t)| (r, t));
+        let kernels = compiled.as_ref().map(|c| (c.report(), c.target()));
         write_report(path, report.as_ref(), kernels)?;
     }
     if let (Some(dir), Some(compiled)) = (&cli.out, &compiled) {
         let with_data = !cli.shapes_only;
-        phases.time("write project", || {
+        phases.time("writing the project", "write project", || {
             compiled.write_ascend_project(dir, with_data)
         })?;
         if !cli.quiet {
@@ -258,10 +285,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let (Some(compiled), Some(inputs)) = (&compiled, &inputs) else {
             bail!("`--verify` needs `--target` and the model's `--input`s");
         };
-        let found = phases.time("verify", || compiled.verify(inputs))?;
+        let (engine, engine_name) = if cli.target.as_deref() == Some("cpu") {
+            (Engine::Cpu, "the CPU back end")
+        } else {
+            (Engine::KernelReference, "the kernel reference executor")
+        };
+        let found = phases.time("verifying launches", "verify", || {
+            compiled.verify_on(engine, inputs)
+        })?;
         match found {
             Some(m) => bail!(
-                "launch {} (kernel `{}`) differs from the reference interpreter on `{}`: element {} is {} where the interpreter gives {}",
+                "launch {} (kernel `{}`) on {engine_name} differs from the reference interpreter on `{}`: element {} is {} where the interpreter gives {}",
                 m.launch,
                 m.kernel,
                 m.value,
@@ -270,7 +304,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 m.expected
             ),
             None if !cli.quiet => eprintln!(
-                "verified {} launches against the reference interpreter",
+                "verified {} launches on {engine_name} against the reference interpreter",
                 compiled.program().launches.len()
             ),
             None => {}
@@ -288,16 +322,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         };
         let inputs = inputs.unwrap_or_default();
         let outputs = if let Some(compiled) = compiled.as_ref().filter(|_| cli.emulate) {
-            phases.time("run", || compiled.run_emulated(&inputs))?
+            phases.time("building and running the emulation", "run", || {
+                compiled.run_emulated(&inputs)
+            })?
         } else if let Some(compiled) = compiled
             .as_ref()
             .filter(|_| cli.target.as_deref() == Some("cpu"))
         {
-            phases.time("run", || compiled.run(Engine::Cpu, &inputs))?
+            phases.time("running on the CPU back end", "run", || {
+                compiled.run(Engine::Cpu, &inputs)
+            })?
         } else if let Some(compiled) = compiled.as_ref().filter(|_| cli.kernel_reference) {
-            phases.time("run", || compiled.run(Engine::KernelReference, &inputs))?
+            phases.time("running the kernels", "run", || {
+                compiled.run(Engine::KernelReference, &inputs)
+            })?
         } else {
-            phases.time("run", || model.run_reference(&inputs))?
+            phases.time("running the interpreter", "run", || {
+                model.run_reference(&inputs)
+            })?
         };
         write_outputs(output_dir, &outputs)?;
         if !cli.quiet {
@@ -309,34 +351,127 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     if !cli.quiet {
+        let decode = match &compiled {
+            Some(compiled) => decode_plan(compiled, &mut phases)?,
+            None => None,
+        };
         eprint!(
             "{}",
-            summary(&model, plan.as_ref().map(|(_, r)| r), &bindings, &phases)
+            summary(&model, compiled.as_ref(), decode.as_ref(), &phases)
         );
     }
     Ok(())
 }
 
-/// Wall time of each phase that ran, in order.
-#[derive(Default)]
-struct Phases(Vec<(&'static str, Duration)>);
+/// Wall time of each phase that ran, in order, and the progress shown while one runs.
+struct Phases {
+    done: Vec<(&'static str, Duration)>,
+    /// Whether to show the running phase: not with `-q`, nor when standard error is not a
+    /// terminal.
+    draw: bool,
+}
 
 impl Phases {
-    /// Runs `phase`, recording how long it took.
-    fn time<T>(&mut self, name: &'static str, phase: impl FnOnce() -> T) -> T {
+    fn new(quiet: bool) -> Phases {
+        Phases {
+            done: Vec::new(),
+            draw: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Runs `phase`, showing a spinner with `doing` while it runs and recording its time as
+    /// `name`.
+    fn time<T>(&mut self, doing: &'static str, name: &'static str, phase: impl FnOnce() -> T) -> T {
+        let bar = if self.draw {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        // The template is a literal that parses; the default style is the fallback.
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        bar.set_message(doing);
+        bar.enable_steady_tick(Duration::from_millis(100));
         let start = Instant::now();
         let result = phase();
-        self.0.push((name, start.elapsed()));
+        self.done.push((name, start.elapsed()));
+        bar.finish_and_clear();
         result
     }
 }
 
-/// The closing summary: the model, its weights, the kernels by kind with their modelled time,
-/// and the time of each phase.
+/// Writes `text` to standard output; a reader that stops early (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The printed AscendC sources of a project: headers and kernels, in path order.
+fn kernel_sources(project: &Project) -> String {
+    let mut text = String::new();
+    for (path, bytes) in &project.files {
+        if path.starts_with("include/") || path.starts_with("kernels/") {
+            text += &format!("// ==== {path} ====\n{}", String::from_utf8_lossy(bytes));
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// The dimension that distinguishes prefill from decode.
+const SEQ: &str = "seq";
+
+/// The report of the same model planned for one token per sequence (`seq` = 1, other sizes
+/// as compiled), when the graph has a `seq` dimension bound to more than 1.
+fn decode_plan(
+    compiled: &CompiledModel<'_>,
+    phases: &mut Phases,
+) -> anyhow::Result<Option<PartitionReport>> {
+    let graph = compiled.model().graph();
+    let has_seq = graph
+        .values
+        .iter()
+        .any(|v| v.ty.shape.0.iter().any(|d| d.symbols().contains(&SEQ)));
+    if !has_seq || compiled.bindings().get(SEQ).is_none_or(|&n| n <= 1) {
+        return Ok(None);
+    }
+    let mut bindings = compiled.bindings().clone();
+    bindings.insert(SEQ.to_string(), 1);
+    let (_, report) = phases.time("planning decode kernels", "plan decode", || {
+        compiled.model().plan_kernels(compiled.target(), &bindings)
+    })?;
+    Ok(Some(report))
+}
+
+/// Bytes of a program's tensors of `kind`.
+fn tensor_bytes(program: &Program, kind: TensorKind) -> u64 {
+    program
+        .tensors
+        .iter()
+        .filter(|t| t.kind == kind)
+        .map(|t| t.bytes())
+        .sum()
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+}
+
+/// The closing summary: the model and its weights; the kernels by kind with their modelled
+/// time, prefill and decode time per token and device memory; and the time of each phase.
 fn summary(
     model: &Model,
-    plan: Option<&PartitionReport>,
-    bindings: &DimBindings,
+    compiled: Option<&CompiledModel<'_>>,
+    decode: Option<&PartitionReport>,
     phases: &Phases,
 ) -> String {
     let graph = model.graph();
@@ -350,13 +485,15 @@ fn summary(
         })
         .sum();
     let mut text = format!(
-        "model `{}`: {} nodes, {} weights ({:.1} MiB)\n",
+        "model `{}`: {} nodes, {} weights ({})\n",
         graph.name,
         graph.nodes.len(),
         graph.initializers.len(),
-        weight_bytes as f64 / (1024.0 * 1024.0)
+        mib(weight_bytes as f64)
     );
-    if let Some(plan) = plan {
+    if let Some(compiled) = compiled {
+        let plan = compiled.report();
+        let bindings = compiled.bindings();
         let mut kinds = std::collections::BTreeMap::new();
         for k in &plan.kernels {
             *kinds
@@ -375,9 +512,32 @@ fn summary(
             plan.total_modeled_time_us,
             dims.join(", ")
         );
+        if let Some(decode) = decode {
+            let batch = bindings.get("batch").copied().unwrap_or(1).max(1);
+            let tokens = batch * bindings.get(SEQ).copied().unwrap_or(1);
+            text += &format!(
+                "modelled per token: prefill {:.2} us ({} tokens in {:.1} us), decode {:.2} us ({} at {SEQ}=1 in {:.1} us)\n",
+                plan.total_modeled_time_us / tokens as f64,
+                tokens,
+                plan.total_modeled_time_us,
+                decode.total_modeled_time_us / batch as f64,
+                if batch == 1 {
+                    "1 token".to_string()
+                } else {
+                    format!("{batch} tokens")
+                },
+                decode.total_modeled_time_us,
+            );
+        }
+        let program = compiled.program();
+        text += &format!(
+            "device memory: weights and constants {}, workspace {} (every intermediate tensor)\n",
+            mib(tensor_bytes(program, TensorKind::Constant) as f64),
+            mib(tensor_bytes(program, TensorKind::Intermediate) as f64)
+        );
     }
     let times: Vec<String> = phases
-        .0
+        .done
         .iter()
         .map(|(name, d)| format!("{name} {:.1} ms", d.as_secs_f64() * 1e3))
         .collect();

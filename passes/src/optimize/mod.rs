@@ -16,6 +16,7 @@
 pub mod analysis;
 pub mod convert;
 pub mod cost;
+pub mod custom;
 pub mod extract;
 pub mod index_form;
 pub mod language;
@@ -31,6 +32,7 @@ use cubevec_ir::verify::{VerifyError, verify, verify_replayed};
 use egg::{BackoffScheduler, Runner};
 
 pub use cost::{CostModel, RooflineCost, graph_cost};
+pub use custom::CustomRules;
 pub use language::ConstTensor;
 pub use report::{OptimizeReport, PhaseTime};
 pub use rules::RuleFamily;
@@ -57,6 +59,8 @@ pub struct OptimizeOptions {
     pub cost_symbols: BTreeMap<String, u64>,
     /// Size assumed for any other symbol.
     pub default_symbol: u64,
+    /// User rules, run after the selected families' rules ([`custom`]).
+    pub extra_rules: CustomRules,
 }
 
 impl Default for OptimizeOptions {
@@ -70,6 +74,7 @@ impl Default for OptimizeOptions {
             reuse_templates: true,
             cost_symbols: BTreeMap::new(),
             default_symbol: 1,
+            extra_rules: CustomRules::new(),
         }
     }
 }
@@ -250,7 +255,9 @@ fn optimize_segment(
             detail: detail.clone(),
         });
     }
-    let rewrites = rules::rewrites(rules::rules(&options.rules, options.fold_limit));
+    let mut selected = rules::rules(&options.rules, options.fold_limit);
+    selected.extend(options.extra_rules.boxed());
+    let rewrites = rules::rewrites(selected);
     let egraph = std::mem::take(&mut seg_eg.egraph);
     let runner: Runner<_, _, ()> = Runner::default()
         .with_egraph(egraph)

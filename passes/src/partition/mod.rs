@@ -11,6 +11,7 @@
 //! Not yet done: fusing vector epilogues into MIX kernels and fusing elementwise chains across
 //! nodes; each node is lowered on its own.
 
+mod custom;
 mod layout;
 pub mod memory;
 mod report;
@@ -34,6 +35,7 @@ use crate::lower::{
     movement, rope, rows,
 };
 
+pub use custom::{LowerFn, Lowerings};
 pub use report::{KernelReport, PartitionReport, report};
 
 /// Errors of the partitioner.
@@ -295,6 +297,16 @@ pub fn partition(
     target: &Target,
     bindings: &DimBindings,
 ) -> Result<Partition, PartitionError> {
+    partition_with(graph, target, bindings, &Lowerings::new())
+}
+
+/// [`partition`], asking the user's `lowerings` for each node before the built-in ones.
+pub fn partition_with(
+    graph: &Graph,
+    target: &Target,
+    bindings: &DimBindings,
+    lowerings: &Lowerings,
+) -> Result<Partition, PartitionError> {
     let order = graph
         .topological_order()
         .unwrap_or_else(|_| (0..graph.nodes.len() as u32).map(NodeId).collect());
@@ -366,7 +378,10 @@ pub fn partition(
             .iter()
             .map(|v| v.and_then(|v| inline_value(graph, &inline, v, bindings)))
             .collect();
-        let lowering = lower_node(&ctx, &known).map_err(|source| PartitionError::Lower {
+        let lowering = lowerings
+            .lower(&ctx)
+            .unwrap_or_else(|| lower_node(&ctx, &known));
+        let lowering = lowering.map_err(|source| PartitionError::Lower {
             node: describe(),
             source: Box::new(source),
         })?;

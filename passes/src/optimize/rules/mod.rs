@@ -77,7 +77,7 @@ impl RuleFamily {
 }
 
 /// A rewrite rule over the tensor e-graph.
-pub(crate) trait Rule: Send + Sync {
+pub trait Rule: Send + Sync {
     /// The rule's name (reported with its match counts).
     fn name(&self) -> &'static str;
 
@@ -122,7 +122,7 @@ pub(crate) fn rules(families: &[RuleFamily], fold_limit: usize) -> Vec<Box<dyn R
 }
 
 /// Read access to the e-graph for rules.
-pub(crate) struct Ctx<'a> {
+pub struct Ctx<'a> {
     /// The e-graph.
     pub egraph: &'a TensorEGraph,
 }
@@ -232,7 +232,7 @@ impl<'a> Ctx<'a> {
 
 /// Where a recipe operand comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Slot {
+pub enum Slot {
     /// An existing e-class.
     Class(Id),
     /// The recipe's `i`-th new node.
@@ -241,7 +241,7 @@ pub(crate) enum Slot {
 
 /// New nodes to add and the e-classes their results are equal to.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Recipe {
+pub struct Recipe {
     nodes: Vec<(TensorOp, Vec<Slot>)>,
     data: Vec<ClassData>,
     unions: Vec<(Id, Slot)>,
