@@ -148,6 +148,9 @@ fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
         {
             crate::lower::misc::lower_inner_softmax(ctx)
         }
+        Op::RmsNorm { .. } if crate::lower::norm_scale::handles(ctx) => {
+            crate::lower::norm_scale::lower_rms_norm(ctx)
+        }
         Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
         Op::Binary(b) if b.is_comparison() || b.is_logical() => movement::lower_compare(ctx),
@@ -170,6 +173,8 @@ fn lower_node(ctx: &OpContext) -> Result<Lowering, LowerError> {
         Op::Attention { .. } => attention::lower_attention(ctx),
         Op::Moe { .. } => moe::lower_moe(ctx),
         Op::GroupedMatMul => moe::lower_grouped_matmul(ctx),
+        Op::TopK { .. } => crate::lower::topk::lower_topk(ctx),
+        Op::ScatterElements { .. } => crate::lower::scatter::lower_scatter_elements(ctx),
         other => Err(LowerError::Unsupported(format!(
             "`{}` has no kernel mapping yet",
             other.name()
