@@ -17,6 +17,9 @@
 //!   clamped `SwiGlu`; inner-axis `Softmax`.
 //! - [`moe`]: the fused MoE op (routing, token permutation, grouped expert GEMMs over the
 //!   routed row counts, combine) and `GroupedMatMul`.
+//! - [`norm_scale`]: `RmsNorm` with a scale broadcast over the row.
+//! - [`scatter`]: `ScatterElements` along any axis, with every reduction.
+//! - [`topk`]: `TopK` along any axis (values and indices, ties to the lower index).
 
 pub mod attention;
 pub mod elementwise;
@@ -24,9 +27,12 @@ pub mod linear;
 pub mod misc;
 pub mod moe;
 pub mod movement;
+pub mod norm_scale;
 pub mod reduce;
 pub mod rope;
 pub mod rows;
+pub mod scatter;
+pub mod topk;
 
 use cubevec_ir::kernel::Kernel;
 use cubevec_ir::target::Target;

@@ -198,6 +198,9 @@ fn lower_node(ctx: &OpContext, known: &[Option<Tensor>]) -> Result<Lowering, Low
         {
             crate::lower::misc::lower_inner_softmax(ctx)
         }
+        Op::RmsNorm { .. } if crate::lower::norm_scale::handles(ctx) => {
+            crate::lower::norm_scale::lower_rms_norm(ctx)
+        }
         Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
         Op::Binary(BinaryOp::Pow) => elementwise::lower_pow(ctx, known_operand(1)),
@@ -226,6 +229,8 @@ fn lower_node(ctx: &OpContext, known: &[Option<Tensor>]) -> Result<Lowering, Low
         Op::Attention { .. } => attention::lower_attention(ctx),
         Op::Moe { .. } => moe::lower_moe(ctx),
         Op::GroupedMatMul => moe::lower_grouped_matmul(ctx),
+        Op::TopK { .. } => crate::lower::topk::lower_topk(ctx),
+        Op::ScatterElements { .. } => crate::lower::scatter::lower_scatter_elements(ctx),
         other => Err(LowerError::Unsupported(format!(
             "`{}` has no kernel mapping yet",
             other.name()
