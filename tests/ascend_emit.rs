@@ -21,7 +21,7 @@ use cubevec_ir::kernel::{
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::{DType, Op, Tensor};
-use cubevec_passes::tile::gemm::{GemmProblem, plan};
+use cubevec_passes::tile::gemm::{GemmProblem, GemmTiling, build, plan};
 use cubevec_passes::tile::vector::{
     ChainArg, ChainStep, ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows,
 };
@@ -454,6 +454,38 @@ fn cases() -> Cases {
         Op::MatMul,
         &[],
     );
+    // A-panel schedule: A strips resident in L1 across N tiles, runs crossing strips.
+    let problem = GemmProblem::plain("a_panel", 36, 60, 200, DType::F16, true);
+    let tiling = GemmTiling {
+        m1: 16,
+        n1: 16,
+        k1: 64,
+        k0: 32,
+        split_k: 1,
+        l0c_stages: 1,
+        swizzle: 1,
+        swizzle_n_major: false,
+        a_panel: true,
+    };
+    let (ap, bp) = (
+        random(DType::F16, &[36, 200], 22),
+        random(DType::F16, &[60, 200], 23),
+    );
+    let reference = eval(
+        Op::Gemm {
+            alpha_bits: 1f32.to_bits(),
+            beta_bits: 0f32.to_bits(),
+            trans_a: false,
+            trans_b: true,
+        },
+        &[&ap, &bp],
+    );
+    let kernel = build(&problem, &tiling, &t).expect("a-panel kernel");
+    let (ta, tb) = (
+        cases.feed("a_panel_a", &ap, false),
+        cases.feed("a_panel_b", &bp, true),
+    );
+    cases.launch(kernel, vec![ta, tb], vec![("a_panel", reference)]);
     // Grouped expert GEMM (one expert without tokens).
     let sizes = Tensor::from_i64(DType::I64, vec![4], &[37, 0, 50, 5]);
     gemm_case(

@@ -162,6 +162,7 @@ fn split_k_kernel() -> Kernel {
         l0c_stages: 2,
         swizzle: 1,
         swizzle_n_major: false,
+        a_panel: false,
     };
     let kernel = gemm::build(&problem, &tiling, &target()).expect("build");
     verify(&kernel, &target()).expect("verify");

@@ -6,7 +6,9 @@ use cubevec_ir::kernel::exec::run_instance;
 use cubevec_ir::kernel::{Env, Side, Stmt};
 use cubevec_ir::target::Target;
 use cubevec_passes::cost::{Bound, estimate};
-use cubevec_passes::tile::gemm::{GemmProblem, GemmTiling, evaluate, plan};
+use cubevec_passes::tile::gemm::{
+    GemmProblem, GemmTiling, candidates, evaluate, lower_bound_us, plan,
+};
 use proptest::prelude::*;
 
 fn target() -> Target {
@@ -49,6 +51,28 @@ proptest! {
         prop_assert!(cube_us > 0.0);
         prop_assert!(chosen.cost.modeled_time_us >= chosen.cost.roofline_time_us * (1.0 - 1e-9));
         prop_assert!(chosen.cost.efficiency > 0.0 && chosen.cost.efficiency <= 1.0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The planner's pruning bound never exceeds the modelled time, for every candidate (so
+    /// pruning never drops the winner).
+    #[test]
+    fn lower_bound_never_exceeds_the_estimate(
+        m in 1u64..700,
+        n in 1u64..700,
+        k in 1u64..1500,
+        b_transposed in any::<bool>(),
+    ) {
+        let target = target();
+        let problem = GemmProblem::plain("bound", m, n, k, DType::BF16, b_transposed);
+        for t in candidates(&problem, &target).expect("candidates").iter().step_by(7) {
+            let bound = lower_bound_us(&problem, t, &target);
+            let time = evaluate(&problem, t, &target).expect("evaluate").cost.modeled_time_us;
+            prop_assert!(bound > 0.0 && bound <= time * (1.0 + 1e-9), "{t:?}: {bound} > {time}");
+        }
     }
 }
 

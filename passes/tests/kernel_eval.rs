@@ -146,6 +146,7 @@ fn split_three() -> GemmTiling {
         l0c_stages: 2,
         swizzle: 2,
         swizzle_n_major: false,
+        a_panel: false,
     }
 }
 
@@ -178,6 +179,40 @@ fn split_k_gemm_accumulates_into_zeroed_output() {
     // `run` fills the output with garbage: the launch must zero it before accumulating.
     let got = run(&kernel, &[&a, &b]);
     assert_close("split_k", &got, &reference(&gemm_op(true), &[&a, &b]));
+}
+
+#[test]
+fn a_panel_gemm_matches_the_interpreter() {
+    // 3 row strips (a 4-row tail) × 4 N tiles (a tail) on 5 blocks: runs that cross strips,
+    // panel reloads mid-run, and a K tail inside the resident panel.
+    for (b_transposed, seed) in [(true, 7), (false, 9)] {
+        let problem = GemmProblem::plain("a_panel", 36, 60, 200, DType::F16, b_transposed);
+        let tiling = GemmTiling {
+            m1: 16,
+            n1: 16,
+            k1: 64,
+            k0: 32,
+            split_k: 1,
+            l0c_stages: 1,
+            swizzle: 1,
+            swizzle_n_major: false,
+            a_panel: true,
+        };
+        let mut small = target();
+        small.cores.aic = 5;
+        let kernel = build(&problem, &tiling, &small).expect("builds");
+        assert_eq!(kernel.blocks, 5);
+        assert_eq!(kernel.tiling.get("a_panel"), Some(&1));
+        let a = random(DType::F16, &[36, 200], seed);
+        let b_shape = if b_transposed { [60, 200] } else { [200, 60] };
+        let b = random(DType::F16, &b_shape, seed + 1);
+        let got = run(&kernel, &[&a, &b]);
+        assert_close(
+            "a_panel",
+            &got,
+            &reference(&gemm_op(b_transposed), &[&a, &b]),
+        );
+    }
 }
 
 #[test]
@@ -334,6 +369,7 @@ fn program_runs_launches_in_order_over_views() {
         l0c_stages: 1,
         swizzle: 1,
         swizzle_n_major: false,
+        a_panel: false,
     };
     let problem = GemmProblem::plain("proj", 6, 40, 64, DType::F32, true);
     let proj = build(&problem, &tiling, &target).expect("builds");

@@ -21,6 +21,7 @@ fn gemm() -> Kernel {
         l0c_stages: 2,
         swizzle: 2,
         swizzle_n_major: false,
+        a_panel: false,
     };
     let kernel = build(&problem, &tiling, &target()).expect("build");
     verify(&kernel, &target()).expect("the unmodified kernel verifies");

@@ -46,6 +46,7 @@ fn check_coverage(problem: &GemmProblem, kernel: &Kernel) -> usize {
     }
     // Output rectangle → K ranges accumulated into it.
     let mut pieces: Pieces = BTreeMap::new();
+    let panel = kernel.tiling.get("a_panel") == Some(&1);
     for block in 0..kernel.instances(Side::Cube) {
         let mut a_loads: Vec<Region> = Vec::new();
         let mut b_loads: Vec<Region> = Vec::new();
@@ -56,25 +57,39 @@ fn check_coverage(problem: &GemmProblem, kernel: &Kernel) -> usize {
                 Stmt::Fixpipe { dst, .. } => {
                     let (_, r0, c0, rows, cols) = region(dst, env)?;
                     assert!(
-                        !a_loads.is_empty(),
+                        !b_loads.is_empty(),
                         "tile ({r0}, {c0}) stored without loads"
                     );
-                    assert_eq!(a_loads.len(), b_loads.len());
-                    let k_lo = a_loads[0].2;
+                    let k_lo = if problem.b_transposed {
+                        b_loads[0].2
+                    } else {
+                        b_loads[0].1
+                    };
+                    if panel {
+                        // The resident A panel: the tile's rows over the whole K range.
+                        let a = a_loads.last().expect("A panel loaded");
+                        assert_eq!((a.1, a.3), (r0, rows), "A panel rows of tile ({r0}, {c0})");
+                        assert_eq!((a.2, a.4), (0, k), "A panel K range of tile ({r0}, {c0})");
+                    } else {
+                        assert_eq!(a_loads.len(), b_loads.len());
+                    }
                     let mut k_next = k_lo;
-                    for (a, b) in a_loads.iter().zip(&b_loads) {
-                        // A: the tile's rows, the next K slice.
-                        assert_eq!((a.1, a.3), (r0, rows), "A rows of tile ({r0}, {c0})");
-                        assert_eq!(
-                            a.2, k_next,
-                            "K slices of tile ({r0}, {c0}) are not contiguous"
-                        );
+                    for (i, b) in b_loads.iter().enumerate() {
                         let (b_k, b_klen, b_col, b_cols) = if problem.b_transposed {
                             (b.2, b.4, b.1, b.3)
                         } else {
                             (b.1, b.3, b.2, b.4)
                         };
-                        assert_eq!((b_k, b_klen), (a.2, a.4), "B K slice of tile ({r0}, {c0})");
+                        assert_eq!(
+                            b_k, k_next,
+                            "K slices of tile ({r0}, {c0}) are not contiguous"
+                        );
+                        if !panel {
+                            // A: the tile's rows, the same K slice.
+                            let a = a_loads[i];
+                            assert_eq!((a.1, a.3), (r0, rows), "A rows of tile ({r0}, {c0})");
+                            assert_eq!((a.2, a.4), (b_k, b_klen), "A K slice of tile ({r0}, {c0})");
+                        }
                         assert_eq!(
                             (b_col, b_cols),
                             (c0, cols),
@@ -88,13 +103,15 @@ fn check_coverage(problem: &GemmProblem, kernel: &Kernel) -> usize {
                         );
                         let expected_batch = if problem.groups.len() > 1 { g } else { 0 };
                         assert_eq!(b.0, expected_batch, "B of the wrong expert");
-                        k_next += a.4;
+                        k_next += b_klen;
                     }
                     pieces
                         .entry((r0, c0, rows, cols))
                         .or_default()
                         .push((k_lo, k_next));
-                    a_loads.clear();
+                    if !panel {
+                        a_loads.clear();
+                    }
                     b_loads.clear();
                 }
                 _ => {}
@@ -192,11 +209,13 @@ proptest! {
         l0c_stages in 1u64..3,
         swizzle in 1u64..4,
         swizzle_n_major in any::<bool>(),
+        a_panel in any::<bool>(),
     ) {
         let target = Target::by_name("ascend910b4").expect("target");
         let problem = GemmProblem::plain("gemm_any", m, n, k, DType::F16, false);
         let tiling = GemmTiling {
-            m1, n1, k1: k0 * k1_mult, k0, split_k, l0c_stages, swizzle, swizzle_n_major,
+            m1, n1, k1: k0 * k1_mult, k0, split_k: if a_panel { 1 } else { split_k },
+            l0c_stages, swizzle, swizzle_n_major, a_panel,
         };
         let kernel = build(&problem, &tiling, &target).expect("build");
         verify(&kernel, &target).expect("verify");
@@ -220,6 +239,23 @@ fn split_k_is_used_for_decode_shapes_and_accumulates_atomically() {
             .contains("fixpipe c(mo, no; ml x nl) +=")
     );
     check_coverage(&problem, &chosen.kernel);
+}
+
+#[test]
+fn a_panel_is_chosen_when_the_a_strip_fits_l1_and_covers_every_element() {
+    let target = Target::by_name("ascend910b2").expect("target");
+    // K = 2048: a 96-row strip of A over all of K (384 KiB) fits L1 beside B's two stages.
+    let problem = GemmProblem::plain("panel", 2048, 2048, 2048, DType::BF16, true);
+    let chosen = plan(&problem, &target).expect("plan");
+    assert!(chosen.tiling.a_panel, "{:?}", chosen.tiling);
+    verify(&chosen.kernel, &target).expect("verify");
+    check_coverage(&problem, &chosen.kernel);
+    // Deeper K does not fit: the streamed schedule is kept.
+    let deep = GemmProblem::plain("deep", 2048, 2048, 8192, DType::BF16, true);
+    let mut t = plan(&deep, &target).expect("plan").tiling;
+    assert!(!t.a_panel);
+    t.a_panel = true;
+    assert!(build(&deep, &t, &target).is_err());
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! [`estimate`] walks a kernel's programs with concrete values and charges every instruction to
 //! its pipe (MTE2, MTE1, Cube, Fixpipe, Vector, MTE3) from the target's rates. A body runs its
 //! statements one after another; a loop marked `pipelined` overlaps consecutive iterations, so
-//! it costs its busiest pipe's total plus the pipeline fill of the first iteration. The kernel
+//! it costs its busiest pipe's total plus the pipeline fill of the first iteration, but never
+//! less than the total work of the statements that share a single-stage buffer between two
+//! pipes (one L0C stage: the next tile's Mmads wait for this tile's Fixpipe). The kernel
 //! time is the slowest core instance, bounded below by the aggregate L2 bandwidth over all GM
 //! reads and by the HBM bandwidth over the bytes that must come from or go to HBM. Loops whose
 //! cost-relevant inputs repeat (tile extents, not offsets) are evaluated once and memoised, so
@@ -82,9 +84,11 @@ pub enum CostError {
 }
 
 /// Per-pipe busy cycles and the elapsed span of a piece of program.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Span {
     busy: [f64; 7],
+    /// Busy cycles of the statements touching each shared single-stage buffer (by slot).
+    shared: Vec<f64>,
     span: f64,
     gm_read: f64,
     gm_write: f64,
@@ -95,6 +99,12 @@ impl Span {
         for (a, b) in self.busy.iter_mut().zip(other.busy) {
             *a += b;
         }
+        if self.shared.len() < other.shared.len() {
+            self.shared.resize(other.shared.len(), 0.0);
+        }
+        for (a, b) in self.shared.iter_mut().zip(&other.shared) {
+            *a += b;
+        }
         self.span += other.span;
         self.gm_read += other.gm_read;
         self.gm_write += other.gm_write;
@@ -103,6 +113,80 @@ impl Span {
     fn max_busy(&self) -> f64 {
         self.busy.iter().copied().fold(0.0, f64::max)
     }
+
+    /// The busiest pipe, or the busiest single-stage buffer shared by two pipes, whose users
+    /// cannot overlap across iterations.
+    fn max_resource(&self) -> f64 {
+        self.shared.iter().copied().fold(self.max_busy(), f64::max)
+    }
+}
+
+/// The buffers a statement reads or writes.
+fn touched(stmt: &Stmt) -> Vec<BufId> {
+    let slice = |a: &VecArg| match a {
+        VecArg::Slice(s) | VecArg::Element(s) => Some(s.buf),
+        VecArg::Imm(_) | VecArg::Scalar(_) => None,
+    };
+    match stmt {
+        Stmt::CopyIn { dst, .. } => vec![dst.buf],
+        Stmt::LoadL0 { dst, src, .. } => vec![dst.buf, src.buf],
+        Stmt::Mmad { c, a, b, .. } => vec![*c, *a, *b],
+        Stmt::Fixpipe { src, .. } | Stmt::CopyOut { src, .. } => vec![src.buf],
+        Stmt::Vector { dst, srcs, .. } => {
+            let mut out = vec![dst.buf];
+            out.extend(srcs.iter().filter_map(slice));
+            out
+        }
+        Stmt::Reduce { dst, src, .. } => vec![dst.buf, src.buf],
+        Stmt::LoadScalar {
+            src: ScalarSrc::Ub(s),
+            ..
+        } => vec![s.buf],
+        Stmt::SetValue { dst, value } => {
+            let mut out = vec![dst.buf];
+            out.extend(slice(value));
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Slots for the single-stage buffers that statements of two or more pipes touch: work on
+/// such a buffer is serialised across the iterations of a pipelined loop.
+fn shared_slots(kernel: &Kernel) -> HashMap<BufId, usize> {
+    fn walk(body: &[Stmt], pipes: &mut HashMap<BufId, BTreeSet<usize>>) {
+        for stmt in body {
+            if let Stmt::For { body, .. } = stmt {
+                walk(body, pipes);
+            }
+            let pipe = stmt.pipe().index().unwrap_or(0);
+            for buf in touched(stmt) {
+                pipes.entry(buf).or_default().insert(pipe);
+            }
+        }
+    }
+    let mut pipes = HashMap::new();
+    for side in [Side::Cube, Side::Vector] {
+        walk(kernel.program(side), &mut pipes);
+    }
+    let mut shared: Vec<BufId> = pipes
+        .into_iter()
+        .filter(|(buf, p)| p.len() > 1 && kernel.buffer(*buf).is_some_and(|b| b.stages == 1))
+        .map(|(buf, _)| buf)
+        .collect();
+    shared.sort_unstable_by_key(|b| b.0);
+    shared
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (b, i))
+        .collect()
+}
+
+/// The fraction of re-reads that miss L2 when `reuse_bytes` are touched between two reads of
+/// the same data.
+pub fn l2_spill(target: &Target, reuse_bytes: f64) -> f64 {
+    let reuse = reuse_bytes.max(1.0);
+    ((reuse - target.memory.l2_bytes as f64) / reuse).clamp(0.0, 1.0)
 }
 
 struct Walker<'a> {
@@ -110,6 +194,7 @@ struct Walker<'a> {
     target: &'a Target,
     memo: HashMap<(usize, Vec<i64>), Span>,
     deps: HashMap<usize, Vec<String>>,
+    slots: HashMap<BufId, usize>,
 }
 
 fn ev(e: &Expr, env: &Env, context: &str) -> Result<f64, KernelError> {
@@ -281,6 +366,14 @@ impl Walker<'_> {
             _ => 0.0,
         };
         s.busy[pipe] = cycles;
+        for buf in touched(stmt) {
+            if let Some(&slot) = self.slots.get(&buf) {
+                if s.shared.len() <= slot {
+                    s.shared.resize(slot + 1, 0.0);
+                }
+                s.shared[slot] = cycles;
+            }
+        }
         // Transfer start-up latency delays completion but does not occupy the engine.
         s.span = cycles + wait;
         Ok(s)
@@ -351,7 +444,7 @@ impl Walker<'_> {
             .map(|d| env.get(d).copied().unwrap_or(0))
             .collect();
         if let Some(hit) = self.memo.get(&(id, key_values.clone())) {
-            return Ok(*hit);
+            return Ok(hit.clone());
         }
         let trips = extent.eval(env).map_err(|source| KernelError::Expr {
             context: format!("extent of loop {var}"),
@@ -364,7 +457,7 @@ impl Walker<'_> {
             env.insert(var.clone(), i);
             let s = self.body(body, env)?;
             if first.is_none() {
-                first = Some(s);
+                first = Some(s.clone());
             }
             total.then(&s);
         }
@@ -373,20 +466,35 @@ impl Walker<'_> {
             None => env.remove(var),
         };
         if *pipelined && let Some(first) = first {
-            total.span = total.max_busy() + (first.span - first.max_busy()).max(0.0);
+            total.span = total.max_resource() + (first.span - first.max_busy()).max(0.0);
         }
-        self.memo.insert((id, key_values), total);
+        self.memo.insert((id, key_values), total.clone());
         Ok(total)
     }
 }
 
-/// Estimates the execution time of `kernel` on `target`.
+/// Estimates the execution time of `kernel` on `target`. Re-reads of GM data hit L2 while the
+/// work's whole footprint fits in L2 and spill to HBM in proportion beyond it.
 pub fn estimate(kernel: &Kernel, target: &Target, work: &Work) -> Result<KernelCost, CostError> {
+    estimate_with_reuse(kernel, target, work, work.bytes)
+}
+
+/// [`estimate`] for a kernel whose schedule bounds the reuse distance of its GM re-reads:
+/// `reuse_bytes` is the most data touched between two reads of the same bytes (for a swizzled
+/// GEMM, one whole operand plus a strip of the other). Re-reads hit L2 while it fits and spill
+/// in proportion beyond it.
+pub fn estimate_with_reuse(
+    kernel: &Kernel,
+    target: &Target,
+    work: &Work,
+    reuse_bytes: f64,
+) -> Result<KernelCost, CostError> {
     let mut walker = Walker {
         kernel,
         target,
         memo: HashMap::new(),
         deps: HashMap::new(),
+        slots: shared_slots(kernel),
     };
     let mut slowest = Span::default();
     let (mut gm_read, mut gm_write) = (0.0, 0.0);
@@ -408,10 +516,9 @@ pub fn estimate(kernel: &Kernel, target: &Target, work: &Work) -> Result<KernelC
     let clock = target.clock_hz();
     let core_s = slowest.span / clock;
     let l2_s = (gm_read + gm_write) / (target.memory.l2_gbps * 1e9);
-    // HBM: unique bytes once; re-reads hit L2 while the footprint fits, and spill in proportion.
-    let footprint = work.bytes.max(1.0);
-    let spill = ((footprint - target.memory.l2_bytes as f64) / footprint).clamp(0.0, 1.0);
-    let hbm_bytes = work.bytes + (gm_read - work.bytes).max(0.0) * spill;
+    // HBM: unique bytes once; re-reads hit L2 while the reuse distance fits, and spill in
+    // proportion.
+    let hbm_bytes = work.bytes + (gm_read - work.bytes).max(0.0) * l2_spill(target, reuse_bytes);
     let hbm_s = hbm_bytes / (target.memory.hbm_gbps * 1e9);
     let modeled_s = core_s.max(l2_s).max(hbm_s).max(1e-9);
 

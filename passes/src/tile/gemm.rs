@@ -7,7 +7,11 @@
 //! accumulator stays in L0C in f32 (one or two stages). L0 tiles have the L1 tile's `m1` and
 //! `n1`. Output tiles (and, with split-K, K ranges) are work units dealt round-robin to the AICs
 //! in a swizzled order (strips of `swizzle` tile rows, walked column by column, or the transpose).
-//! Split-K accumulates partial sums atomically into a zero-filled output. Tails in M, N and K
+//! Split-K accumulates partial sums atomically into a zero-filled output. The L1 stage index
+//! runs on across tiles, so the next tile's first loads overlap this tile's last Mmads and
+//! its Fixpipe. With the A-panel schedule ([`GemmTiling::a_panel`]) a block keeps the tile
+//! rows of A over the whole K range in L1 while it walks the N tiles of that row strip, and
+//! streams only B. Tails in M, N and K
 //! are handled by `min` extents: Mmad always runs on whole 16-row/column fractals (m, n rounded
 //! up to 16), Fixpipe writes only the valid rows and columns, K is passed exactly.
 //!
@@ -18,9 +22,12 @@
 //! `min` extents), and deals work units round-robin over the AICs from a running unit count.
 //!
 //! [`plan`] searches the candidate tilings with the cost model and keeps the fastest
-//! ([`plan_runtime`] for a runtime group table).
+//! ([`plan_runtime`] for a runtime group table). Candidates are ranked by an analytic lower
+//! bound first, and only those that can still win get a kernel built and costed; plans are
+//! cached per problem shape, table and target for the life of the process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
@@ -32,7 +39,7 @@ use serde::Serialize;
 
 use super::TileError;
 use super::build::{c, for_, gm, let_, round16, set, tile, v, wait};
-use crate::cost::{KernelCost, Work, estimate};
+use crate::cost::{KernelCost, Work, estimate_with_reuse, l2_spill};
 
 /// One GEMM (or a set of same-shaped-N/K GEMMs sharing one launch).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +158,11 @@ pub struct GemmTiling {
     pub swizzle: u64,
     /// Walk strips of tile columns instead of tile rows.
     pub swizzle_n_major: bool,
+    /// A-panel schedule (single-group GEMMs without split-K): the tile rows of A over the whole
+    /// K range stay in one L1 stage while a block walks the N tiles of that row strip; only B
+    /// is streamed per tile. Blocks take contiguous runs of tiles in row-major order (not the
+    /// swizzle), and reload the panel when their run enters a new strip.
+    pub a_panel: bool,
 }
 
 impl GemmTiling {
@@ -171,6 +183,7 @@ impl GemmTiling {
             l0c_stages: 1,
             swizzle: 3,
             swizzle_n_major: problem.total_m() < problem.n,
+            a_panel: false,
         }
     }
 }
@@ -286,11 +299,18 @@ pub fn fits(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> bool {
         && (1..=2).contains(&t.l0c_stages)
         && t.split_k >= 1
         && t.swizzle >= 1;
+    let l1 = if t.a_panel {
+        problem.groups.len() == 1
+            && t.split_k == 1
+            && (t.m1 * problem.k.div_ceil(c0) * c0 + 2 * t.k1 * t.n1) * eb <= b.l1.usable_bytes()
+    } else {
+        2 * (t.m1 * t.k1 + t.k1 * t.n1) * eb <= b.l1.usable_bytes()
+    };
     shape_ok
+        && l1
         && 2 * t.m1 * t.k0 * eb <= b.l0a.usable_bytes()
         && 2 * t.k0 * t.n1 * eb <= b.l0b.usable_bytes()
         && t.l0c_stages * t.m1 * t.n1 * 4 <= b.l0c.usable_bytes()
-        && 2 * (t.m1 * t.k1 + t.k1 * t.n1) * eb <= b.l1.usable_bytes()
 }
 
 /// Builds the kernel for `problem` with tiling `t`.
@@ -326,9 +346,15 @@ fn build_kernel(
     t: &GemmTiling,
     target: &Target,
 ) -> Result<Kernel, TileError> {
-    check(problem, target)?;
+    let (c0, _) = check(problem, target)?;
     if let Some(table) = table {
         check_table(problem, table)?;
+        if t.a_panel {
+            return Err(TileError::Invalid {
+                name: problem.name.clone(),
+                message: "the A-panel schedule needs static group rows".into(),
+            });
+        }
     }
     if !fits(problem, t, target) {
         return Err(TileError::NoFit {
@@ -400,14 +426,19 @@ fn build_kernel(
             },
         )
     };
+    let (a_cols, a_stages) = if t.a_panel {
+        (problem.k.div_ceil(c0) * c0, 1)
+    } else {
+        (t.k1, 2)
+    };
     let l1a = add(
         "l1a",
         MemLevel::L1,
         problem.input,
         Layout::Nz,
         t.m1,
-        t.k1,
-        2,
+        a_cols,
+        a_stages,
     );
     let (b_rows, b_cols) = if problem.b_transposed {
         (t.n1, t.k1)
@@ -467,6 +498,9 @@ fn build_kernel(
     for s in 0..t.l0c_stages {
         cube.push(set(Pipe::Fix, Pipe::M, c(s)));
     }
+    if t.a_panel {
+        cube.push(set(Pipe::Mte1, Pipe::Mte2, c(PANEL_EVENT)));
+    }
     let ctx = LoopCtx {
         problem,
         t,
@@ -475,6 +509,7 @@ fn build_kernel(
         blocks,
     };
     match table {
+        None if t.a_panel => cube.extend(panel_loop(&ctx)),
         None => {
             let mut start = 0u64;
             let mut row_base = 0u64;
@@ -524,6 +559,9 @@ fn build_kernel(
     for s in 0..t.l0c_stages {
         cube.push(wait(Pipe::Fix, Pipe::M, c(s)));
     }
+    if t.a_panel {
+        cube.push(wait(Pipe::Mte1, Pipe::Mte2, c(PANEL_EVENT)));
+    }
 
     let mut tiling: BTreeMap<String, u64> = [
         ("m1", t.m1),
@@ -541,6 +579,9 @@ fn build_kernel(
     .collect();
     if table.is_some() {
         tiling.insert("runtime_groups".into(), groups);
+    }
+    if t.a_panel {
+        tiling.insert("a_panel".into(), 1);
     }
     let kernel = Kernel {
         name: problem.name.clone(),
@@ -661,7 +702,7 @@ fn runtime_groups(ctx: &LoopCtx, table: &GroupTable) -> Vec<Stmt> {
 
 /// The round-robin loop over one group's work units on this block.
 fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
-    let (problem, t, cn, bufs, blocks) = (ctx.problem, ctx.t, ctx.cn, ctx.bufs, ctx.blocks);
+    let (t, cn, blocks) = (ctx.t, ctx.cn, ctx.blocks);
     // First unit of this group owned by block `blk` (units are dealt round-robin globally).
     let first = match group.start.as_const() {
         Some(start) if (start as u64).is_multiple_of(blocks) => v("blk"),
@@ -704,6 +745,72 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
     } else {
         (v("major"), v("minor"))
     };
+    body.extend(tile_body(ctx, group, mi, ni, None));
+    for_("t", trips, true, body)
+}
+
+/// The event of the A panel's MTE2 ↔ MTE1 hand-over (0 and 1 are the L1 stages of B).
+const PANEL_EVENT: u64 = 2;
+
+/// The A-panel schedule of a single-group GEMM ([`GemmTiling::a_panel`]): block `blk` takes
+/// the tiles `blk·units/blocks ..` `(blk+1)·units/blocks` in row-major order and loads the A
+/// panel of a row strip when its run enters the strip (its first tile, or N tile 0).
+fn panel_loop(ctx: &LoopCtx) -> Vec<Stmt> {
+    let (problem, t, cn, blocks) = (ctx.problem, ctx.t, ctx.cn, ctx.blocks);
+    let m = problem.groups[0];
+    let m_tiles = m.div_ceil(t.m1);
+    let total = m_tiles * cn.n_tiles;
+    let group = GroupRows {
+        index: 0,
+        rows: c(m),
+        row_base: c(0),
+        start: c(0),
+        units: c(total),
+        m_tiles: c(m_tiles),
+        min_m: if m.is_multiple_of(t.m1) {
+            t.m1
+        } else {
+            (m % t.m1).div_ceil(16) * 16
+        },
+    };
+    // 1 when `x` > 0, else 0 (for x ≥ 0).
+    let positive = |x: Expr| x.min(c(1));
+    let mut body = vec![
+        let_("u", v("u_lo").add(v("t"))),
+        let_("ks", c(0)),
+        let_("mi", v("u").div(c(cn.n_tiles))),
+        let_("ni", v("u").rem(c(cn.n_tiles))),
+    ];
+    let reload = c(1).sub(positive(v("t")).mul(positive(v("ni"))));
+    let last = c(1).sub(
+        positive(v("u_hi").sub(v("u")).sub(c(1))).mul(positive(c(cn.n_tiles - 1).sub(v("ni")))),
+    );
+    body.extend(tile_body(
+        ctx,
+        &group,
+        v("mi"),
+        v("ni"),
+        Some((reload, last)),
+    ));
+    vec![
+        let_("u_lo", v("blk").mul(c(total)).div(c(blocks))),
+        let_("u_hi", v("blk").add(c(1)).mul(c(total)).div(c(blocks))),
+        for_("t", v("u_hi").sub(v("u_lo")), true, body),
+    ]
+}
+
+/// One output tile (M tile `mi`, N tile `ni`, K range `ks`): the K loop and the Fixpipe.
+/// `panel` holds, for the A-panel schedule, the 0/1 conditions "load the panel before this
+/// tile" and "release it after this tile".
+fn tile_body(
+    ctx: &LoopCtx,
+    group: &GroupRows,
+    mi: Expr,
+    ni: Expr,
+    panel: Option<(Expr, Expr)>,
+) -> Vec<Stmt> {
+    let (problem, t, cn, bufs) = (ctx.problem, ctx.t, ctx.cn, ctx.bufs);
+    let mut body = Vec::new();
     body.extend([
         let_("mo", mi.mul(c(t.m1))),
         let_("ml", group.rows.clone().sub(v("mo")).min(c(t.m1))),
@@ -719,6 +826,27 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
         let_("cs", v("t").rem(c(t.l0c_stages))),
         wait(Pipe::Fix, Pipe::M, v("cs")),
     ]);
+    if let Some((reload, _)) = &panel {
+        body.push(for_(
+            "reload",
+            reload.clone(),
+            false,
+            vec![
+                wait(Pipe::Mte1, Pipe::Mte2, c(PANEL_EVENT)),
+                Stmt::CopyIn {
+                    dst: tile(bufs.l1a, c(0), (c(0), c(0)), (v("ml"), c(problem.k))),
+                    src: gm(
+                        0,
+                        c(0),
+                        (group.row_base.clone().add(v("mo")), c(0)),
+                        (v("ml"), c(problem.k)),
+                    ),
+                },
+                set(Pipe::Mte2, Pipe::Mte1, c(PANEL_EVENT)),
+                wait(Pipe::Mte2, Pipe::Mte1, c(PANEL_EVENT)),
+            ],
+        ));
+    }
     let l0_per_l1 = t.k1 / t.k0;
     let step = v("t").mul(c(cn.k_per_split)).add(v("kk"));
     let b_region_l1 = |rows: Expr, cols: Expr| tile(bufs.l1b, v("s1"), (c(0), c(0)), (rows, cols));
@@ -763,12 +891,21 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
         wait(Pipe::M, Pipe::Mte1, v("s0")),
         Stmt::LoadL0 {
             dst: tile(bufs.l0a, v("s0"), (c(0), c(0)), (v("m16"), v("kl0"))),
-            src: tile(
-                bufs.l1a,
-                v("s1"),
-                (c(0), v("j").mul(c(t.k0))),
-                (v("m16"), v("kl0")),
-            ),
+            src: if panel.is_some() {
+                tile(
+                    bufs.l1a,
+                    c(0),
+                    (c(0), v("ko").add(v("j").mul(c(t.k0)))),
+                    (v("m16"), v("kl0")),
+                )
+            } else {
+                tile(
+                    bufs.l1a,
+                    v("s1"),
+                    (c(0), v("j").mul(c(t.k0))),
+                    (v("m16"), v("kl0")),
+                )
+            },
             transpose: false,
         },
         Stmt::LoadL0 {
@@ -797,12 +934,14 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
         },
         set(Pipe::M, Pipe::Mte1, v("s0")),
     ]);
-    let k_body = vec![
+    let mut k_body = vec![
         let_("ko", v("klo").add(v("kk").mul(c(t.k1)))),
         let_("kl1", v("klen").sub(v("kk").mul(c(t.k1))).min(c(t.k1))),
         let_("s1", step.rem(c(2))),
         wait(Pipe::Mte1, Pipe::Mte2, v("s1")),
-        Stmt::CopyIn {
+    ];
+    if panel.is_none() {
+        k_body.push(Stmt::CopyIn {
             dst: tile(bufs.l1a, v("s1"), (c(0), c(0)), (v("ml"), v("kl1"))),
             src: gm(
                 0,
@@ -810,7 +949,9 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
                 (group.row_base.clone().add(v("mo")), v("ko")),
                 (v("ml"), v("kl1")),
             ),
-        },
+        });
+    }
+    k_body.extend([
         Stmt::CopyIn {
             dst: b_l1,
             src: gm(1, c(group.index), b_gm_at, b_gm_size),
@@ -819,13 +960,21 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
         wait(Pipe::Mte2, Pipe::Mte1, v("s1")),
         for_("j", v("kl1").add(c(t.k0 - 1)).div(c(t.k0)), true, l0_body),
         set(Pipe::Mte1, Pipe::Mte2, v("s1")),
-    ];
+    ]);
     body.push(for_(
         "kk",
         v("klen").add(c(t.k1 - 1)).div(c(t.k1)),
         true,
         k_body,
     ));
+    if let Some((_, release)) = panel {
+        body.push(for_(
+            "release",
+            release,
+            false,
+            vec![set(Pipe::Mte1, Pipe::Mte2, c(PANEL_EVENT))],
+        ));
+    }
     body.extend([
         set(Pipe::M, Pipe::Fix, v("cs")),
         wait(Pipe::M, Pipe::Fix, v("cs")),
@@ -842,7 +991,7 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
         },
         set(Pipe::Fix, Pipe::M, v("cs")),
     ]);
-    for_("t", trips, t.l0c_stages > 1, body)
+    body
 }
 
 /// Candidate tilings for `problem` on `target`, in a fixed order.
@@ -862,14 +1011,24 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
     // n1 ≥ 32 unless the dimension itself is smaller.
     let m_exact = max_m.div_ceil(16) * 16;
     let n_exact = problem.n.div_ceil(16) * 16;
-    let m1s: Vec<u64> = with_exact(&[16, 32, 64, 96, 128, 192, 256], m_exact, 256)
-        .into_iter()
-        .filter(|&m| m >= m_exact.min(64))
-        .collect();
-    let n1s: Vec<u64> = with_exact(&[16, 32, 64, 128, 192, 256, 384, 512], n_exact, 512)
-        .into_iter()
-        .filter(|&n| n >= n_exact.min(32))
-        .collect();
+    let m1s: Vec<u64> = with_exact(
+        &[16, 32, 64, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+        m_exact,
+        256,
+    )
+    .into_iter()
+    .filter(|&m| m >= m_exact.min(64))
+    .collect();
+    let n1s: Vec<u64> = with_exact(
+        &[
+            16, 32, 64, 96, 112, 128, 144, 160, 176, 192, 224, 256, 384, 512,
+        ],
+        n_exact,
+        512,
+    )
+    .into_iter()
+    .filter(|&n| n >= n_exact.min(32))
+    .collect();
     let k_round = problem.k.div_ceil(c0) * c0;
     let swizzle_n_major = problem.total_m() < problem.n;
     let mut out = Vec::new();
@@ -900,6 +1059,7 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
                             l0c_stages,
                             swizzle: 3,
                             swizzle_n_major,
+                            a_panel: false,
                         };
                         if !fits(problem, &base, target) {
                             continue;
@@ -916,6 +1076,16 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
                                 continue;
                             }
                             out.push(GemmTiling { split_k, ..base });
+                        }
+                        let panel = GemmTiling {
+                            a_panel: true,
+                            ..base
+                        };
+                        if problem.groups.len() == 1
+                            && problem.n > n1
+                            && fits(problem, &panel, target)
+                        {
+                            out.push(panel);
                         }
                     }
                 }
@@ -951,7 +1121,12 @@ fn evaluate_with(
     target: &Target,
 ) -> Result<GemmPlan, TileError> {
     let kernel = build_kernel(problem, table, t, target)?;
-    let cost = estimate(&kernel, target, &problem.work())?;
+    let cost = estimate_with_reuse(
+        &kernel,
+        target,
+        &problem.work(),
+        reuse_bytes(problem, t, target),
+    )?;
     Ok(GemmPlan {
         tiling: *t,
         kernel,
@@ -982,25 +1157,164 @@ fn plan_with(
     table: Option<&GroupTable>,
     target: &Target,
 ) -> Result<GemmPlan, TileError> {
-    let mut best: Option<(f64, u64, GemmTiling)> = None;
-    for t in candidates(problem, target)? {
-        let time = evaluate(problem, &t, target)?.cost.modeled_time_us;
-        let u = units(problem, &t);
-        let better = match &best {
-            None => true,
-            Some((bt, bu, _)) => time < bt * (1.0 - 1e-9) || (time <= *bt && u < *bu),
-        };
-        if better {
-            best = Some((time, u, t));
-        }
+    let key = cache_key(problem, table, target);
+    if let Some(hit) = plan_cache().get(&key) {
+        let mut plan = hit.clone();
+        plan.kernel.name.clone_from(&problem.name);
+        return Ok(plan);
     }
-    let Some((_, _, tiling)) = best else {
-        return Err(TileError::NoFit {
-            name: problem.name.clone(),
-            reason: "no candidate evaluated".into(),
-        });
-    };
+    let tiling = search(problem, table.is_none(), target)?;
     let chosen = evaluate_with(problem, table, &tiling, target)?;
     verify(&chosen.kernel, target)?;
+    plan_cache().insert(key, chosen.clone());
     Ok(chosen)
+}
+
+/// The candidate with the lowest modelled time; near-ties (within 1e-9) go to fewer work
+/// units, then to the earlier candidate. Candidates are costed in the order of their
+/// [`lower_bound_us`], and the search stops at the first whose bound exceeds the best time
+/// found: the rest cannot win, so their kernels are never built.
+fn search(
+    problem: &GemmProblem,
+    static_rows: bool,
+    target: &Target,
+) -> Result<GemmTiling, TileError> {
+    let all: Vec<GemmTiling> = candidates(problem, target)?
+        .into_iter()
+        .filter(|t| static_rows || !t.a_panel)
+        .collect();
+    let mut order: Vec<(f64, usize)> = all
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (lower_bound_us(problem, t, target), i))
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut best_time = f64::INFINITY;
+    let mut timed: Vec<(f64, u64, usize)> = Vec::new();
+    for (bound, i) in order {
+        if bound > best_time * (1.0 + 1e-6) {
+            break;
+        }
+        let time = evaluate(problem, &all[i], target)?.cost.modeled_time_us;
+        best_time = best_time.min(time);
+        timed.push((time, units(problem, &all[i]), i));
+    }
+    timed
+        .into_iter()
+        .filter(|(time, _, _)| *time <= best_time * (1.0 + 1e-9))
+        .min_by_key(|&(_, u, i)| (u, i))
+        .map(|(_, _, i)| all[i])
+        .ok_or_else(|| TileError::NoFit {
+            name: problem.name.clone(),
+            reason: "no candidate evaluated".into(),
+        })
+}
+
+/// `(length, count)` of the pieces `total` splits into with step `step`.
+fn pieces(total: u64, step: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    if total / step > 0 {
+        out.push((step, total / step));
+    }
+    if !total.is_multiple_of(step) {
+        out.push((total % step, 1));
+    }
+    out
+}
+
+/// A lower bound of the modelled time of tiling `t` in microseconds, computed without
+/// building its kernel: the Cube and MTE2 work of all units spread evenly over the blocks,
+/// the busiest block's unit count times the cheapest unit, and the L2 and HBM traffic (with
+/// an A panel, A is counted once).
+/// [`evaluate`] never models less.
+pub fn lower_bound_us(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> f64 {
+    let cn = counts(problem, t);
+    let eb = problem.input.bits() as f64 / 8.0;
+    let ob = problem.output.bits() as f64 / 8.0;
+    let macs = target
+        .fractal(problem.input)
+        .map_or(4096.0, |f| f.macs_per_cycle as f64);
+    let bw = target.mte.gm_bytes_per_cycle_per_core;
+    let total_units = units(problem, t);
+    let blocks = total_units.min(target.cores.aic as u64).max(1) as f64;
+    let (mut cube, mut mte2, mut reads, mut writes) = (0.0, 0.0, 0.0, 0.0);
+    let (mut min_cube, mut min_mte2) = (f64::INFINITY, f64::INFINITY);
+    for &m_g in &problem.groups {
+        for (ml, cm) in pieces(m_g, t.m1) {
+            for (nl, cnn) in pieces(problem.n, t.n1) {
+                for (kl, ck) in pieces(problem.k, cn.k_per_split * t.k1) {
+                    let count = (cm * cnn * ck) as f64;
+                    let (ml, nl, kl) = (ml as f64, nl as f64, kl as f64);
+                    let unit_cube = (ml / 16.0).ceil() * (nl / 16.0).ceil() * 256.0 * kl / macs;
+                    let a_rows = if t.a_panel { 0.0 } else { ml };
+                    let unit_read = (a_rows + nl) * kl * eb;
+                    cube += count * unit_cube;
+                    mte2 += count * unit_read / bw;
+                    reads += count * unit_read;
+                    writes += count * ml * nl * ob;
+                    min_cube = min_cube.min(unit_cube);
+                    min_mte2 = min_mte2.min(unit_read / bw);
+                }
+            }
+        }
+    }
+    if t.a_panel {
+        let a_bytes = (problem.total_m() * problem.k) as f64 * eb;
+        reads += a_bytes;
+        mte2 += a_bytes / bw;
+    }
+    let busiest = total_units.div_ceil(blocks as u64) as f64;
+    let core_cycles = (cube / blocks)
+        .max(mte2 / blocks)
+        .max(busiest * min_cube.max(min_mte2));
+    let work = problem.work();
+    let l2_s = (reads + writes) / (target.memory.l2_gbps * 1e9);
+    let spill = l2_spill(target, reuse_bytes(problem, t, target));
+    let hbm_s =
+        (work.bytes + (reads - work.bytes).max(0.0) * spill) / (target.memory.hbm_gbps * 1e9);
+    (core_cycles / target.clock_hz()).max(l2_s).max(hbm_s) * 1e6
+}
+
+/// The most GM data a block order touches between two reads of the same bytes. Swizzled
+/// round-robin over M strips: a B panel is read again one strip later, after all of B, the
+/// strip's A panels and its output; over N strips the same with A and B exchanged. A-panel
+/// runs: all of B plus the panels the blocks hold at once. Grouped problems keep the whole
+/// footprint.
+fn reuse_bytes(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> f64 {
+    let work = problem.work();
+    if problem.groups.len() != 1 {
+        return work.bytes;
+    }
+    let eb = problem.input.bits() as f64 / 8.0;
+    let ob = problem.output.bits() as f64 / 8.0;
+    let (m, n, k) = (problem.total_m() as f64, problem.n as f64, problem.k as f64);
+    let (m1, n1) = (t.m1 as f64, t.n1 as f64);
+    let reuse = if t.a_panel {
+        let blocks = units(problem, t).min(target.cores.aic as u64) as f64;
+        n * k * eb + blocks * m1 * (k * eb + n * ob)
+    } else if t.swizzle_n_major {
+        let w = t.swizzle as f64 * n1;
+        m * k * eb + w * k * eb + w * m * ob
+    } else {
+        let w = t.swizzle as f64 * m1;
+        n * k * eb + w * k * eb + w * n * ob
+    };
+    reuse.min(work.bytes)
+}
+
+/// Plans already made in this process, by problem (without its name), table and target.
+fn plan_cache() -> std::sync::MutexGuard<'static, HashMap<String, GemmPlan>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, GemmPlan>>> = OnceLock::new();
+    CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn cache_key(problem: &GemmProblem, table: Option<&GroupTable>, target: &Target) -> String {
+    let unnamed = GemmProblem {
+        name: String::new(),
+        ..problem.clone()
+    };
+    format!("{unnamed:?} {table:?} {target:?}")
 }
