@@ -493,7 +493,7 @@ fn kernel_planning_errors_name_the_target_or_the_dimension() {
     let out = compile_model(&[model, "--target", "ascend999", "--emit", "kernel-ir"]);
     assert_fails_with(&out, &["ascend999", "ascend910b2"]);
     let out = compile_model(&[model, "--target", "ascend910b2", "--emit", "kernel-ir"]);
-    assert_fails_with(&out, &["`x`", "tokens", "not bound"]);
+    assert_fails_with(&out, &["`x`", "tokens", "--dim NAME=N"]);
     let out = compile_model(&[model, "--emit", "kernel-ir"]);
     assert_fails_with(&out, &["--target"]);
     let out = compile_model(&[

@@ -531,8 +531,9 @@ fn summary(
         }
         let program = compiled.program();
         text += &format!(
-            "device memory: weights and constants {}, workspace {} (every intermediate tensor)\n",
+            "device memory: weights and constants {}, activations {} (arena shared by {} of intermediates)\n",
             mib(tensor_bytes(program, TensorKind::Constant) as f64),
+            mib(program.memory.arena_bytes as f64),
             mib(tensor_bytes(program, TensorKind::Intermediate) as f64)
         );
     }
