@@ -1,7 +1,8 @@
 //! Whole models exported from PyTorch to ONNX (opset 20: attention as the SDPA decomposition with
 //! a mask built from ranges and comparisons and a NaN guard; opset 23: the ONNX `Attention` op
 //! with a bool mask) and the exported DeepSeek-V3 MoE block. After optimisation the attention,
-//! RoPE, RMSNorm and MoE subgraphs are fused ops, no masking, selection or indexing op is left
+//! RoPE (rotate-half, or DeepSeek-V3's interleaved form on strided slices), RMSNorm and MoE
+//! subgraphs are fused ops, no masking, selection or indexing op is left
 //! on activations, and the logits still match the onnxruntime reference run of the export.
 
 mod optimize_support;
@@ -60,19 +61,36 @@ fn ops_on_activations(graph: &Graph) -> Vec<&'static str> {
     out
 }
 
-/// Optimises an exported model and checks its fused ops, what is left on activations, and its
-/// logits against the onnxruntime reference (within 1e-4 of the largest).
-fn export_fuses_and_matches_onnxruntime(stem: &str, layers: usize, moe_layers: usize) {
+/// Optimises an exported model and checks its fused ops (per layer one `attention` and a `rope`
+/// of each of `q` and `k`, in the interleaved form when `interleaved`), what is left on
+/// activations, and its logits against the onnxruntime reference (within 1e-4 of the largest).
+fn export_fuses_and_matches_onnxruntime(
+    stem: &str,
+    layers: usize,
+    moe_layers: usize,
+    interleaved: bool,
+) {
     let graph = onnx::load(&models().join(format!("{stem}.onnx")))
         .unwrap_or_else(|e| panic!("{stem}: {e}"));
     let (optimised, report) =
         optimize(&graph, &OptimizeOptions::default()).unwrap_or_else(|e| panic!("{stem}: {e}"));
     assert_eq!(count(&optimised, "attention"), layers, "{stem}\n{report}");
     assert_eq!(count(&optimised, "moe"), moe_layers, "{stem}\n{report}");
+    assert_eq!(count(&optimised, "rope"), 2 * layers, "{stem}\n{report}");
     for node in &optimised.nodes {
-        if let Op::Attention { causal, .. } = node.op {
-            assert!(causal, "{stem}: {} is not causal", node.name);
-            assert_eq!(node.inputs.len(), 3, "{stem}: {} keeps a mask", node.name);
+        match node.op {
+            Op::Attention { causal, .. } => {
+                assert!(causal, "{stem}: {} is not causal", node.name);
+                assert_eq!(node.inputs.len(), 3, "{stem}: {} keeps a mask", node.name);
+            }
+            Op::Rope { interleaved: form } => {
+                assert_eq!(
+                    form, interleaved,
+                    "{stem}: {} has the wrong form",
+                    node.name
+                );
+            }
+            _ => {}
         }
     }
     let left: Vec<&str> = ops_on_activations(&optimised)
@@ -90,42 +108,42 @@ fn export_fuses_and_matches_onnxruntime(stem: &str, layers: usize, moe_layers: u
 
 #[test]
 fn exported_mixtral_opset20_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("mixtral-opset20", 2, 2);
+    export_fuses_and_matches_onnxruntime("mixtral-opset20", 2, 2, false);
 }
 
 #[test]
 fn exported_mixtral_opset23_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("mixtral-opset23", 2, 2);
+    export_fuses_and_matches_onnxruntime("mixtral-opset23", 2, 2, false);
 }
 
 #[test]
 fn exported_qwen2_moe_opset20_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("qwen2-moe-opset20", 3, 2);
+    export_fuses_and_matches_onnxruntime("qwen2-moe-opset20", 3, 2, false);
 }
 
 #[test]
 fn exported_qwen2_moe_opset23_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("qwen2-moe-opset23", 3, 2);
+    export_fuses_and_matches_onnxruntime("qwen2-moe-opset23", 3, 2, false);
 }
 
 #[test]
 fn exported_qwen3_moe_opset20_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("qwen3-moe-opset20", 2, 2);
+    export_fuses_and_matches_onnxruntime("qwen3-moe-opset20", 2, 2, false);
 }
 
 #[test]
 fn exported_qwen3_moe_opset23_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("qwen3-moe-opset23", 2, 2);
+    export_fuses_and_matches_onnxruntime("qwen3-moe-opset23", 2, 2, false);
 }
 
 #[test]
 fn exported_deepseek_v3_opset20_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("deepseek-v3-opset20", 3, 2);
+    export_fuses_and_matches_onnxruntime("deepseek-v3-opset20", 3, 2, true);
 }
 
 #[test]
 fn exported_deepseek_v3_opset23_fuses_and_matches_onnxruntime() {
-    export_fuses_and_matches_onnxruntime("deepseek-v3-opset23", 3, 2);
+    export_fuses_and_matches_onnxruntime("deepseek-v3-opset23", 3, 2, true);
 }
 
 #[test]

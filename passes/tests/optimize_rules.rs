@@ -414,6 +414,78 @@ fn deinterleaved_rope_becomes_interleaved_rope() {
     assert_eq!(count(&opt, "rope"), 1);
 }
 
+/// `x[..., start::2]`, as exported (an end past the axis).
+fn every_other(
+    g: &mut Graph,
+    name: &str,
+    x: cubevec_ir::ValueId,
+    start: i64,
+) -> cubevec_ir::ValueId {
+    let o = Op::Slice {
+        axes: vec![-1],
+        starts: vec![start],
+        ends: vec![i64::MAX],
+        steps: vec![2],
+    };
+    op(g, name, o, &[x])
+}
+
+/// DeepSeek-V3's exported rotary embedding of `x` by tables `cos`, `sin` (one angle per pair):
+/// `cat(x₀·c − x₁·s, x₁·c + x₀·s)` over the even and odd features.
+fn strided_rope(
+    g: &mut Graph,
+    x: cubevec_ir::ValueId,
+    cos: cubevec_ir::ValueId,
+    sin: cubevec_ir::ValueId,
+) -> cubevec_ir::ValueId {
+    let x0 = every_other(g, "even", x, 0);
+    let x1 = every_other(g, "odd", x, 1);
+    let a = binary(g, "x0cos", BinaryOp::Mul, x0, cos);
+    let b = binary(g, "x1sin", BinaryOp::Mul, x1, sin);
+    let first = binary(g, "first", BinaryOp::Sub, a, b);
+    let c = binary(g, "x1cos", BinaryOp::Mul, cos, x1);
+    let d = binary(g, "x0sin", BinaryOp::Mul, x0, sin);
+    let second = binary(g, "second", BinaryOp::Add, d, c);
+    op(g, "rotated", Op::Concat { axis: -1 }, &[first, second])
+}
+
+#[test]
+fn strided_slice_rope_becomes_interleaved_rope() {
+    let mut g = Graph::new("rope-strided");
+    let x = input(&mut g, "x", &[1, 2, 3, 8]);
+    let cos = input(&mut g, "cos", &[1, 1, 3, 4]);
+    let sin = input(&mut g, "sin", &[1, 1, 3, 4]);
+    let y = strided_rope(&mut g, x, cos, sin);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Rope]), F32_TOLERANCE);
+    assert_eq!(
+        op_names(&opt),
+        ["rope", "reshape", "transpose", "reshape"],
+        "{report}"
+    );
+    assert!(
+        opt.nodes
+            .iter()
+            .any(|n| n.op == Op::Rope { interleaved: true }),
+        "{report}"
+    );
+    assert_eq!(report.rules_fired["rope-strided-slices"], 1);
+}
+
+#[test]
+fn strided_slice_rope_with_a_broadcast_angle_is_kept() {
+    // One angle for every pair (a last axis of 1) is not `rope`, which would rotate one pair.
+    let mut g = Graph::new("rope-strided-broadcast");
+    let x = input(&mut g, "x", &[1, 2, 3, 8]);
+    let cos = input(&mut g, "cos", &[1, 1, 3, 1]);
+    let sin = input(&mut g, "sin", &[1, 1, 3, 1]);
+    let y = strided_rope(&mut g, x, cos, sin);
+    output(&mut g, y);
+    let (opt, report) = optimise_and_compare(&g, &only(&[RuleFamily::Rope]), F32_TOLERANCE);
+    assert_eq!(count(&opt, "rope"), 0, "{report}");
+    assert_eq!(count(&opt, "slice"), 2, "{report}");
+}
+
 #[test]
 fn attention_is_recognised() {
     let mut g = Graph::new("attention");

@@ -6,6 +6,7 @@
 //! - Interleaved form as DeepSeek writes it: rotate-half applied to `x` de-interleaved by
 //!   `reshape [.., r, 2] → transpose → reshape [.., 2r]` equals the interleaved rotation of `x`
 //!   de-interleaved afterwards → `deinterleave(rope{interleaved}(x, cos, sin))`.
+//! - Interleaved form as DeepSeek-V3's ONNX export writes it, on strided slices (`strided`).
 
 use cubevec_ir::op::{BinaryOp, Op, UnaryOp};
 use cubevec_ir::shape::normalize_axis;
@@ -15,8 +16,14 @@ use egg::Id;
 use super::{Ctx, Recipe, Rule, Slot};
 use crate::optimize::language::TensorNode;
 
+mod strided;
+
 pub(super) fn rules() -> Vec<Box<dyn Rule>> {
-    vec![Box::new(RotateHalf), Box::new(DeinterleavedRope)]
+    vec![
+        Box::new(RotateHalf),
+        Box::new(DeinterleavedRope),
+        Box::new(strided::StridedRope),
+    ]
 }
 
 /// Whether `axis` is the last axis of a rank-`rank` tensor.
