@@ -200,10 +200,25 @@ impl Lowerer<'_> {
         self.sel(is_nan, nan, rne)
     }
 
-    /// Loads the bit patterns of one element (`i32`) or four (`i32x4`) of a 16- or 32-bit type,
-    /// 16-bit patterns zero-extended.
+    /// Loads the bit patterns of one element (`i32`) or four (`i32x4`) of an 8-, 16- or 32-bit
+    /// type: 16-bit patterns zero-extended, 8-bit integers extended by their signedness.
     pub(super) fn load_bits(&mut self, dtype: DType, p: Value, off: i32, vector: bool) -> Value {
+        let unsigned = dtype == DType::U8;
         match (dtype.bits(), vector) {
+            (8, false) if unsigned => self.b.ins().uload8(types::I32, mem(), p, off),
+            (8, false) => self.b.ins().sload8(types::I32, mem(), p, off),
+            (8, true) => {
+                let word = self.b.ins().load(types::I32, mem(), p, off);
+                let v = self.b.ins().scalar_to_vector(types::I32X4, word);
+                let bytes = self.reinterpret(types::I8X16, v);
+                if unsigned {
+                    let halves = self.b.ins().uwiden_low(bytes);
+                    self.b.ins().uwiden_low(halves)
+                } else {
+                    let halves = self.b.ins().swiden_low(bytes);
+                    self.b.ins().swiden_low(halves)
+                }
+            }
             (16, false) => self.b.ins().uload16(types::I32, mem(), p, off),
             (16, true) => self.b.ins().uload16x4(mem(), p, off),
             (_, false) => self.b.ins().load(types::I32, mem(), p, off),
@@ -211,10 +226,34 @@ impl Lowerer<'_> {
         }
     }
 
-    /// Stores bit patterns produced by [`Lowerer::narrow`] (or loaded by `load_bits`).
+    /// Stores bit patterns produced by [`Lowerer::narrow`] (or loaded by `load_bits`); 8-bit
+    /// integers saturate to their range, as a narrowing `Cast` does.
     pub(super) fn store_bits(&mut self, dtype: DType, p: Value, off: i32, bits: Value) {
         let vector = self.b.func.dfg.value_type(bits).is_vector();
         match (dtype.bits(), vector) {
+            (8, false) => {
+                let (lo, hi) = if dtype == DType::U8 {
+                    (0, 255)
+                } else {
+                    (-128, 127)
+                };
+                let lo = self.ci(types::I32, lo);
+                let hi = self.ci(types::I32, hi);
+                let clamped = self.b.ins().smax(bits, lo);
+                let clamped = self.b.ins().smin(clamped, hi);
+                self.b.ins().istore8(mem(), clamped, p, off);
+            }
+            (8, true) => {
+                let halves = self.b.ins().snarrow(bits, bits);
+                let bytes = if dtype == DType::U8 {
+                    self.b.ins().unarrow(halves, halves)
+                } else {
+                    self.b.ins().snarrow(halves, halves)
+                };
+                let words = self.reinterpret(types::I32X4, bytes);
+                let low = self.b.ins().extractlane(words, 0);
+                self.b.ins().store(mem(), low, p, off);
+            }
             (16, false) => {
                 self.b.ins().istore16(mem(), bits, p, off);
             }
@@ -431,6 +470,37 @@ mod tests {
             let back = run_unary(DType::F32, dtype, &wide, cast);
             for (h, b) in u16s(&back).into_iter().enumerate() {
                 assert_eq!(b, h as u16, "{dtype} {h:#06x} -> f32 -> {dtype}");
+            }
+        }
+    }
+
+    #[test]
+    fn vector_casts_between_8_bit_integers_and_f16_are_exact_and_saturate() {
+        for (dtype, lo, hi) in [(DType::I8, -128.0, 127.0), (DType::U8, 0.0, 255.0)] {
+            let value = |b: u8| {
+                if dtype == DType::I8 {
+                    f32::from(b as i8)
+                } else {
+                    f32::from(b)
+                }
+            };
+            let bytes: Vec<u8> = (0..LEN).map(|i| i as u8).collect();
+            let half = run_unary(dtype, DType::F16, &bytes, cast);
+            for (b, h) in bytes.iter().zip(u16s(&half)) {
+                assert_eq!(f16_to_f32(h), value(*b), "{dtype} {b:#04x} -> f16");
+            }
+            let back = run_unary(DType::F16, dtype, &half, cast);
+            assert_eq!(back, bytes, "{dtype} -> f16 -> {dtype}");
+            // Every f16 pattern: nearest even, saturated to the range, NaN to 0.
+            let narrowed = run_unary(DType::F16, dtype, &every_u16(), cast);
+            for (h, got) in narrowed.into_iter().enumerate() {
+                let x = f16_to_f32(h as u16);
+                let want = if x.is_nan() {
+                    0.0
+                } else {
+                    x.round_ties_even().clamp(lo, hi)
+                };
+                assert_eq!(value(got), want, "f16 {h:#06x} -> {dtype}");
             }
         }
     }

@@ -111,6 +111,8 @@ impl Lowerer<'_> {
                             (buf.dtype, dt),
                             (DType::F16 | DType::BF16 | DType::I32, DType::F32)
                                 | (DType::F32, DType::F16 | DType::BF16 | DType::I32)
+                                | (DType::I8 | DType::U8, DType::F16)
+                                | (DType::F16, DType::I8 | DType::U8)
                         )
                     } else {
                         buf.dtype == dt
@@ -241,8 +243,10 @@ impl Lowerer<'_> {
                     return Err(self.unsupported("Cast takes a run"));
                 };
                 match (from, dt) {
-                    (DType::I32, _) => self.b.ins().fcvt_from_sint(types::F32X4, vals[0]),
-                    (_, DType::I32) => {
+                    (DType::I32 | DType::I8 | DType::U8, _) => {
+                        self.b.ins().fcvt_from_sint(types::F32X4, vals[0])
+                    }
+                    (_, DType::I32 | DType::I8 | DType::U8) => {
                         let r = self.b.ins().nearest(vals[0]);
                         self.b.ins().fcvt_to_sint_sat(types::I32X4, r)
                     }

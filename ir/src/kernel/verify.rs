@@ -1047,6 +1047,8 @@ impl<'k> Sim<'k> {
                             (t, dt),
                             (DType::F16 | DType::BF16 | DType::I32, DType::F32)
                                 | (DType::F32, DType::F16 | DType::BF16 | DType::I32)
+                                | (DType::I8 | DType::U8, DType::F16)
+                                | (DType::F16, DType::I8 | DType::U8)
                         )
                     {
                         return Err(format!("no Cast {t} → {dt} on arch 2201"));

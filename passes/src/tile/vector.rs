@@ -3,8 +3,11 @@
 //!
 //! Every kernel streams tiles GM → UB → compute → UB → GM with the input and output buffers
 //! double-buffered (two stages, handed between MTE2, V and MTE3 by flags), and computes in f32
-//! (16-bit inputs are cast up and the result cast back with round-to-nearest-even). The tile
-//! length is the largest that fits the UB budget (all stages and f32 temporaries), 32-byte
+//! (16-bit inputs are cast up and the result cast back with round-to-nearest-even). Integer
+//! chains follow the graph's wrap-around semantics: int32 chains of the ops the AIV has for
+//! int32 compute in i32; int8/uint8 chains widen exactly through f16 to f32 and restore the
+//! integer result after every step (truncating division, wrap-around modulo 256). The tile
+//! length is the largest that fits the UB budget (all stages and temporaries), 32-byte
 //! aligned, then balanced over the AIVs; tails are `min` extents, and UB row pitches are
 //! rounded up to 16 elements so that every row starts 32-byte aligned.
 
@@ -24,9 +27,9 @@ use crate::cost::{KernelCost, Work, estimate};
 /// An operand of a chain step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChainArg {
-    /// Input tensor `i` (as f32).
+    /// Input tensor `i` (in the compute dtype).
     Input(usize),
-    /// Temporary `j` (f32).
+    /// Temporary `j` (in the compute dtype).
     Temp(usize),
     /// An immediate scalar.
     Imm(f64),
@@ -50,7 +53,8 @@ pub struct ElementwiseChain {
     pub name: String,
     /// Elements per tensor.
     pub len: u64,
-    /// Storage dtype of the inputs and the output (f16, bf16 or f32).
+    /// Storage dtype of the inputs and the output: f16, bf16 or f32; i32 for chains of
+    /// Add/Sub/Mul/Max/Min, their scalar forms and Relu; i8 or u8 for those plus Div and Abs.
     pub dtype: DType,
     /// Number of input tensors.
     pub inputs: usize,
@@ -161,6 +165,129 @@ pub struct VectorPlan {
 /// Elements per 256-byte-aligned granule used for flat tile lengths.
 const GRANULE: u64 = 64;
 
+/// Vector ops the AIV computes on int32 (arch 2201): the arithmetic without division, their
+/// scalar forms, and `Relu`.
+const INT32_OPS: [VecOp; 10] = [
+    VecOp::Add,
+    VecOp::Sub,
+    VecOp::Mul,
+    VecOp::Max,
+    VecOp::Min,
+    VecOp::Adds,
+    VecOp::Muls,
+    VecOp::Maxs,
+    VecOp::Mins,
+    VecOp::Relu,
+];
+
+/// Ops an int8/uint8 chain may use: computed in f32 (exact on 8-bit operands), then truncated
+/// (`Div`) and wrapped back to the 8-bit range.
+const INT8_OPS: [VecOp; 12] = [
+    VecOp::Add,
+    VecOp::Sub,
+    VecOp::Mul,
+    VecOp::Div,
+    VecOp::Max,
+    VecOp::Min,
+    VecOp::Adds,
+    VecOp::Muls,
+    VecOp::Maxs,
+    VecOp::Mins,
+    VecOp::Relu,
+    VecOp::Abs,
+];
+
+/// How a chain computes on its storage dtype.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Numerics {
+    /// f16, bf16 or f32 storage, computed in f32.
+    Float,
+    /// i32 storage, computed in i32 (wrapping, as the vector unit's int32 ops).
+    Int32,
+    /// int8 / uint8 storage, widened exactly through f16 to f32; after every step the integer
+    /// result is restored in f32 (`Div` truncated toward zero, then wrapped modulo 256 into
+    /// the storage range) and finally narrowed back through f16, exactly.
+    Int8 {
+        /// uint8 (range 0..=255) rather than int8 (-128..=127).
+        unsigned: bool,
+    },
+}
+
+impl Numerics {
+    /// The dtype of the temporaries.
+    fn compute(self) -> DType {
+        match self {
+            Numerics::Int32 => DType::I32,
+            Numerics::Float | Numerics::Int8 { .. } => DType::F32,
+        }
+    }
+}
+
+/// How a chain computes, or why its storage dtype has no vector path: int32 chains need the
+/// AIV's int32 instructions (no division: f32 does not hold every int32 exactly); int8/uint8
+/// chains need ops whose f32 result is exact before the integer fix-up; immediates of integer
+/// chains are integers of the storage type.
+fn chain_numerics(chain: &ElementwiseChain) -> Result<Numerics, TileError> {
+    let unsupported = |what: String| TileError::Unsupported {
+        name: chain.name.clone(),
+        dtype: chain.dtype,
+        what,
+    };
+    // The ops with an exact path, why the others have none, and the immediates' range.
+    let (numerics, ops, why, lo, hi): (_, &[VecOp], _, f64, f64) = match chain.dtype {
+        DType::F16 | DType::BF16 | DType::F32 => return Ok(Numerics::Float),
+        DType::I32 => (
+            Numerics::Int32,
+            &INT32_OPS,
+            "the AIV has no int32 form of it, and f32 does not hold every int32 exactly",
+            f64::from(i32::MIN),
+            f64::from(i32::MAX),
+        ),
+        DType::I8 => (
+            Numerics::Int8 { unsigned: false },
+            &INT8_OPS,
+            "no exact integer result through f32",
+            -128.0,
+            127.0,
+        ),
+        DType::U8 => (
+            Numerics::Int8 { unsigned: true },
+            &INT8_OPS,
+            "no exact integer result through f32",
+            0.0,
+            255.0,
+        ),
+        other => {
+            return Err(unsupported(format!(
+                "vector storage type (elementwise chains take f16, bf16, f32, i32, i8 or u8; \
+                 the AIV has no {other} arithmetic)"
+            )));
+        }
+    };
+    for step in &chain.steps {
+        if !ops.contains(&step.op) {
+            return Err(unsupported(format!(
+                "vector {} ({why}; {} chains take {})",
+                step.op.name(),
+                chain.dtype,
+                ops.iter().map(|o| o.name()).collect::<Vec<_>>().join("/")
+            )));
+        }
+        for arg in &step.srcs {
+            if let ChainArg::Imm(x) = arg
+                && (x.fract() != 0.0 || *x < lo || *x > hi)
+            {
+                return Err(unsupported(format!(
+                    "vector {} with immediate {x} (not a {} value)",
+                    step.op.name(),
+                    chain.dtype
+                )));
+            }
+        }
+    }
+    Ok(numerics)
+}
+
 fn check_dtype(name: &str, dtype: DType) -> Result<(), TileError> {
     if matches!(dtype, DType::F16 | DType::BF16 | DType::F32) {
         Ok(())
@@ -223,12 +350,108 @@ fn stream_epilogue() -> Vec<Stmt> {
 }
 
 /// UB bytes a chain needs per element of tile length.
-fn chain_bytes_per_elem(chain: &ElementwiseChain) -> u64 {
+fn chain_bytes_per_elem(chain: &ElementwiseChain, numerics: Numerics) -> u64 {
     let eb = (chain.dtype.bits() / 8) as u64;
-    let cast = chain.dtype != DType::F32;
-    let io = (chain.inputs as u64 + 1) * 2 * eb;
-    let casts = if cast { chain.inputs as u64 * 4 } else { 0 };
-    io + casts + chain.temps() as u64 * 4
+    let cb = (numerics.compute().bits() / 8) as u64;
+    let inputs = chain.inputs as u64;
+    let io = (inputs + 1) * 2 * eb;
+    let temps = chain.temps() as u64 * cb;
+    match numerics {
+        Numerics::Float if chain.dtype == DType::F32 => io + temps,
+        Numerics::Float => io + inputs * cb + temps,
+        Numerics::Int32 => io + temps,
+        // f16 and f32 copies of each input, the f16 result, and the fix-up scratch (two f32, one i32).
+        Numerics::Int8 { .. } => io + inputs * (2 + 4) + temps + 2 + 3 * 4,
+    }
+}
+
+/// Scratch of the int8/uint8 fix-ups.
+struct IntFixup {
+    /// Storage range is 0..=255 rather than -128..=127.
+    unsigned: bool,
+    /// Two f32 scratch runs.
+    q: [BufId; 2],
+    /// An i32 scratch run (the rounding cast's target).
+    qi: BufId,
+}
+
+impl IntFixup {
+    /// `dst = rint(src + bias)` in f32 (through a round-to-nearest-even cast to i32 and back;
+    /// exact for |src| < 2^22).
+    fn rint_shifted(&self, dst: BufId, src: Slice, bias: f64, out: &mut Vec<Stmt>) {
+        let s = |b| slice(b, c(0), c(0));
+        out.extend([
+            vec_op(
+                VecOp::Adds,
+                s(dst),
+                vec![VecArg::Slice(src), VecArg::Imm(bias)],
+                v("n"),
+            ),
+            vec_op(VecOp::Cast, s(self.qi), vec![VecArg::Slice(s(dst))], v("n")),
+            vec_op(VecOp::Cast, s(dst), vec![VecArg::Slice(s(self.qi))], v("n")),
+        ]);
+    }
+
+    /// Restores the integer result of `op` in `r` (f32): truncation toward zero after `Div`
+    /// (`rint(max(r, 0) − c) + rint(min(r, 0) + c)` with `c = 1/2 − 2⁻¹⁰`: an 8-bit quotient
+    /// is an integer or at least 1/255 away from one), then wrap-around modulo 256
+    /// (`r − 256·floor((r − lo)/256)`, the floor as `rint((r − lo − 127.5)/256)`: `r` is an
+    /// integer). Max/Min/Relu results are already in range.
+    fn restore(&self, op: VecOp, r: Slice, out: &mut Vec<Stmt>) {
+        if matches!(
+            op,
+            VecOp::Max | VecOp::Min | VecOp::Maxs | VecOp::Mins | VecOp::Relu
+        ) {
+            return;
+        }
+        let s = |b| slice(b, c(0), c(0));
+        let [q0, q1] = self.q;
+        if op == VecOp::Div {
+            let half = 0.5 - 1.0 / 1024.0;
+            out.push(vec_op(
+                VecOp::Maxs,
+                s(q0),
+                vec![VecArg::Slice(r.clone()), VecArg::Imm(0.0)],
+                v("n"),
+            ));
+            self.rint_shifted(q0, s(q0), -half, out);
+            out.push(vec_op(
+                VecOp::Mins,
+                s(q1),
+                vec![VecArg::Slice(r.clone()), VecArg::Imm(0.0)],
+                v("n"),
+            ));
+            self.rint_shifted(q1, s(q1), half, out);
+            out.push(vec_op(
+                VecOp::Add,
+                r.clone(),
+                vec![VecArg::Slice(s(q0)), VecArg::Slice(s(q1))],
+                v("n"),
+            ));
+        }
+        let lo = if self.unsigned { 0.0 } else { -128.0 };
+        out.push(vec_op(
+            VecOp::Muls,
+            s(q0),
+            vec![VecArg::Slice(r.clone()), VecArg::Imm(1.0 / 256.0)],
+            v("n"),
+        ));
+        self.rint_shifted(q0, s(q0), -(lo + 127.5) / 256.0, out);
+        out.extend([
+            vec_op(
+                VecOp::Muls,
+                s(q0),
+                vec![VecArg::Slice(s(q0)), VecArg::Imm(-256.0)],
+                v("n"),
+            ),
+            vec_op(
+                VecOp::Add,
+                r.clone(),
+                vec![VecArg::Slice(r), VecArg::Slice(s(q0))],
+                v("n"),
+            ),
+        ]);
+    }
 }
 
 /// Builds an elementwise-chain kernel with `tile_len` elements per tile.
@@ -237,7 +460,8 @@ pub fn build_chain(
     tile_len: u64,
     target: &Target,
 ) -> Result<Kernel, TileError> {
-    check_dtype(&chain.name, chain.dtype)?;
+    let numerics = chain_numerics(chain)?;
+    let compute = numerics.compute();
     let invalid = |message: String| TileError::Invalid {
         name: chain.name.clone(),
         message,
@@ -266,10 +490,13 @@ pub fn build_chain(
             "tile length {tile_len} is not a positive multiple of {GRANULE}"
         )));
     }
-    let cast = chain.dtype != DType::F32;
+    let cast = chain.dtype != compute;
+    // 8-bit integers widen (and narrow) through f16: the only vector casts of int8/uint8.
+    let via_f16 = matches!(numerics, Numerics::Int8 { .. });
     let mut planner = BufferPlanner::new();
     let mut params = Vec::new();
     let mut inputs = Vec::new();
+    let mut halves = Vec::new();
     let mut casts = Vec::new();
     for i in 0..chain.inputs {
         params.push(Param {
@@ -282,10 +509,16 @@ pub fn build_chain(
             target,
             ub_buffer(&format!("x{i}"), chain.dtype, 1, tile_len, 2),
         ));
+        if via_f16 {
+            halves.push(planner.add(
+                target,
+                ub_buffer(&format!("xh{i}"), DType::F16, 1, tile_len, 1),
+            ));
+        }
         if cast {
             casts.push(planner.add(
                 target,
-                ub_buffer(&format!("xf{i}"), DType::F32, 1, tile_len, 1),
+                ub_buffer(&format!("xf{i}"), compute, 1, tile_len, 1),
             ));
         }
     }
@@ -296,13 +529,19 @@ pub fn build_chain(
         role: ParamRole::Output,
     });
     let temps: Vec<BufId> = (0..chain.temps())
-        .map(|j| {
-            planner.add(
-                target,
-                ub_buffer(&format!("t{j}"), DType::F32, 1, tile_len, 1),
-            )
-        })
+        .map(|j| planner.add(target, ub_buffer(&format!("t{j}"), compute, 1, tile_len, 1)))
         .collect();
+    let fixup = match numerics {
+        Numerics::Int8 { unsigned } => {
+            let mut scratch =
+                |name: &str, dtype| planner.add(target, ub_buffer(name, dtype, 1, tile_len, 1));
+            let q = [scratch("q0", DType::F32), scratch("q1", DType::F32)];
+            let qi = scratch("qi", DType::I32);
+            let yh = scratch("yh", DType::F16);
+            Some((IntFixup { unsigned, q, qi }, yh))
+        }
+        Numerics::Float | Numerics::Int32 => None,
+    };
     let y = planner.add(target, ub_buffer("y", chain.dtype, 1, tile_len, 2));
     let buffers = planner.finish();
 
@@ -335,10 +574,21 @@ pub fn build_chain(
         }
     };
     for (i, &xf) in casts.iter().enumerate() {
+        let mut from = slice(inputs[i], v("s"), c(0));
+        if let Some(&xh) = halves.get(i) {
+            let h = slice(xh, c(0), c(0));
+            body.push(vec_op(
+                VecOp::Cast,
+                h.clone(),
+                vec![VecArg::Slice(from)],
+                v("n"),
+            ));
+            from = h;
+        }
         body.push(vec_op(
             VecOp::Cast,
             slice(xf, c(0), c(0)),
-            vec![VecArg::Slice(slice(inputs[i], v("s"), c(0)))],
+            vec![VecArg::Slice(from)],
             v("n"),
         ));
     }
@@ -355,27 +605,42 @@ pub fn build_chain(
                 ChainArg::Imm(x) => VecArg::Imm(*x),
             })
             .collect();
-        body.push(vec_op(
-            step.op,
-            slice(temps[step.dst], c(0), c(0)),
-            srcs,
-            v("n"),
-        ));
+        let dst = slice(temps[step.dst], c(0), c(0));
+        body.push(vec_op(step.op, dst.clone(), srcs, v("n")));
+        if let Some((fix, _)) = &fixup {
+            fix.restore(step.op, dst, &mut body);
+        }
     }
     if !cast {
         body.push(set(Pipe::V, Pipe::Mte2, v("s")));
     }
-    let out_op = if cast { VecOp::Cast } else { VecOp::Adds };
-    let out_args = if cast {
-        vec![VecArg::Slice(slice(temps[chain.output], c(0), c(0)))]
-    } else {
-        vec![
-            VecArg::Slice(slice(temps[chain.output], c(0), c(0))),
-            VecArg::Imm(0.0),
-        ]
-    };
+    let result = slice(temps[chain.output], c(0), c(0));
+    let out = slice(y, v("s"), c(0));
+    match &fixup {
+        Some((_, yh)) => {
+            let h = slice(*yh, c(0), c(0));
+            body.push(vec_op(
+                VecOp::Cast,
+                h.clone(),
+                vec![VecArg::Slice(result)],
+                v("n"),
+            ));
+            body.push(vec_op(VecOp::Cast, out, vec![VecArg::Slice(h)], v("n")));
+        }
+        None if cast => body.push(vec_op(
+            VecOp::Cast,
+            out,
+            vec![VecArg::Slice(result)],
+            v("n"),
+        )),
+        None => body.push(vec_op(
+            VecOp::Adds,
+            out,
+            vec![VecArg::Slice(result), VecArg::Imm(0.0)],
+            v("n"),
+        )),
+    }
     body.extend([
-        vec_op(out_op, slice(y, v("s"), c(0)), out_args, v("n")),
         set(Pipe::V, Pipe::Mte3, v("s")),
         wait(Pipe::V, Pipe::Mte3, v("s")),
         Stmt::CopyOut {
@@ -408,9 +673,9 @@ pub fn build_chain(
 /// Tiles an elementwise chain: candidate tile lengths from the UB budget down to a balanced
 /// split over the AIVs, the fastest under the cost model wins.
 pub fn plan_chain(chain: &ElementwiseChain, target: &Target) -> Result<VectorPlan, TileError> {
-    check_dtype(&chain.name, chain.dtype)?;
+    let numerics = chain_numerics(chain)?;
     let budget = target.buffers.ub.usable_bytes();
-    let max_len = budget / chain_bytes_per_elem(chain) / GRANULE * GRANULE;
+    let max_len = budget / chain_bytes_per_elem(chain, numerics) / GRANULE * GRANULE;
     if max_len == 0 {
         return Err(TileError::NoFit {
             name: chain.name.clone(),
