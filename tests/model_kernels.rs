@@ -62,6 +62,17 @@ fn moe_block(name: &str) -> Case<'static> {
     }
 }
 
+fn export(name: &str) -> Case<'static> {
+    let stem = fixture(&format!("models/{name}"));
+    Case {
+        model: stem.with_extension("onnx"),
+        input: ("input_ids", stem.with_extension("input_ids.npy")),
+        expected: stem.with_extension("logits.npy"),
+        optimize: true,
+        tolerance: 1e-5,
+    }
+}
+
 /// Runs `case` through the kernels (and the emulation when `emulate`), checking each launch
 /// against the interpreter and the outputs against the reference.
 fn check(case: &Case, emulate: bool) {
@@ -137,4 +148,28 @@ fn emitted_ascendc_runs_whole_models_under_emulation() {
     check(&checkpoint("deepseek-v3", 1e-5), true);
     check(&checkpoint("deepseek-v3-fp8", 2e-2), true);
     check(&moe_block("qwen2-moe"), true);
+}
+
+/// Every other fixture as emulated AscendC (about 5-12 s each, almost all of it g++; run with
+/// `cargo test --test model_kernels -- --ignored`). The DeepSeek-V4 checkpoints are emulated
+/// with `compile-model … --run --emulate` (about 90 s each).
+#[test]
+#[ignore = "several minutes of g++: the test above emulates a representative set"]
+fn emitted_ascendc_runs_every_fixture_under_emulation() {
+    for (name, tolerance) in [
+        ("mixtral-bf16", 2e-2),
+        ("qwen2-moe", 1e-5),
+        ("qwen3-moe", 1e-5),
+        ("qwen3-moe-sharded", 1e-5),
+    ] {
+        check(&checkpoint(name, tolerance), true);
+    }
+    for name in ["mixtral", "qwen3-moe", "deepseek-v3"] {
+        check(&moe_block(name), true);
+    }
+    for model in ["mixtral", "qwen2-moe", "qwen3-moe", "deepseek-v3"] {
+        for opset in [20, 23] {
+            check(&export(&format!("{model}-opset{opset}")), true);
+        }
+    }
 }
