@@ -266,6 +266,27 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// A vector-only (AIV) kernel of `blocks` blocks running `vector`.
+    pub fn vector(
+        name: impl Into<String>,
+        blocks: u32,
+        params: Vec<Param>,
+        buffers: Vec<Buffer>,
+        vector: Vec<Stmt>,
+        tiling: BTreeMap<String, u64>,
+    ) -> Kernel {
+        Kernel {
+            name: name.into(),
+            core: CoreType::Aiv,
+            blocks,
+            params,
+            buffers,
+            cube: Vec::new(),
+            vector,
+            tiling,
+        }
+    }
+
     /// The buffer with that id.
     pub fn buffer(&self, id: BufId) -> Option<&Buffer> {
         self.buffers.get(id.0 as usize)

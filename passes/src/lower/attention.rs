@@ -294,16 +294,14 @@ fn build_softmax(k: &Softmax, rt: u64, target: &Target) -> Result<Kernel, LowerE
         vector.push(wait(Pipe::Mte3, Pipe::V, c(st)));
     }
     let tiling: BTreeMap<String, u64> = [("tile_rows".to_string(), rt)].into_iter().collect();
-    Ok(Kernel {
-        name: k.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
+    Ok(Kernel::vector(
+        &k.name,
+        blocks as u32,
         params,
         buffers,
-        cube: Vec::new(),
         vector,
         tiling,
-    })
+    ))
 }
 
 fn plan_softmax(k: &Softmax, args: Vec<ArgRef>, target: &Target) -> Result<KernelCall, LowerError> {

@@ -17,8 +17,7 @@ use std::collections::BTreeMap;
 use cubevec_ir::DType;
 use cubevec_ir::Op;
 use cubevec_ir::kernel::{
-    BufId, Buffer, BufferPlanner, CoreType, Kernel, Param, ParamRole, Pipe, Slice, Stmt, VecArg,
-    VecOp,
+    BufId, Buffer, BufferPlanner, Kernel, Param, ParamRole, Pipe, Slice, Stmt, VecArg, VecOp,
 };
 use cubevec_ir::target::Target;
 
@@ -335,16 +334,14 @@ fn build(k: &RotateHalf, rt: u64, target: &Target) -> Result<Kernel, LowerError>
         [("tile_rows".to_string(), rt), ("units".to_string(), units)]
             .into_iter()
             .collect();
-    Ok(Kernel {
-        name: k.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
+    Ok(Kernel::vector(
+        &k.name,
+        blocks as u32,
         params,
         buffers,
-        cube: Vec::new(),
         vector,
         tiling,
-    })
+    ))
 }
 
 /// Describes the tables of `x`'s rows and picks the tiled axes.

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use cubevec_ir::kernel::{
-    BufferPlanner, CoreType, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt, VecArg, VecOp,
+    BufferPlanner, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt, VecArg, VecOp,
 };
 use cubevec_ir::op::ScatterReduction;
 use cubevec_ir::{DType, Op};
@@ -230,16 +230,7 @@ pub fn lower_scatter_elements(ctx: &OpContext) -> Result<Lowering, LowerError> {
     .into_iter()
     .map(|(a, b)| (a.to_string(), b))
     .collect();
-    let kernel = Kernel {
-        name: ctx.name.to_string(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
-        params,
-        buffers,
-        cube: Vec::new(),
-        vector,
-        tiling,
-    };
+    let kernel = Kernel::vector(ctx.name, blocks as u32, params, buffers, vector, tiling);
     let moved =
         2 * bytes(total, dt) + 3 * bytes(ids.elements(), dt) + bytes(ids.elements(), ids.dtype);
     let work = vector_work(ids.elements() as f64, moved as f64, dt);

@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 
 use cubevec_ir::kernel::{
-    BufferPlanner, CoreType, Kernel, Param, ParamRole, Pipe, ReduceKind, ScalarSrc, Slice, Stmt,
-    VecArg, VecOp,
+    BufferPlanner, Kernel, Param, ParamRole, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, VecArg,
+    VecOp,
 };
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op};
@@ -301,16 +301,7 @@ pub fn kernel(p: &TopKRows, target: &Target) -> Result<KernelCall, LowerError> {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b))
         .collect();
-    let kernel = Kernel {
-        name: p.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
-        params,
-        buffers,
-        cube: Vec::new(),
-        vector,
-        tiling,
-    };
+    let kernel = Kernel::vector(&p.name, blocks as u32, params, buffers, vector, tiling);
     let moved =
         bytes(p.rows * n, p.dtype) + bytes(p.rows * k, p.dtype) + bytes(p.rows * k, p.index);
     let work = vector_work((p.rows * n * (2 * k + 2)) as f64, moved as f64, DType::F32);

@@ -954,16 +954,14 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
     ]
     .into_iter()
     .collect();
-    Ok(Kernel {
-        name: op.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
+    Ok(Kernel::vector(
+        &op.name,
+        blocks as u32,
         params,
         buffers,
-        cube: Vec::new(),
         vector,
         tiling,
-    })
+    ))
 }
 
 /// Tiles a row-wise kernel: rows per tile from the UB budget, balanced over the AIVs.

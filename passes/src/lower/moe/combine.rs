@@ -6,7 +6,7 @@
 //! accumulator. The tile is converted to the output dtype and written back in one copy.
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{BufferPlanner, CoreType, Kernel, ParamRole, Pipe, Stmt, VecArg, VecOp};
+use cubevec_ir::kernel::{BufferPlanner, Kernel, ParamRole, Pipe, Stmt, VecArg, VecOp};
 use cubevec_ir::target::Target;
 
 use super::emit::{
@@ -159,16 +159,7 @@ pub fn kernel(
         .into_iter()
         .map(|(a, b)| (a.to_string(), b))
         .collect();
-    let kernel = Kernel {
-        name: name.to_string(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
-        params,
-        buffers,
-        cube: Vec::new(),
-        vector,
-        tiling,
-    };
+    let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, tiling);
     let eb = dtype.bits() as f64 / 8.0;
     let work = Work {
         flops: 2.0 * (tokens * top_k * hidden) as f64,

@@ -11,7 +11,7 @@
 //! once and written `top_k` times (MTE2 → MTE3, double-buffered, no vector work).
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{BufferPlanner, CoreType, Kernel, ParamRole, Pipe, Stmt, VecArg, VecOp};
+use cubevec_ir::kernel::{BufferPlanner, Kernel, ParamRole, Pipe, Stmt, VecArg, VecOp};
 use cubevec_ir::target::Target;
 
 use super::emit::{
@@ -146,16 +146,7 @@ pub fn sort_kernel(
     .into_iter()
     .map(|(a, b)| (a.to_string(), b))
     .collect();
-    let kernel = Kernel {
-        name: name.to_string(),
-        core: CoreType::Aiv,
-        blocks: 1,
-        params,
-        buffers,
-        cube: Vec::new(),
-        vector,
-        tiling,
-    };
+    let kernel = Kernel::vector(name, 1, params, buffers, vector, tiling);
     let work = Work {
         flops: pairs as f64,
         bytes: (pairs * 12 + (experts + 1) * 4) as f64,
@@ -247,16 +238,7 @@ pub fn scatter_kernel(
         .into_iter()
         .map(|(a, b)| (a.to_string(), b))
         .collect();
-    let kernel = Kernel {
-        name: name.to_string(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
-        params,
-        buffers,
-        cube: Vec::new(),
-        vector,
-        tiling,
-    };
+    let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, tiling);
     let eb = dtype.bits() as f64 / 8.0;
     let work = Work {
         flops: 0.0,

@@ -17,7 +17,7 @@
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
-    BufId, BufferPlanner, CoreType, Expr, Kernel, ParamRole, Pipe, ReduceKind, Stmt, VecArg, VecOp,
+    BufId, BufferPlanner, Expr, Kernel, ParamRole, Pipe, ReduceKind, Stmt, VecArg, VecOp,
 };
 use cubevec_ir::op::RoutingMode;
 use cubevec_ir::target::Target;
@@ -485,16 +485,7 @@ pub fn kernel(r: &Routing, target: &Target) -> Result<(Kernel, Work), LowerError
     .into_iter()
     .map(|(a, b)| (a.to_string(), b))
     .collect();
-    let kernel = Kernel {
-        name: r.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
-        params,
-        buffers,
-        cube: Vec::new(),
-        vector,
-        tiling,
-    };
+    let kernel = Kernel::vector(&r.name, blocks as u32, params, buffers, vector, tiling);
     let eb = r.logits.bits() as f64 / 8.0;
     let work = Work {
         flops: (tokens * e) as f64 * (8.0 + k as f64),

@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
-    BufId, Buffer, BufferPlanner, CoreType, Kernel, Param, ParamRole, Pipe, Slice, Stmt, VecArg,
-    VecOp,
+    BufId, Buffer, BufferPlanner, Kernel, Param, ParamRole, Pipe, Slice, Stmt, VecArg, VecOp,
 };
 use cubevec_ir::target::Target;
 
@@ -394,16 +393,14 @@ fn build(e: &Elementwise, rt: u64, cw: u64, target: &Target) -> Result<Kernel, L
     ]
     .into_iter()
     .collect();
-    Ok(Kernel {
-        name: e.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
+    Ok(Kernel::vector(
+        &e.name,
+        blocks as u32,
         params,
         buffers,
-        cube: Vec::new(),
         vector,
         tiling,
-    })
+    ))
 }
 
 /// Tiles `e`: the widest column chunk that fits with one row, then candidate row counts up to

@@ -19,9 +19,7 @@
 use std::collections::BTreeMap;
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{
-    BufId, BufferPlanner, CoreType, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt,
-};
+use cubevec_ir::kernel::{BufId, BufferPlanner, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt};
 use cubevec_ir::target::Target;
 
 use super::build::{
@@ -275,16 +273,14 @@ fn build(copy: &Copy, rt: u64, cw: u64, target: &Target) -> Result<Kernel, Lower
     ]
     .into_iter()
     .collect();
-    Ok(Kernel {
-        name: copy.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
+    Ok(Kernel::vector(
+        &copy.name,
+        blocks as u32,
         params,
         buffers,
-        cube: Vec::new(),
         vector,
         tiling,
-    })
+    ))
 }
 
 /// The round-robin loop over one part's work units.

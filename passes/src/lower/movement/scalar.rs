@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
-    BufferPlanner, CoreType, Expr, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt, VecArg,
+    BufferPlanner, Expr, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt, VecArg,
 };
 use cubevec_ir::op::BinaryOp;
 use cubevec_ir::target::Target;
@@ -299,16 +299,14 @@ fn build(e: &Elementwise, chunk: u64, target: &Target) -> Result<Kernel, LowerEr
         [("chunk".to_string(), chunk), ("units".to_string(), units)]
             .into_iter()
             .collect();
-    Ok(Kernel {
-        name: e.name.clone(),
-        core: CoreType::Aiv,
-        blocks: blocks as u32,
+    Ok(Kernel::vector(
+        &e.name,
+        blocks as u32,
         params,
         buffers,
-        cube: Vec::new(),
         vector,
         tiling,
-    })
+    ))
 }
 
 /// Chunks of the output spread over the vector cores (at most 2048 elements each).
