@@ -11,6 +11,8 @@
 //! - [`Compiler`]: optimise, plan kernels and emit AscendC in one call, keeping every artefact
 //!   in memory as a [`CompiledModel`], which runs on the kernel reference executor or the CPU
 //!   back end ([`Engine`]) and checks itself launch by launch ([`CompiledModel::verify_on`]).
+//! - [`Deployment`]: the memory per device of a compiled model spread over several devices
+//!   (experts sharded, the KV cache of [`Model::kv_cache`] split by sequence).
 //! - [`extend`]: custom rewrite rules and op lowerings.
 //!
 //! ```
@@ -28,6 +30,7 @@
 
 mod compiled;
 mod compiler;
+mod deployment;
 mod error;
 pub mod extend;
 mod model;
@@ -37,11 +40,13 @@ mod roofline;
 pub use compiled::{CompiledModel, CpuRunner, DATA_DIR, Engine, Mismatch, tolerance};
 pub use compiler::{CompileOptions, Compiler};
 pub use cubevec_backend_ascend::Project;
+pub use cubevec_frontend::hf::{CacheEntry, CacheSpan, KvCache};
 pub use cubevec_ir as ir;
 pub use cubevec_ir::builder::GraphBuilder;
 pub use cubevec_passes as passes;
 pub use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport};
 pub use cubevec_passes::partition::{Partition, PartitionReport, PlannedKernel};
+pub use deployment::{Deployment, DeploymentOptions};
 pub use error::Error;
 pub use model::{LoadOptions, Model, ModelFormat};
 pub use output_dir::OutputDir;

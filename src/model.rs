@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use cubevec_frontend::hf::{self, HfOptions};
+use cubevec_frontend::hf::{self, HfOptions, KvCache};
 use cubevec_ir::interp::{self, RunOptions};
 use cubevec_ir::kernel::{TensorId, TensorKind};
 use cubevec_ir::shape::DimBindings;
@@ -43,6 +43,7 @@ pub struct Model {
     graph: Graph,
     weight_dir: Option<PathBuf>,
     format: ModelFormat,
+    kv_cache: Option<KvCache>,
 }
 
 impl Model {
@@ -65,15 +66,13 @@ impl Model {
                 path.display()
             )));
         }
+        let hf_options = HfOptions {
+            shapes_only: options.shapes_only,
+            compute_dtype: options.compute_dtype,
+        };
         let graph = match format {
             ModelFormat::Onnx => cubevec_frontend::onnx::load(path)?,
-            ModelFormat::HuggingFace => cubevec_frontend::hf::load(
-                path,
-                HfOptions {
-                    shapes_only: options.shapes_only,
-                    compute_dtype: options.compute_dtype,
-                },
-            )?,
+            ModelFormat::HuggingFace => hf::load(path, hf_options)?,
             ModelFormat::Built => return Err(Error::UnknownFormat(path.to_path_buf())),
             ModelFormat::IrText => {
                 let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -86,7 +85,11 @@ impl Model {
                 })?
             }
         };
-        Model::from_graph_at(graph, format, path)
+        let mut model = Model::from_graph_at(graph, format, path)?;
+        if format == ModelFormat::HuggingFace {
+            model.kv_cache = Some(hf::kv_cache(path, hf_options)?);
+        }
+        Ok(model)
     }
 
     /// Parses textual IR held in memory.
@@ -104,6 +107,7 @@ impl Model {
             graph,
             weight_dir: None,
             format: ModelFormat::IrText,
+            kv_cache: None,
         })
     }
 
@@ -146,6 +150,7 @@ impl Model {
             graph,
             weight_dir: None,
             format: ModelFormat::Built,
+            kv_cache: None,
         })
     }
 
@@ -163,6 +168,7 @@ impl Model {
             graph,
             weight_dir,
             format,
+            kv_cache: None,
         })
     }
 
@@ -173,6 +179,7 @@ impl Model {
             graph,
             weight_dir: self.weight_dir.clone(),
             format: self.format,
+            kv_cache: self.kv_cache.clone(),
         };
         Ok((model, report))
     }
@@ -237,6 +244,13 @@ impl Model {
     /// The graph as read.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The KV cache a decoder of the model keeps between decode steps, as its architecture
+    /// defines it (Hugging Face checkpoints; the graphs themselves are prefill passes without a
+    /// cache).
+    pub fn kv_cache(&self) -> Option<&KvCache> {
+        self.kv_cache.as_ref()
     }
 
     /// The format the model was read from.

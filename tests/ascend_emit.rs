@@ -379,6 +379,35 @@ fn mix_kernel() -> Kernel {
 }
 
 /// Every case in one program.
+/// A bf16 RMSNorm over `[rows, cols]`.
+fn rms_norm_case(cases: &mut Cases, name: &str, [rows, cols]: [usize; 2], seed: u64) {
+    let x = random(DType::BF16, &[rows, cols], seed);
+    let gamma = random(DType::BF16, &[cols], seed + 1);
+    let rms = RowWise {
+        name: name.into(),
+        rows: rows as u64,
+        cols: cols as u64,
+        dtype: DType::BF16,
+        kind: RowKind::RmsNorm { eps: 1e-6 },
+    };
+    let reference = eval(
+        Op::RmsNorm {
+            axis: -1,
+            epsilon_bits: 1e-6f32.to_bits(),
+        },
+        &[&x, &gamma],
+    );
+    let (tx, tg) = (
+        cases.feed(&format!("{name}_x"), &x, false),
+        cases.feed(&format!("{name}_gamma"), &gamma, true),
+    );
+    cases.launch(
+        plan_rows(&rms, &target()).expect("plan").kernel,
+        vec![tx, tg],
+        vec![(name, reference)],
+    );
+}
+
 fn cases() -> Cases {
     let mut cases = Cases {
         program: Program {
@@ -506,31 +535,24 @@ fn cases() -> Cases {
         &[&sizes],
     );
 
-    // RMSNorm (rows of 400 bytes: unaligned copies).
-    let x = random(DType::BF16, &[20, 200], 9);
-    let gamma = random(DType::BF16, &[200], 10);
-    let rms = RowWise {
-        name: "rms_norm".into(),
-        rows: 20,
-        cols: 200,
-        dtype: DType::BF16,
-        kind: RowKind::RmsNorm { eps: 1e-6 },
+    // RMSNorm (rows of 400 bytes: unaligned copies), and over rows longer than UB (streamed in
+    // chunks).
+    rms_norm_case(&mut cases, "rms_norm", [20, 200], 9);
+    rms_norm_case(&mut cases, "long_rms_norm", [3, 16_384], 31);
+    let x = random(DType::F32, &[2, 12_345], 33);
+    let long_softmax = RowWise {
+        name: "long_softmax".into(),
+        rows: 2,
+        cols: 12_345,
+        dtype: DType::F32,
+        kind: RowKind::Softmax,
     };
-    let reference = eval(
-        Op::RmsNorm {
-            axis: -1,
-            epsilon_bits: 1e-6f32.to_bits(),
-        },
-        &[&x, &gamma],
-    );
-    let (tx, tg) = (
-        cases.feed("rms_x", &x, false),
-        cases.feed("rms_gamma", &gamma, true),
-    );
+    let reference = eval(Op::Softmax { axis: -1 }, &[&x]);
+    let tx = cases.feed("long_softmax_x", &x, false);
     cases.launch(
-        plan_rows(&rms, &t).expect("plan").kernel,
-        vec![tx, tg],
-        vec![("rms_norm", reference)],
+        plan_rows(&long_softmax, &t).expect("plan").kernel,
+        vec![tx],
+        vec![("long_softmax", reference)],
     );
 
     // Softmax, under names a hostile model could choose.

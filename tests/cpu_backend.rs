@@ -247,6 +247,13 @@ fn rms_norm_and_softmax_match_the_interpreter() {
     }
 }
 
+#[test]
+fn rows_longer_than_ub_stream_in_chunks() {
+    // DeepSeek-V4's hyper-connection norm width (4 x 4096), and a ragged f32 softmax row.
+    check_rows(RowKind::RmsNorm { eps: 1e-6 }, 3, 16_384, DType::BF16);
+    check_rows(RowKind::Softmax, 2, 12_345, DType::F32);
+}
+
 fn run_chain(chain: &ElementwiseChain, inputs: &[&Tensor]) -> Vec<u8> {
     let kernel = plan_chain(chain, &target()).expect("plan").kernel;
     let out = Tensor::zeros(chain.dtype, vec![chain.len as usize]);

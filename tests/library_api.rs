@@ -8,11 +8,14 @@ use cubevec::extend::{
     ArgRef, ChainArg, ChainStep, Ctx, CustomRules, ElementwiseChain, Id, KernelCall, LowerError,
     Lowering, Lowerings, Recipe, Rule, Slot, TensorNode, plan_chain,
 };
+use cubevec::ir::kernel::TensorKind;
 use cubevec::ir::kernel::VecOp;
 use cubevec::ir::op::UnaryOp;
 use cubevec::ir::target::Target;
 use cubevec::ir::{DType, Op, Tensor};
-use cubevec::{CompileOptions, Compiler, Engine, Error, Model, OptimizeOptions};
+use cubevec::{
+    CompileOptions, Compiler, Deployment, DeploymentOptions, Engine, Error, Model, OptimizeOptions,
+};
 
 fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -352,4 +355,58 @@ fn graphs_built_in_code_compile_and_run() {
         .add_op("oops", Op::MatMul, vec![Some(x)], vec![])
         .expect_err("one operand");
     assert!(Error::from(err).to_string().contains("oops"));
+}
+
+#[test]
+fn deployment_shards_experts_and_splits_the_kv_cache_by_sequence() {
+    let model = Model::load(fixture("models/mixtral")).expect("loads");
+    let kv = model
+        .kv_cache()
+        .expect("a checkpoint describes its cache")
+        .clone();
+    let options = CompileOptions {
+        bindings: [("batch".to_string(), 3), ("seq".to_string(), 8)].into(),
+        emit_ascendc: false,
+        ..CompileOptions::default()
+    };
+    let compiled = Compiler::new(target())
+        .options(options)
+        .compile(&model)
+        .expect("compiles");
+    let constants: u64 = compiled
+        .program()
+        .tensors
+        .iter()
+        .filter(|t| t.kind == TensorKind::Constant)
+        .map(|t| t.bytes())
+        .sum();
+
+    let one = Deployment::plan(&compiled, &DeploymentOptions::default());
+    assert_eq!(one.devices, 1, "a tiny model fits one device");
+    assert!(one.fits);
+    assert_eq!(one.weight_bytes, constants);
+    assert_eq!(one.weight_bytes_per_device, constants);
+    assert_eq!(one.context, 8);
+    assert_eq!(one.kv_bytes_per_device, Some(3 * kv.bytes(8)));
+
+    let two = Deployment::plan(
+        &compiled,
+        &DeploymentOptions {
+            devices: Some(2),
+            context: Some(1000),
+        },
+    );
+    // The stacked expert weights are most of a MoE model's bytes; the rest is replicated.
+    assert!(two.expert_weight_bytes > constants / 2, "{two:?}");
+    assert_eq!(
+        two.weight_bytes_per_device,
+        constants - two.expert_weight_bytes + two.expert_weight_bytes.div_ceil(2)
+    );
+    // Two of the three sequences on the busier device, each with 1000 cached positions.
+    assert_eq!(two.kv_bytes_per_sequence, Some(kv.bytes(1000)));
+    assert_eq!(two.kv_bytes_per_device, Some(2 * kv.bytes(1000)));
+    assert_eq!(
+        two.bytes_per_device,
+        two.weight_bytes_per_device + 2 * kv.bytes(1000) + compiled.program().memory.arena_bytes
+    );
 }

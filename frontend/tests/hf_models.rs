@@ -1,12 +1,13 @@
 //! The Hugging Face reader against real checkpoints: tiny random-weight models saved by
 //! transformers, whose logits torch computed (see `scripts/make_moe_fixtures.py`), and the
-//! published configs of full-size models in shapes-only mode.
+//! published configs of full-size models in shapes-only mode, with the KV cache each
+//! architecture keeps.
 
 use std::path::Path;
 
 mod hf_support;
 
-use cubevec_frontend::hf::{self, HfError, HfOptions};
+use cubevec_frontend::hf::{self, CacheSpan, HfError, HfOptions, KvCache};
 use cubevec_ir::op::Op;
 use cubevec_ir::verify::verify;
 use cubevec_ir::{DType, WeightData};
@@ -301,4 +302,71 @@ fn zero_heads_is_an_error_not_a_panic() {
     edit_config(tmp.path(), |c| c["num_key_value_heads"] = 0.into());
     let msg = load_err(tmp.path()).to_string();
     assert!(msg.contains("head counts must be positive"), "{msg}");
+}
+
+fn cache(config: &str) -> KvCache {
+    let dir = fixtures().join("configs").join(config);
+    hf::kv_cache(&dir, HfOptions::default()).unwrap_or_else(|e| panic!("{config}: {e}"))
+}
+
+#[test]
+fn grouped_query_attention_caches_keys_and_values_per_position() {
+    // Mixtral-8x7B: 32 layers x 2 x 8 KV heads x 128.
+    let mixtral = cache("mixtral-8x7b-v0.1");
+    assert_eq!(mixtral.layers.len(), 32);
+    assert_eq!(mixtral.dtype, DType::BF16);
+    assert_eq!(mixtral.elements(1), 32 * 2 * 8 * 128);
+    assert_eq!(mixtral.bytes(4096), 4096 * 32 * 2 * 8 * 128 * 2);
+    // Qwen3-30B-A3B: head_dim 128 given explicitly, 4 KV heads, 48 layers.
+    assert_eq!(cache("qwen3-30b-a3b").elements(1), 48 * 2 * 4 * 128);
+    // Qwen2-57B-A14B names a sliding window but does not use it.
+    let qwen2 = cache("qwen2-57b-a14b");
+    assert_eq!(qwen2.elements(10), 10 * 28 * 2 * 4 * 128);
+    assert!(
+        qwen2
+            .layers
+            .iter()
+            .flatten()
+            .all(|e| e.span == CacheSpan::Context)
+    );
+}
+
+#[test]
+fn mla_caches_the_latent_and_the_rotary_key() {
+    // DeepSeek-V3: 61 layers x (kv_lora_rank 512 + rope 64) = 70 272 bytes per token in bf16.
+    let v3 = cache("deepseek-v3");
+    assert_eq!(v3.bytes(1), 70_272);
+    assert_eq!(v3.bytes(1000), 70_272_000);
+}
+
+/// V4's cache at `l` positions from its layer schedule: `csa` compressed sparse layers (rate 4,
+/// with indexer keys), `hca` heavily compressed ones (rate 128), `layers` sliding windows.
+fn v4_elements(layers: u64, csa: u64, hca: u64, l: u64) -> u64 {
+    let (hd, ihd) = (512, 128);
+    let window = layers * hd * l.min(128);
+    let heavy = hca * (hd * (l / 128) + 2 * hd * l.min(128));
+    let sparse = csa * ((hd + ihd) * (l / 4) + 2 * 2 * (hd + ihd) * l.min(8));
+    window + heavy + sparse
+}
+
+#[test]
+fn deepseek_v4_caches_windows_and_compressed_entries() {
+    // V4-Flash: layers 0-1 sliding only, then rates 4 and 128 alternating (21 and 20 layers).
+    let flash = cache("deepseek-v4-flash");
+    assert_eq!(flash.layers.len(), 43);
+    for l in [1, 7, 100, 128, 129, 4096, 1 << 20] {
+        assert_eq!(
+            flash.elements(l),
+            v4_elements(43, 21, 20, l),
+            "{l} positions"
+        );
+    }
+    // V4-Pro: layers 0-1 heavily compressed, then 30 rate-4 and 29 rate-128 layers.
+    let pro = cache("deepseek-v4-pro");
+    assert_eq!(pro.layers.len(), 61);
+    assert_eq!(pro.elements(1 << 20), v4_elements(61, 30, 31, 1 << 20));
+    // At a million tokens the compressed cache is about a seventh of DeepSeek-V3's MLA cache
+    // (DeepSeek quotes a tenth of V3.2's, which also caches the indexer's keys).
+    let ratio = pro.bytes(1 << 20) as f64 / cache("deepseek-v3").bytes(1 << 20) as f64;
+    assert!((0.1..0.2).contains(&ratio), "V4-Pro / V3 KV cache: {ratio}");
 }

@@ -13,8 +13,8 @@ use cubevec::ir::shape::DimBindings;
 use cubevec::ir::target::Target;
 use cubevec::ir::{DType, Tensor, dot, npy, text};
 use cubevec::{
-    CompiledModel, Engine, LoadOptions, Model, OptimizeOptions, OptimizeReport, OutputDir,
-    PartitionReport, Project, roofline_svg,
+    CompiledModel, Deployment, DeploymentOptions, Engine, LoadOptions, Model, OptimizeOptions,
+    OptimizeReport, OutputDir, PartitionReport, Project, roofline_svg,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -103,6 +103,17 @@ struct Cli {
     /// The size of another symbolic dimension when planning kernels, as `NAME=N` (repeatable).
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
+
+    /// Devices of `--target` the model is spread over in the memory estimate (routed experts
+    /// sharded, the KV cache of `--batch` sequences of `--seq-len` positions split by
+    /// sequence); default: the fewest that hold it
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    devices: Option<u32>,
+
+    /// Context positions per sequence the KV cache holds in the memory estimate (default:
+    /// `--seq-len`); decode time is modelled without a cache, as one token at seq=1
+    #[arg(long, value_name = "N")]
+    context: Option<u64>,
 
     /// Print nothing but errors.
     #[arg(short, long, conflicts_with = "verbose")]
@@ -264,9 +275,26 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         };
         print_stdout(&printed)?;
     }
+    let decode = match &compiled {
+        Some(compiled) if !cli.quiet || cli.report.is_some() => decode_plan(compiled, &mut phases)?,
+        _ => None,
+    };
+    let deployment = compiled.as_ref().map(|c| {
+        Deployment::plan(
+            c,
+            &DeploymentOptions {
+                devices: cli.devices,
+                context: cli.context,
+            },
+        )
+    });
     if let Some(path) = &cli.report {
-        let kernels = compiled.as_ref().map(|c| (c.report(), c.target()));
-        write_report(path, report.as_ref(), kernels)?;
+        let plan = compiled.as_ref().map(|c| Plan {
+            compiled: c,
+            decode: decode.as_ref(),
+            deployment: deployment.as_ref(),
+        });
+        write_report(path, report.as_ref(), plan.as_ref())?;
     }
     if let (Some(dir), Some(compiled)) = (&cli.out, &compiled) {
         let with_data = !cli.shapes_only;
@@ -351,14 +379,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     if !cli.quiet {
-        let decode = match &compiled {
-            Some(compiled) => decode_plan(compiled, &mut phases)?,
-            None => None,
-        };
-        eprint!(
-            "{}",
-            summary(&model, compiled.as_ref(), decode.as_ref(), &phases)
-        );
+        let plan = compiled.as_ref().map(|c| Plan {
+            compiled: c,
+            decode: decode.as_ref(),
+            deployment: deployment.as_ref(),
+        });
+        eprint!("{}", summary(&model, plan.as_ref(), &phases));
     }
     Ok(())
 }
@@ -466,14 +492,43 @@ fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }
 
+/// What planning produced, for the summary and the report.
+struct Plan<'a, 'm> {
+    compiled: &'a CompiledModel<'m>,
+    /// The plan of one token per sequence, when the model has a `seq` dimension.
+    decode: Option<&'a PartitionReport>,
+    deployment: Option<&'a Deployment>,
+}
+
+/// Modelled time per token of prefill and decode.
+#[derive(serde::Serialize)]
+struct PerToken {
+    /// Tokens in the prefill plan (`batch × seq`).
+    prefill_tokens: u64,
+    prefill_us: f64,
+    /// Tokens in the decode plan (`batch`, one per sequence).
+    decode_tokens: u64,
+    decode_us: f64,
+}
+
+impl Plan<'_, '_> {
+    fn per_token(&self) -> Option<PerToken> {
+        let decode = self.decode?;
+        let bindings = self.compiled.bindings();
+        let batch = bindings.get("batch").copied().unwrap_or(1).max(1);
+        let tokens = batch * bindings.get(SEQ).copied().unwrap_or(1);
+        Some(PerToken {
+            prefill_tokens: tokens,
+            prefill_us: self.compiled.report().total_modeled_time_us / tokens as f64,
+            decode_tokens: batch,
+            decode_us: decode.total_modeled_time_us / batch as f64,
+        })
+    }
+}
+
 /// The closing summary: the model and its weights; the kernels by kind with their modelled
 /// time, prefill and decode time per token and device memory; and the time of each phase.
-fn summary(
-    model: &Model,
-    compiled: Option<&CompiledModel<'_>>,
-    decode: Option<&PartitionReport>,
-    phases: &Phases,
-) -> String {
+fn summary(model: &Model, plan: Option<&Plan<'_, '_>>, phases: &Phases) -> String {
     let graph = model.graph();
     let weight_bytes: usize = graph
         .initializers
@@ -491,11 +546,12 @@ fn summary(
         graph.initializers.len(),
         mib(weight_bytes as f64)
     );
-    if let Some(compiled) = compiled {
-        let plan = compiled.report();
+    if let Some(plan) = plan {
+        let compiled = plan.compiled;
+        let report = compiled.report();
         let bindings = compiled.bindings();
         let mut kinds = std::collections::BTreeMap::new();
-        for k in &plan.kernels {
+        for k in &report.kernels {
             *kinds
                 .entry(format!("{:?}", k.kind).to_lowercase())
                 .or_insert(0) += 1;
@@ -505,28 +561,26 @@ fn summary(
         dims.sort();
         text += &format!(
             "kernels for {}: {} launches of {} distinct kernels ({}); modelled time {:.1} us for {}\n",
-            plan.target,
-            plan.kernels.len(),
-            plan.distinct_kernels,
+            report.target,
+            report.kernels.len(),
+            report.distinct_kernels,
             kinds.join(", "),
-            plan.total_modeled_time_us,
+            report.total_modeled_time_us,
             dims.join(", ")
         );
-        if let Some(decode) = decode {
-            let batch = bindings.get("batch").copied().unwrap_or(1).max(1);
-            let tokens = batch * bindings.get(SEQ).copied().unwrap_or(1);
+        if let Some(t) = plan.per_token() {
             text += &format!(
                 "modelled per token: prefill {:.2} us ({} tokens in {:.1} us), decode {:.2} us ({} at {SEQ}=1 in {:.1} us)\n",
-                plan.total_modeled_time_us / tokens as f64,
-                tokens,
-                plan.total_modeled_time_us,
-                decode.total_modeled_time_us / batch as f64,
-                if batch == 1 {
+                t.prefill_us,
+                t.prefill_tokens,
+                report.total_modeled_time_us,
+                t.decode_us,
+                if t.decode_tokens == 1 {
                     "1 token".to_string()
                 } else {
-                    format!("{batch} tokens")
+                    format!("{} tokens", t.decode_tokens)
                 },
-                decode.total_modeled_time_us,
+                t.decode_us * t.decode_tokens as f64,
             );
         }
         let program = compiled.program();
@@ -536,6 +590,30 @@ fn summary(
             mib(program.memory.arena_bytes as f64),
             mib(tensor_bytes(program, TensorKind::Intermediate) as f64)
         );
+        if let Some(d) = plan.deployment {
+            let kv = match d.kv_bytes_per_device {
+                Some(bytes) => format!(
+                    "KV cache {} ({} of {} sequence(s) x {} positions)",
+                    mib(bytes as f64),
+                    d.sequences.div_ceil(d.devices as u64),
+                    d.sequences,
+                    d.context
+                ),
+                None => "no KV cache described".to_string(),
+            };
+            text += &format!(
+                "per device on {} x {} (experts sharded, attention data-parallel): weights {} (experts {} of {}), {kv}, activations {}; {} of {} HBM{}\n",
+                d.devices,
+                report.target,
+                mib(d.weight_bytes_per_device as f64),
+                mib(d.expert_weight_bytes as f64 / d.devices as f64),
+                mib(d.expert_weight_bytes as f64),
+                mib(d.activation_bytes as f64),
+                mib(d.bytes_per_device as f64),
+                mib(d.hbm_bytes as f64),
+                if d.fits { "" } else { " (does not fit)" }
+            );
+        }
     }
     let times: Vec<String> = phases
         .done
@@ -550,9 +628,9 @@ fn summary(
 fn write_report(
     path: &Path,
     optimize: Option<&OptimizeReport>,
-    plan: Option<(&PartitionReport, &Target)>,
+    plan: Option<&Plan<'_, '_>>,
 ) -> anyhow::Result<()> {
-    let kernels = plan.map(|(report, _)| report);
+    let kernels = plan.map(|p| p.compiled.report());
     if path == Path::new("-") {
         match optimize {
             Some(report) => eprint!("{report}"),
@@ -573,14 +651,19 @@ fn write_report(
         "target": kernels.map(|k| &k.target),
         "kernels": kernels.map(|k| &k.kernels),
         "total_modeled_time_us": kernels.map(|k| k.total_modeled_time_us),
+        "per_token": plan.and_then(Plan::per_token),
+        "deployment": plan.and_then(|p| p.deployment),
     });
     let text = serde_json::to_string_pretty(&json)?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("writing the report to `{}`", path.display()))?;
-    if let Some((report, target)) = plan {
+    if let Some(plan) = plan {
         let chart = path.with_extension("svg");
-        std::fs::write(&chart, roofline_svg(report, target))
-            .with_context(|| format!("writing the roofline chart to `{}`", chart.display()))?;
+        std::fs::write(
+            &chart,
+            roofline_svg(plan.compiled.report(), plan.compiled.target()),
+        )
+        .with_context(|| format!("writing the roofline chart to `{}`", chart.display()))?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use cubevec_ir::{DType, Dim, Op, ValueId};
 
 use super::HfError;
 use super::builder::ModelBuilder;
+use super::cache::{CacheEntry, CacheSpan, KvCache};
 use super::config::Config;
 use super::decoder::{DecoderSpec, Rotary, build_decoder, from_heads, to_heads};
 use super::rope::{RopeFrequencies, RopeParameters};
@@ -42,6 +43,19 @@ pub struct DeepseekV3Config {
 }
 
 impl DeepseekV3Config {
+    /// MLA caches the compressed latent and the shared rotary key of every position.
+    pub fn kv_cache(&self, dtype: DType) -> KvCache {
+        let entry = CacheEntry {
+            name: "latent and rotary key",
+            width: self.kv_lora_rank + self.rope_dim,
+            span: CacheSpan::Context,
+        };
+        KvCache {
+            layers: vec![vec![entry]; self.layers as usize],
+            dtype,
+        }
+    }
+
     /// Reads the config of a `deepseek_v3` model.
     pub fn read(config: &Config) -> Result<DeepseekV3Config, HfError> {
         if let Some(scoring) = config.opt_str("scoring_func")?

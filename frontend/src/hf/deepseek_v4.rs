@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::HfError;
 use super::builder::{ModelBuilder, WeightSource};
+use super::cache::{CacheEntry, CacheSpan, KvCache};
 use super::config::Config;
 use super::decoder::lm_head;
 use super::rope::{RopeFrequencies, RopeParameters};
@@ -84,6 +85,64 @@ struct Quantization {
 }
 
 impl DeepseekV4Config {
+    /// Per layer: the sliding window's entries; for compressed layers the compressed entries
+    /// and the compressor's state (the projected values and gate scores of the windows still
+    /// being pooled: two windows, twice as wide, at the overlapping rate 4); for compressed
+    /// sparse layers also the indexer's keys and its compressor's state.
+    pub fn kv_cache(&self, dtype: DType) -> KvCache {
+        let compressed = |name, state, width, ratio: u64| {
+            let overlap = if ratio == self.csa_ratio { 2 } else { 1 };
+            [
+                CacheEntry {
+                    name,
+                    width,
+                    span: CacheSpan::Compressed(ratio),
+                },
+                CacheEntry {
+                    name: state,
+                    width: 2 * overlap * width,
+                    span: CacheSpan::Window(overlap * ratio),
+                },
+            ]
+        };
+        let layers = self
+            .attention
+            .iter()
+            .map(|kind| {
+                let mut entries = vec![CacheEntry {
+                    name: "sliding window",
+                    width: self.head_dim,
+                    span: CacheSpan::Window(self.window),
+                }];
+                match kind {
+                    AttentionKind::Sliding => {}
+                    AttentionKind::HeavilyCompressed => entries.extend(compressed(
+                        "compressed entries",
+                        "compressor state",
+                        self.head_dim,
+                        self.hca_ratio,
+                    )),
+                    AttentionKind::CompressedSparse => {
+                        entries.extend(compressed(
+                            "compressed entries",
+                            "compressor state",
+                            self.head_dim,
+                            self.csa_ratio,
+                        ));
+                        entries.extend(compressed(
+                            "indexer keys",
+                            "indexer compressor state",
+                            self.index_head_dim,
+                            self.csa_ratio,
+                        ));
+                    }
+                }
+                entries
+            })
+            .collect();
+        KvCache { layers, dtype }
+    }
+
     /// Reads the config of a `deepseek_v4` model, in the transformers 5 layout (`layer_types`,
     /// `mlp_layer_types`, `rope_parameters`) or the published one (`compress_ratios`,
     /// `num_hash_layers`, `rope_scaling`).

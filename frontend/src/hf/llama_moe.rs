@@ -3,10 +3,11 @@
 //! [`Flavor`] and [`LlamaMoeConfig`] hold.
 
 use cubevec_ir::op::{BinaryOp, ExpertActivation, RoutingMode, UnaryOp};
-use cubevec_ir::{Op, ValueId};
+use cubevec_ir::{DType, Op, ValueId};
 
 use super::HfError;
 use super::builder::ModelBuilder;
+use super::cache::{CacheEntry, CacheSpan, KvCache};
 use super::config::Config;
 use super::decoder::{DecoderSpec, Rotary, build_decoder, from_heads, to_heads};
 use super::rope::{RopeFrequencies, RopeParameters};
@@ -47,6 +48,22 @@ pub struct LlamaMoeConfig {
 }
 
 impl LlamaMoeConfig {
+    /// Keys and values of every layer, over its sliding window or the whole context.
+    pub fn kv_cache(&self, dtype: DType) -> KvCache {
+        let layers = self
+            .layer_kinds
+            .iter()
+            .map(|&(_, window)| {
+                vec![CacheEntry {
+                    name: "keys and values",
+                    width: 2 * self.kv_heads * self.head_dim,
+                    span: window.map_or(CacheSpan::Context, CacheSpan::Window),
+                }]
+            })
+            .collect();
+        KvCache { layers, dtype }
+    }
+
     /// Reads the config of a `flavor` model.
     pub fn read(config: &Config, flavor: Flavor) -> Result<LlamaMoeConfig, HfError> {
         let hidden = config.u64("hidden_size")?;

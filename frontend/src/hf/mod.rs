@@ -10,6 +10,7 @@
 //! `[batch, seq, vocab]`), the prefill forward pass without a KV cache.
 
 mod builder;
+mod cache;
 mod checkpoint;
 mod config;
 mod decoder;
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use cubevec_ir::{DType, Graph};
 
+pub use cache::{CacheEntry, CacheSpan, KvCache};
 pub use checkpoint::{Checkpoint, TensorEntry};
 pub use config::Config;
 pub use error::HfError;
@@ -48,10 +50,7 @@ pub fn is_model_dir(dir: &Path) -> bool {
 /// Reads the model in `dir` into a graph. External weights are referenced relative to `dir`.
 pub fn load(dir: &Path, options: HfOptions) -> Result<Graph, HfError> {
     let config = Config::read(&dir.join("config.json"))?;
-    let model_type = config
-        .opt_str("model_type")?
-        .ok_or_else(|| config.error("model_type", "missing"))?
-        .to_string();
+    let architecture = Architecture::read(&config)?;
     let checkpoint = if options.shapes_only {
         None
     } else {
@@ -76,36 +75,72 @@ pub fn load(dir: &Path, options: HfOptions) -> Result<Graph, HfError> {
         Some(dtype) => dtype,
         None => config_dtype(&config)?,
     };
-    let mut graph = Graph::new(model_type.clone());
+    let mut graph = Graph::new(model_type(&config)?);
     let mut b = ModelBuilder::new(&mut graph, source, dtype);
-    match model_type.as_str() {
-        "mixtral" => llama_moe::build(
-            &mut b,
-            &llama_moe::LlamaMoeConfig::read(&config, Flavor::Mixtral)?,
-        )?,
-        "qwen2_moe" => llama_moe::build(
-            &mut b,
-            &llama_moe::LlamaMoeConfig::read(&config, Flavor::Qwen2Moe)?,
-        )?,
-        "qwen3_moe" => llama_moe::build(
-            &mut b,
-            &llama_moe::LlamaMoeConfig::read(&config, Flavor::Qwen3Moe)?,
-        )?,
-        "deepseek_v3" => {
-            deepseek_v3::build(&mut b, &deepseek_v3::DeepseekV3Config::read(&config)?)?
-        }
-        "deepseek_v4" => {
-            deepseek_v4::build(&mut b, &deepseek_v4::DeepseekV4Config::read(&config)?)?
-        }
-        _ => {
-            return Err(HfError::UnknownModelType {
-                path: config.path().to_path_buf(),
-                model_type,
-            });
-        }
+    match &architecture {
+        Architecture::LlamaMoe(c) => llama_moe::build(&mut b, c)?,
+        Architecture::DeepseekV3(c) => deepseek_v3::build(&mut b, c)?,
+        Architecture::DeepseekV4(c) => deepseek_v4::build(&mut b, c)?,
     }
     drop(b);
     Ok(graph)
+}
+
+/// The KV cache a decoder of the model in `dir` keeps, read from its `config.json`, in the
+/// compute dtype of `options` (else the dtype the config names).
+pub fn kv_cache(dir: &Path, options: HfOptions) -> Result<KvCache, HfError> {
+    let config = Config::read(&dir.join("config.json"))?;
+    let dtype = match options.compute_dtype {
+        Some(dtype) => dtype,
+        None => config_dtype(&config)?,
+    };
+    Ok(match Architecture::read(&config)? {
+        Architecture::LlamaMoe(c) => c.kv_cache(dtype),
+        Architecture::DeepseekV3(c) => c.kv_cache(dtype),
+        Architecture::DeepseekV4(c) => c.kv_cache(dtype),
+    })
+}
+
+/// The sizes of a supported architecture, read from the config.
+enum Architecture {
+    /// Mixtral, Qwen2-MoE, Qwen3-MoE.
+    LlamaMoe(llama_moe::LlamaMoeConfig),
+    /// DeepSeek-V3 (MLA + MoE).
+    DeepseekV3(deepseek_v3::DeepseekV3Config),
+    /// DeepSeek-V4.
+    DeepseekV4(deepseek_v4::DeepseekV4Config),
+}
+
+/// The config's `model_type`.
+fn model_type(config: &Config) -> Result<&str, HfError> {
+    config
+        .opt_str("model_type")?
+        .ok_or_else(|| config.error("model_type", "missing"))
+}
+
+impl Architecture {
+    /// Reads the config of the architecture its `model_type` names.
+    fn read(config: &Config) -> Result<Architecture, HfError> {
+        Ok(match model_type(config)? {
+            "mixtral" => {
+                Architecture::LlamaMoe(llama_moe::LlamaMoeConfig::read(config, Flavor::Mixtral)?)
+            }
+            "qwen2_moe" => {
+                Architecture::LlamaMoe(llama_moe::LlamaMoeConfig::read(config, Flavor::Qwen2Moe)?)
+            }
+            "qwen3_moe" => {
+                Architecture::LlamaMoe(llama_moe::LlamaMoeConfig::read(config, Flavor::Qwen3Moe)?)
+            }
+            "deepseek_v3" => Architecture::DeepseekV3(deepseek_v3::DeepseekV3Config::read(config)?),
+            "deepseek_v4" => Architecture::DeepseekV4(deepseek_v4::DeepseekV4Config::read(config)?),
+            _ => {
+                return Err(HfError::UnknownModelType {
+                    path: config.path().to_path_buf(),
+                    model_type: model_type(config)?.to_string(),
+                });
+            }
+        })
+    }
 }
 
 /// The dtype the config says the weights are stored in (`torch_dtype`, or `dtype` in newer

@@ -653,7 +653,7 @@ struct Instance<'k> {
 impl<'k> Instance<'k> {
     fn new(kernel: &'k Kernel, side: Side, index: u64, subblock: usize) -> Instance<'k> {
         let mut env = Env::new();
-        env.insert(BLOCK_VAR.to_string(), index as i64);
+        env.insert(BLOCK_VAR, index as i64);
         Instance {
             kernel,
             side,
@@ -713,12 +713,12 @@ impl<'k> Instance<'k> {
             return;
         };
         for (name, previous) in frame.lets.into_iter().rev() {
-            restore(&mut self.env, name, previous);
+            self.env.restore(&name, previous);
         }
         if let Some(mut lp) = frame.lp {
             lp.iter += 1;
             if lp.iter < lp.trips {
-                self.env.insert(lp.var.to_string(), lp.iter);
+                self.env.insert(lp.var, lp.iter);
                 self.frames.push(Frame {
                     body: frame.body,
                     pc: 0,
@@ -726,14 +726,14 @@ impl<'k> Instance<'k> {
                     lp: Some(lp),
                 });
             } else {
-                restore(&mut self.env, lp.var.to_string(), lp.previous);
+                self.env.restore(lp.var, lp.previous);
             }
         }
     }
 
     /// Binds `var` for the rest of the current body.
     fn bind(&mut self, var: &str, value: i64) {
-        let previous = self.env.insert(var.to_string(), value);
+        let previous = self.env.insert(var, value);
         if let Some(top) = self.frames.last_mut() {
             top.lets.push((var.to_string(), previous));
         }
@@ -767,7 +767,7 @@ impl<'k> Instance<'k> {
                     return Err(format!("negative trip count {trips}"));
                 }
                 if trips > 0 {
-                    let previous = self.env.insert(var.clone(), 0);
+                    let previous = self.env.insert(var, 0);
                     self.frames.push(Frame {
                         body,
                         pc: 0,
@@ -1379,13 +1379,6 @@ impl<'k> Instance<'k> {
             }
         }
     }
-}
-
-fn restore(env: &mut Env, name: String, previous: Option<i64>) {
-    match previous {
-        Some(v) => env.insert(name, v),
-        None => env.remove(&name),
-    };
 }
 
 /// One float vector op in f32 (`b` is the second operand or the scalar; `Duplicate`'s scalar

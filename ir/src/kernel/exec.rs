@@ -20,22 +20,19 @@ pub fn walk<F>(program: &[Stmt], env: &mut Env, visit: &mut F) -> Result<(), Ker
 where
     F: FnMut(&Stmt, &Env) -> Result<(), KernelError>,
 {
-    let mut bound: Vec<(String, Option<i64>)> = Vec::new();
+    let mut bound: Vec<(&str, Option<i64>)> = Vec::new();
     let result = walk_body(program, env, visit, &mut bound);
     for (name, previous) in bound.into_iter().rev() {
-        match previous {
-            Some(v) => env.insert(name, v),
-            None => env.remove(&name),
-        };
+        env.restore(name, previous);
     }
     result
 }
 
-fn walk_body<F>(
-    program: &[Stmt],
+fn walk_body<'p, F>(
+    program: &'p [Stmt],
     env: &mut Env,
     visit: &mut F,
-    bound: &mut Vec<(String, Option<i64>)>,
+    bound: &mut Vec<(&'p str, Option<i64>)>,
 ) -> Result<(), KernelError>
 where
     F: FnMut(&Stmt, &Env) -> Result<(), KernelError>,
@@ -47,8 +44,8 @@ where
                     context: format!("let {var}"),
                     source,
                 })?;
-                let previous = env.insert(var.clone(), v);
-                bound.push((var.clone(), previous));
+                let previous = env.insert(var, v);
+                bound.push((var, previous));
             }
             Stmt::LoadScalar { var, planned, .. } => {
                 visit(stmt, env)?;
@@ -56,8 +53,8 @@ where
                     context: format!("planned value of {var}"),
                     source,
                 })?;
-                let previous = env.insert(var.clone(), v);
-                bound.push((var.clone(), previous));
+                let previous = env.insert(var, v);
+                bound.push((var, previous));
             }
             Stmt::For {
                 var, extent, body, ..
@@ -74,13 +71,10 @@ where
                 }
                 let previous = env.get(var).copied();
                 for i in 0..trips {
-                    env.insert(var.clone(), i);
+                    env.insert(var, i);
                     walk(body, env, visit)?;
                 }
-                match previous {
-                    Some(v) => env.insert(var.clone(), v),
-                    None => env.remove(var),
-                };
+                env.restore(var, previous);
             }
             other => visit(other, env)?,
         }
@@ -99,6 +93,6 @@ where
     F: FnMut(&Stmt, &Env) -> Result<(), KernelError>,
 {
     let mut env = Env::new();
-    env.insert(BLOCK_VAR.to_string(), block as i64);
+    env.insert(BLOCK_VAR, block as i64);
     walk(kernel.program(side), &mut env, visit)
 }

@@ -4,7 +4,6 @@
 //! variables and `let` bindings. Every variable is a non-negative 64-bit integer at run time;
 //! subtraction never goes below zero in a verified kernel.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// An integer expression.
@@ -31,7 +30,97 @@ pub enum Expr {
 }
 
 /// Values of the variables in scope.
-pub type Env = BTreeMap<String, i64>;
+///
+/// Kernels bind a handful of variables (block, loop and `let` names) and rebind them on every
+/// iteration, so the environment is a short list searched linearly by a packed prefix of the
+/// name; a name keeps its slot when it goes out of scope, so rebinding it never allocates.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    slots: Vec<Slot>,
+}
+
+/// One name of an [`Env`] and its value while bound.
+#[derive(Clone, Debug)]
+struct Slot {
+    key: NameKey,
+    name: String,
+    value: Option<i64>,
+}
+
+/// The length and first eight bytes of a name: equal keys of names up to eight bytes long
+/// mean equal names, so most lookups compare one pair of integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NameKey(usize, u64);
+
+impl NameKey {
+    fn of(name: &str) -> NameKey {
+        let mut prefix = [0u8; 8];
+        let len = name.len().min(8);
+        prefix[..len].copy_from_slice(&name.as_bytes()[..len]);
+        NameKey(name.len(), u64::from_le_bytes(prefix))
+    }
+}
+
+impl Env {
+    /// An environment binding nothing.
+    pub fn new() -> Env {
+        Env::default()
+    }
+
+    fn slot(&self, name: &str) -> Option<usize> {
+        let key = NameKey::of(name);
+        self.slots
+            .iter()
+            .position(|s| s.key == key && (name.len() <= 8 || s.name == name))
+    }
+
+    /// The value of `name`, if bound.
+    pub fn get(&self, name: &str) -> Option<&i64> {
+        self.slot(name).and_then(|i| self.slots[i].value.as_ref())
+    }
+
+    /// Binds `name` to `value`; returns its previous value.
+    pub fn insert(&mut self, name: &str, value: i64) -> Option<i64> {
+        match self.slot(name) {
+            Some(i) => self.slots[i].value.replace(value),
+            None => {
+                self.slots.push(Slot {
+                    key: NameKey::of(name),
+                    name: name.to_string(),
+                    value: Some(value),
+                });
+                None
+            }
+        }
+    }
+
+    /// Unbinds `name`; returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<i64> {
+        self.slot(name).and_then(|i| self.slots[i].value.take())
+    }
+
+    /// Restores `name` to `previous` (a value returned by [`Env::insert`]).
+    pub fn restore(&mut self, name: &str, previous: Option<i64>) {
+        match previous {
+            Some(v) => {
+                self.insert(name, v);
+            }
+            None => {
+                self.remove(name);
+            }
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<(S, i64)> for Env {
+    fn from_iter<I: IntoIterator<Item = (S, i64)>>(iter: I) -> Env {
+        let mut env = Env::new();
+        for (name, value) in iter {
+            env.insert(name.as_ref(), value);
+        }
+        env
+    }
+}
 
 /// Evaluation failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -273,7 +273,7 @@ impl Kernel {
         params: Vec<Param>,
         buffers: Vec<Buffer>,
         vector: Vec<Stmt>,
-        tiling: BTreeMap<String, u64>,
+        tiling: &[(&str, u64)],
     ) -> Kernel {
         Kernel {
             name: name.into(),
@@ -283,7 +283,7 @@ impl Kernel {
             buffers,
             cube: Vec::new(),
             vector,
-            tiling,
+            tiling: tiling.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
         }
     }
 

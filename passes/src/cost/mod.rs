@@ -381,7 +381,7 @@ impl Walker<'_> {
 
     fn body(&mut self, body: &[Stmt], env: &mut Env) -> Result<Span, KernelError> {
         let mut total = Span::default();
-        let mut bound = Vec::new();
+        let mut bound: Vec<(&str, Option<i64>)> = Vec::new();
         for stmt in body {
             match stmt {
                 Stmt::Let { var, value } => {
@@ -389,7 +389,7 @@ impl Walker<'_> {
                         context: format!("let {var}"),
                         source,
                     })?;
-                    bound.push((var.clone(), env.insert(var.clone(), v)));
+                    bound.push((var, env.insert(var, v)));
                 }
                 Stmt::LoadScalar { var, planned, .. } => {
                     let s = self.leaf(stmt, env)?;
@@ -398,7 +398,7 @@ impl Walker<'_> {
                         context: format!("planned value of {var}"),
                         source,
                     })?;
-                    bound.push((var.clone(), env.insert(var.clone(), v)));
+                    bound.push((var, env.insert(var, v)));
                 }
                 Stmt::For { .. } => {
                     let s = self.for_loop(stmt, env)?;
@@ -411,10 +411,7 @@ impl Walker<'_> {
             }
         }
         for (name, previous) in bound.into_iter().rev() {
-            match previous {
-                Some(v) => env.insert(name, v),
-                None => env.remove(&name),
-            };
+            env.restore(name, previous);
         }
         Ok(total)
     }
@@ -430,15 +427,11 @@ impl Walker<'_> {
             return Ok(Span::default());
         };
         let id = stmt as *const Stmt as usize;
-        let deps = self
-            .deps
-            .entry(id)
-            .or_insert_with(|| {
-                let mut vars = cost_vars(std::slice::from_ref(stmt));
-                vars.remove(var);
-                vars.into_iter().collect()
-            })
-            .clone();
+        let deps = self.deps.entry(id).or_insert_with(|| {
+            let mut vars = cost_vars(std::slice::from_ref(stmt));
+            vars.remove(var);
+            vars.into_iter().collect()
+        });
         let key_values: Vec<i64> = deps
             .iter()
             .map(|d| env.get(d).copied().unwrap_or(0))
@@ -454,17 +447,14 @@ impl Walker<'_> {
         let mut total = Span::default();
         let mut first: Option<Span> = None;
         for i in 0..trips.max(0) {
-            env.insert(var.clone(), i);
+            env.insert(var, i);
             let s = self.body(body, env)?;
             if first.is_none() {
                 first = Some(s.clone());
             }
             total.then(&s);
         }
-        match previous {
-            Some(v) => env.insert(var.clone(), v),
-            None => env.remove(var),
-        };
+        env.restore(var, previous);
         if *pipelined && let Some(first) = first {
             total.span = total.max_resource() + (first.span - first.max_busy()).max(0.0);
         }
@@ -501,10 +491,7 @@ pub fn estimate_with_reuse(
     for side in [Side::Cube, Side::Vector] {
         for instance in 0..kernel.instances(side) {
             let mut env = Env::new();
-            env.insert(
-                cubevec_ir::kernel::exec::BLOCK_VAR.to_string(),
-                instance as i64,
-            );
+            env.insert(cubevec_ir::kernel::exec::BLOCK_VAR, instance as i64);
             let s = walker.body(kernel.program(side), &mut env)?;
             gm_read += s.gm_read;
             gm_write += s.gm_write;

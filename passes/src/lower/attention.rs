@@ -12,8 +12,6 @@
 //!    Cube reads a row-major `[t, dv]` B operand only for 16-bit types; f32 values are first
 //!    transposed to `[dv, t]` by a strided copy.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::kernel::{
     BufId, Buffer, BufferPlanner, CoreType, Kernel, Param, ParamRole, Pipe, ReduceKind, ScalarSrc,
     Stmt, VecArg, VecOp,
@@ -293,14 +291,14 @@ fn build_softmax(k: &Softmax, rt: u64, target: &Target) -> Result<Kernel, LowerE
         vector.push(wait(Pipe::V, Pipe::Mte2, c(st)));
         vector.push(wait(Pipe::Mte3, Pipe::V, c(st)));
     }
-    let tiling: BTreeMap<String, u64> = [("tile_rows".to_string(), rt)].into_iter().collect();
+    let tiling = [("tile_rows", rt)];
     Ok(Kernel::vector(
         &k.name,
         blocks as u32,
         params,
         buffers,
         vector,
-        tiling,
+        &tiling,
     ))
 }
 

@@ -42,7 +42,7 @@ use crate::cost::KernelCost;
 use crate::tile::TileError;
 
 /// A concrete operand or result: dtype and bound shape.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorShape {
     /// Element type.
     pub dtype: DType,

@@ -12,8 +12,6 @@
 //! de-interleaves the pairs into halves in a scratch tensor (element-granular `DataCopyPad`),
 //! the rotate-half kernel rotates it, and a second copy interleaves the result back.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::DType;
 use cubevec_ir::Op;
 use cubevec_ir::kernel::{
@@ -330,17 +328,14 @@ fn build(k: &RotateHalf, rt: u64, target: &Target) -> Result<Kernel, LowerError>
             vector.push(wait(Pipe::Mte3, Pipe::Mte2, c(st)));
         }
     }
-    let tiling: BTreeMap<String, u64> =
-        [("tile_rows".to_string(), rt), ("units".to_string(), units)]
-            .into_iter()
-            .collect();
+    let tiling = [("tile_rows", rt), ("units", units)];
     Ok(Kernel::vector(
         &k.name,
         blocks as u32,
         params,
         buffers,
         vector,
-        tiling,
+        &tiling,
     ))
 }
 

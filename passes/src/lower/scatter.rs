@@ -11,13 +11,13 @@
 //! block applies its updates in order, so repeated indices resolve like the interpreter (the
 //! last update wins, reductions accumulate in order).
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::kernel::{
     BufferPlanner, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt, VecArg, VecOp,
 };
 use cubevec_ir::op::ScatterReduction;
 use cubevec_ir::{DType, Op};
+
+use crate::tile::build::block_trips;
 
 use super::movement::build::{
     bytes, c, call, digits, dot, for_, gm, handoff, let_, pitch, set, slice, tile, ub, v, vec_op,
@@ -217,20 +217,17 @@ pub fn lower_scatter_elements(ctx: &OpContext) -> Result<Lowering, LowerError> {
         set(Pipe::Mte3, Pipe::Mte2, c(0)),
         set(Pipe::Mte3, Pipe::Mte2, c(1)),
     ]);
-    let trips = c(a_count).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(a_count, blocks);
     let mut vector: Vec<Stmt> = (0..3).map(|e| set(Pipe::Mte3, Pipe::Mte2, c(e))).collect();
     vector.push(for_("t", trips, false, per_slab));
     vector.extend((0..3).map(|e| wait(Pipe::Mte3, Pipe::Mte2, c(e))));
-    let tiling: BTreeMap<String, u64> = [
+    let tiling = [
         ("slabs", a_count),
         ("slab", slab),
         ("chunk", chunk),
         ("updates_per_slab", updates_per_slab),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b))
-    .collect();
-    let kernel = Kernel::vector(ctx.name, blocks as u32, params, buffers, vector, tiling);
+    ];
+    let kernel = Kernel::vector(ctx.name, blocks as u32, params, buffers, vector, &tiling);
     let moved =
         2 * bytes(total, dt) + 3 * bytes(ids.elements(), dt) + bytes(ids.elements(), ids.dtype);
     let work = vector_work(ids.elements() as f64, moved as f64, dt);

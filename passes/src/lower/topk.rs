@@ -14,14 +14,14 @@
 //! A search along an inner axis transposes the operand into a scratch tensor with that axis
 //! last, and the results back, with the strided copy kernel.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::kernel::{
     BufferPlanner, Kernel, Param, ParamRole, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, VecArg,
     VecOp,
 };
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op};
+
+use crate::tile::build::block_trips;
 
 use super::movement::build::{
     bytes, c, call, for_, gm, handoff, let_, pitch, set, slice, tile, ub, v, vec_op, vector_work,
@@ -290,18 +290,15 @@ pub fn kernel(p: &TopKRows, target: &Target) -> Result<KernelCall, LowerError> {
         set(Pipe::Mte3, Pipe::V, c(0)),
         set(Pipe::Mte3, Pipe::S, c(0)),
     ]);
-    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(tiles, blocks);
     vector.push(for_("t", trips, false, body));
     vector.extend([
         wait(Pipe::V, Pipe::Mte2, c(0)),
         wait(Pipe::Mte3, Pipe::V, c(0)),
         wait(Pipe::Mte3, Pipe::S, c(0)),
     ]);
-    let tiling: BTreeMap<String, u64> = [("tile_rows", rows), ("tiles", tiles), ("k", k)]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b))
-        .collect();
-    let kernel = Kernel::vector(&p.name, blocks as u32, params, buffers, vector, tiling);
+    let tiling = [("tile_rows", rows), ("tiles", tiles), ("k", k)];
+    let kernel = Kernel::vector(&p.name, blocks as u32, params, buffers, vector, &tiling);
     let moved =
         bytes(p.rows * n, p.dtype) + bytes(p.rows * k, p.dtype) + bytes(p.rows * k, p.index);
     let work = vector_work((p.rows * n * (2 * k + 2)) as f64, moved as f64, DType::F32);

@@ -17,6 +17,7 @@ pub mod memory;
 mod report;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cubevec_ir::graph::{TensorType, ValueId, WeightData};
 use cubevec_ir::kernel::{
@@ -26,13 +27,13 @@ use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::tensor::Tensor;
-use cubevec_ir::{Graph, NodeId, Op};
+use cubevec_ir::{DType, Graph, NodeId, Op};
 use serde::Serialize;
 
 use crate::cost::KernelCost;
 use crate::lower::{
-    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, elementwise, linear, moe,
-    movement, rope, rows,
+    ArgRef, LowerError, Lowering, OpContext, Scratch, TensorShape, attention, elementwise, linear,
+    moe, movement, rope, rows,
 };
 
 pub use custom::{LowerFn, Lowerings};
@@ -177,10 +178,15 @@ fn inline_value(
     .ok()
 }
 
-/// Lowers one node (see [`crate::lower`]); `known` holds the values of operands that are
-/// inline constants.
-fn lower_node(ctx: &OpContext, known: &[Option<Tensor>]) -> Result<Lowering, LowerError> {
-    let known_operand = |i: usize| known.get(i).and_then(Option::as_ref);
+/// The operand whose constant value the built-in lowering of `op` specialises on (a pow
+/// exponent, scatter indices), when it is an inline constant.
+fn specialised_operand(op: &Op) -> Option<usize> {
+    matches!(op, Op::Binary(BinaryOp::Pow) | Op::ScatterNd { .. }).then_some(1)
+}
+
+/// Lowers one node (see [`crate::lower`]); `known` is the value of its
+/// [`specialised_operand`], when that is an inline constant.
+fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, LowerError> {
     match ctx.op {
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => movement::lower_view(ctx),
         Op::MatMul if crate::lower::misc::broadcasts_batches(ctx) => {
@@ -203,10 +209,8 @@ fn lower_node(ctx: &OpContext, known: &[Option<Tensor>]) -> Result<Lowering, Low
         }
         Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
-        Op::Binary(BinaryOp::Pow) => elementwise::lower_pow(ctx, known_operand(1)),
-        Op::ScatterNd { reduction } => {
-            movement::lower_scatter_nd(ctx, *reduction, known_operand(1))
-        }
+        Op::Binary(BinaryOp::Pow) => elementwise::lower_pow(ctx, known),
+        Op::ScatterNd { reduction } => movement::lower_scatter_nd(ctx, *reduction, known),
         Op::Binary(b) if b.is_comparison() || b.is_logical() => movement::lower_compare(ctx),
         Op::Binary(_) => movement::lower_binary(ctx),
         Op::Unary(UnaryOp::Not) => movement::lower_not(ctx),
@@ -236,6 +240,35 @@ fn lower_node(ctx: &OpContext, known: &[Option<Tensor>]) -> Result<Lowering, Low
             other.name()
         ))),
     }
+}
+
+/// What makes two nodes lower to the same kernels: the op with its attributes, the bound
+/// operand and result shapes, and the constant the lowering specialises on.
+#[derive(PartialEq, Eq, Hash)]
+struct LoweringKey {
+    op: String,
+    inputs: Vec<Option<TensorShape>>,
+    outputs: Vec<TensorShape>,
+    known: Option<(DType, Vec<usize>, Arc<[u8]>)>,
+}
+
+/// A built-in lowering done once and launched again for every identical node (the layers of a
+/// model): the program's kernel index of each call replaces its kernel.
+#[derive(Clone)]
+struct LoweredNode {
+    scratch: Vec<Scratch>,
+    calls: Vec<LoweredCall>,
+    view: bool,
+}
+
+/// One call of a [`LoweredNode`].
+#[derive(Clone)]
+struct LoweredCall {
+    kernel: usize,
+    kind: KernelKind,
+    cost: KernelCost,
+    args: Vec<ArgRef>,
+    assumptions: Vec<String>,
 }
 
 /// Builds the program while nodes are lowered.
@@ -278,6 +311,26 @@ impl ProgramBuilder<'_> {
         let t = self.add_tensor(v.name.clone(), TensorShape::new(v.ty.dtype, shape), kind);
         self.tensor_of.insert(value, t);
         Ok(t)
+    }
+
+    /// Interns the kernels of a fresh lowering (see [`ProgramBuilder::intern_kernel`]).
+    fn intern_lowering(&mut self, lowering: Lowering) -> LoweredNode {
+        let calls = lowering
+            .calls
+            .into_iter()
+            .map(|call| LoweredCall {
+                kind: KernelKind::of(&call.kernel),
+                kernel: self.intern_kernel(call.kernel),
+                cost: call.cost,
+                args: call.args,
+                assumptions: call.assumptions,
+            })
+            .collect();
+        LoweredNode {
+            scratch: lowering.scratch,
+            calls,
+            view: lowering.view,
+        }
     }
 
     /// The kernel's index, reusing an identical kernel (up to its name) lowered before.
@@ -347,6 +400,7 @@ pub fn partition_with(
         .map(|i| (i.value, &i.data))
         .collect();
     let mut launches = Vec::new();
+    let mut lowered_before: HashMap<LoweringKey, LoweredNode> = HashMap::new();
     for &id in &order {
         let node = graph.node(id);
         if node.inputs.iter().flatten().all(|v| constant[v.index()]) {
@@ -378,15 +432,31 @@ pub fn partition_with(
             outputs,
             target,
         };
-        let known: Vec<Option<Tensor>> = node
-            .inputs
-            .iter()
-            .map(|v| v.and_then(|v| inline_value(graph, &inline, v, bindings)))
-            .collect();
-        let lowering = lowerings
-            .lower(&ctx)
-            .unwrap_or_else(|| lower_node(&ctx, &known));
-        let lowering = lowering.map_err(|source| PartitionError::Lower {
+        let lowered = match lowerings.lower(&ctx) {
+            Some(user) => user.map(|l| b.intern_lowering(l)),
+            None => {
+                let specialised = specialised_operand(&node.op)
+                    .and_then(|i| node.inputs.get(i).copied().flatten())
+                    .and_then(|v| inline_value(graph, &inline, v, bindings));
+                let key = LoweringKey {
+                    op: format!("{:?}", node.op),
+                    inputs: ctx.inputs.clone(),
+                    outputs: ctx.outputs.clone(),
+                    known: specialised
+                        .as_ref()
+                        .map(|t| (t.dtype(), t.shape().to_vec(), Arc::from(t.bytes()))),
+                };
+                match lowered_before.get(&key) {
+                    Some(done) => Ok(done.clone()),
+                    None => lower_node(&ctx, specialised.as_ref()).map(|l| {
+                        let done = b.intern_lowering(l);
+                        lowered_before.insert(key, done.clone());
+                        done
+                    }),
+                }
+            }
+        };
+        let lowering = lowered.map_err(|source| PartitionError::Lower {
             node: describe(),
             source: Box::new(source),
         })?;
@@ -439,13 +509,14 @@ pub fn partition_with(
                 };
                 args.push(t);
             }
-            let kind = KernelKind::of(&call.kernel);
-            let kernel = b.intern_kernel(call.kernel);
-            b.program.launches.push(Launch { kernel, args });
+            b.program.launches.push(Launch {
+                kernel: call.kernel,
+                args,
+            });
             launches.push(PlannedKernel {
                 node: id,
                 launch: b.program.launches.len() - 1,
-                kind,
+                kind: call.kind,
                 cost: call.cost,
                 assumptions: call.assumptions,
             });

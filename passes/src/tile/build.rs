@@ -64,6 +64,12 @@ pub fn gm(param: usize, batch: Expr, at: (Expr, Expr), size: (Expr, Expr)) -> Gm
     }
 }
 
+/// Iterations of the loop of block `blk` when `units` work units are dealt round-robin over
+/// `blocks` blocks (block `b` takes units `b`, `b + blocks`, …).
+pub fn block_trips(units: u64, blocks: u64) -> Expr {
+    c(units).sub(v("blk")).add(c(blocks - 1)).div(c(blocks))
+}
+
 /// `roundup(e, 16)`.
 pub fn round16(e: Expr) -> Expr {
     e.add(c(15)).div(c(16)).mul(c(16))

@@ -4,11 +4,13 @@
 //!   tile sizes chosen by searching candidates under the cost model.
 //! - [`vector`]: vector-core tiling for elementwise chains and row-wise kernels (RMSNorm,
 //!   softmax, SwiGLU) under the UB budget with double buffering.
+//! - [`long_rows`]: RMSNorm and softmax over rows longer than UB, streamed in chunks.
 //!
 //! Both produce verified [`cubevec_ir::kernel::Kernel`]s.
 
 pub(crate) mod build;
 pub mod gemm;
+pub mod long_rows;
 pub mod vector;
 
 use cubevec_ir::DType;

@@ -11,8 +11,6 @@
 //! aligned, then balanced over the AIVs; tails are `min` extents, and UB row pitches are
 //! rounded up to 16 elements so that every row starts 32-byte aligned.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
     BufId, Buffer, BufferPlanner, CoreType, Expr, Kernel, Layout, MemLevel, Param, ParamRole, Pipe,
@@ -21,7 +19,7 @@ use cubevec_ir::kernel::{
 use cubevec_ir::target::Target;
 
 use super::TileError;
-use super::build::{c, for_, gm, let_, set, tile, v, wait};
+use super::build::{block_trips, c, for_, gm, let_, set, tile, v, wait};
 use crate::cost::{KernelCost, Work, estimate};
 
 /// An operand of a chain step.
@@ -288,7 +286,7 @@ fn chain_numerics(chain: &ElementwiseChain) -> Result<Numerics, TileError> {
     Ok(numerics)
 }
 
-fn check_dtype(name: &str, dtype: DType) -> Result<(), TileError> {
+pub(super) fn check_dtype(name: &str, dtype: DType) -> Result<(), TileError> {
     if matches!(dtype, DType::F16 | DType::BF16 | DType::F32) {
         Ok(())
     } else {
@@ -300,7 +298,7 @@ fn check_dtype(name: &str, dtype: DType) -> Result<(), TileError> {
     }
 }
 
-fn ub_buffer(name: &str, dtype: DType, rows: u64, cols: u64, stages: u64) -> Buffer {
+pub(super) fn ub_buffer(name: &str, dtype: DType, rows: u64, cols: u64, stages: u64) -> Buffer {
     Buffer {
         name: name.to_string(),
         level: MemLevel::Ub,
@@ -313,11 +311,11 @@ fn ub_buffer(name: &str, dtype: DType, rows: u64, cols: u64, stages: u64) -> Buf
     }
 }
 
-fn slice(buf: BufId, stage: Expr, offset: Expr) -> Slice {
+pub(super) fn slice(buf: BufId, stage: Expr, offset: Expr) -> Slice {
     Slice { buf, stage, offset }
 }
 
-fn vec_op(op: VecOp, dst: Slice, srcs: Vec<VecArg>, count: Expr) -> Stmt {
+pub(super) fn vec_op(op: VecOp, dst: Slice, srcs: Vec<VecArg>, count: Expr) -> Stmt {
     Stmt::Vector {
         op,
         dst,
@@ -327,7 +325,7 @@ fn vec_op(op: VecOp, dst: Slice, srcs: Vec<VecArg>, count: Expr) -> Stmt {
 }
 
 /// Flags opening and closing a double-buffered MTE2 → V → MTE3 stream.
-fn stream_prologue() -> Vec<Stmt> {
+pub(super) fn stream_prologue() -> Vec<Stmt> {
     (0..2)
         .flat_map(|s| {
             [
@@ -338,7 +336,7 @@ fn stream_prologue() -> Vec<Stmt> {
         .collect()
 }
 
-fn stream_epilogue() -> Vec<Stmt> {
+pub(super) fn stream_epilogue() -> Vec<Stmt> {
     (0..2)
         .flat_map(|s| {
             [
@@ -649,7 +647,7 @@ pub fn build_chain(
         },
         set(Pipe::Mte3, Pipe::V, v("s")),
     ]);
-    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(tiles, blocks);
     let mut vector = stream_prologue();
     vector.push(for_("t", trips, true, body));
     vector.extend(stream_epilogue());
@@ -705,7 +703,11 @@ pub fn plan_chain(chain: &ElementwiseChain, target: &Target) -> Result<VectorPla
     )
 }
 
-fn pick<F>(candidates: Vec<u64>, mut make: F, target: &Target) -> Result<VectorPlan, TileError>
+pub(super) fn pick<F>(
+    candidates: Vec<u64>,
+    mut make: F,
+    target: &Target,
+) -> Result<VectorPlan, TileError>
 where
     F: FnMut(u64) -> Result<(Kernel, KernelCost), TileError>,
 {
@@ -944,27 +946,26 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
         },
         set(Pipe::Mte3, Pipe::V, v("s")),
     ];
-    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(tiles, blocks);
     vector.push(for_("t", trips, true, body));
     vector.extend(stream_epilogue());
-    let tiling: BTreeMap<String, u64> = [
-        ("tile_rows".to_string(), tile_rows),
-        ("row_pitch".to_string(), pitch),
-        ("tiles".to_string(), tiles),
-    ]
-    .into_iter()
-    .collect();
+    let tiling = [
+        ("tile_rows", tile_rows),
+        ("row_pitch", pitch),
+        ("tiles", tiles),
+    ];
     Ok(Kernel::vector(
         &op.name,
         blocks as u32,
         params,
         buffers,
         vector,
-        tiling,
+        &tiling,
     ))
 }
 
-/// Tiles a row-wise kernel: rows per tile from the UB budget, balanced over the AIVs.
+/// Tiles a row-wise kernel: rows per tile from the UB budget, balanced over the AIVs; a row
+/// too long for UB is streamed in chunks instead (see [`super::long_rows`]).
 pub fn plan_rows(op: &RowWise, target: &Target) -> Result<VectorPlan, TileError> {
     check_dtype(&op.name, op.dtype)?;
     let pitch = op.cols.div_ceil(16) * 16;
@@ -973,13 +974,7 @@ pub fn plan_rows(op: &RowWise, target: &Target) -> Result<VectorPlan, TileError>
     let fixed = pitch * 4 * 3 + pitch * eb + 128 + 4 * 32 * 8;
     let budget = target.buffers.ub.usable_bytes();
     if fixed + per_row > budget {
-        return Err(TileError::NoFit {
-            name: op.name.clone(),
-            reason: format!(
-                "a row of {} elements does not fit UB; split the row",
-                op.cols
-            ),
-        });
+        return super::long_rows::plan_long_rows(op, target);
     }
     let max_rows = ((budget - fixed) / per_row).min(op.rows).max(1);
     let balanced = op.rows.div_ceil(target.cores.aiv as u64).clamp(1, max_rows);

@@ -15,6 +15,7 @@ use super::emit::{
 };
 use crate::cost::Work;
 use crate::lower::LowerError;
+use crate::tile::build::block_trips;
 
 /// Builds the combine kernel. Parameters: `y f32 [tokens · top_k, hidden]`, `weights f32
 /// [tokens, top_k]`, `places i32 [tokens, top_k]` in, `out [tokens, hidden]` of `dtype` out.
@@ -146,7 +147,7 @@ pub fn kernel(
         set(Pipe::S, Pipe::Mte2, 0),
         set(Pipe::Mte3, Pipe::V, 0),
     ];
-    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(tiles, blocks);
     vector.push(for_("t", trips, false, body));
     vector.extend([
         wait(Pipe::V, Pipe::Mte2, 0),
@@ -155,11 +156,8 @@ pub fn kernel(
         wait(Pipe::S, Pipe::Mte2, 0),
         wait(Pipe::Mte3, Pipe::V, 0),
     ]);
-    let tiling = [("tile_tokens", rows), ("tiles", tiles), ("top_k", top_k)]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b))
-        .collect();
-    let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, tiling);
+    let tiling = [("tile_tokens", rows), ("tiles", tiles), ("top_k", top_k)];
+    let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, &tiling);
     let eb = dtype.bits() as f64 / 8.0;
     let work = Work {
         flops: 2.0 * (tokens * top_k * hidden) as f64,

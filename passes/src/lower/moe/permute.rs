@@ -20,6 +20,7 @@ use super::emit::{
 };
 use crate::cost::Work;
 use crate::lower::LowerError;
+use crate::tile::build::block_trips;
 
 /// Ids per chunk of the sort (64 KiB of `i32`).
 pub const CHUNK: u64 = 16384;
@@ -142,11 +143,8 @@ pub fn sort_kernel(
         ("chunks", chunks),
         ("experts", experts),
         ("scalar_bookkeeping", 1),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b))
-    .collect();
-    let kernel = Kernel::vector(name, 1, params, buffers, vector, tiling);
+    ];
+    let kernel = Kernel::vector(name, 1, params, buffers, vector, &tiling);
     let work = Work {
         flops: pairs as f64,
         bytes: (pairs * 12 + (experts + 1) * 4) as f64,
@@ -228,17 +226,14 @@ pub fn scatter_kernel(
         set(Pipe::Mte3, Pipe::Mte2, 0),
         set(Pipe::Mte3, Pipe::Mte2, 1),
     ];
-    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(tiles, blocks);
     vector.push(for_("t", trips, true, body));
     vector.extend([
         wait(Pipe::Mte3, Pipe::Mte2, 0),
         wait(Pipe::Mte3, Pipe::Mte2, 1),
     ]);
-    let tiling = [("tile_tokens", rows), ("tiles", tiles), ("top_k", top_k)]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b))
-        .collect();
-    let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, tiling);
+    let tiling = [("tile_tokens", rows), ("tiles", tiles), ("top_k", top_k)];
+    let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, &tiling);
     let eb = dtype.bits() as f64 / 8.0;
     let work = Work {
         flops: 0.0,

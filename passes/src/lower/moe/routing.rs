@@ -28,6 +28,7 @@ use super::emit::{
 };
 use crate::cost::Work;
 use crate::lower::LowerError;
+use crate::tile::build::block_trips;
 
 /// How a token's scores are computed from its logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -467,7 +468,7 @@ pub fn kernel(r: &Routing, target: &Target) -> Result<(Kernel, Work), LowerError
         set(Pipe::Mte3, Pipe::V, 0),
         set(Pipe::Mte3, Pipe::S, 0),
     ]);
-    let trips = c(tiles).sub(v("blk")).add(c(blocks - 1)).div(c(blocks));
+    let trips = block_trips(tiles, blocks);
     vector.push(for_("t", trips, false, body));
     vector.extend([
         wait(Pipe::V, Pipe::Mte2, 0),
@@ -481,11 +482,8 @@ pub fn kernel(r: &Routing, target: &Target) -> Result<(Kernel, Work), LowerError
         ("groups", groups),
         ("group_pitch", gpad),
         ("top_k", k),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b))
-    .collect();
-    let kernel = Kernel::vector(&r.name, blocks as u32, params, buffers, vector, tiling);
+    ];
+    let kernel = Kernel::vector(&r.name, blocks as u32, params, buffers, vector, &tiling);
     let eb = r.logits.bits() as f64 / 8.0;
     let work = Work {
         flops: (tokens * e) as f64 * (8.0 + k as f64),

@@ -10,8 +10,6 @@
 //! in the compute type (f32 when a 16-bit type is involved, cast on the way in and out with
 //! round-to-nearest-even), a broadcast scalar becoming a row with `Duplicate`.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
     BufId, Buffer, BufferPlanner, Kernel, Param, ParamRole, Pipe, Slice, Stmt, VecArg, VecOp,
@@ -386,20 +384,14 @@ fn build(e: &Elementwise, rt: u64, cw: u64, target: &Target) -> Result<Kernel, L
         vector.push(wait(Pipe::V, Pipe::Mte2, c(s)));
         vector.push(wait(Pipe::Mte3, Pipe::V, c(s)));
     }
-    let tiling: BTreeMap<String, u64> = [
-        ("tile_rows".to_string(), rt),
-        ("tile_cols".to_string(), cw),
-        ("units".to_string(), units),
-    ]
-    .into_iter()
-    .collect();
+    let tiling = [("tile_rows", rt), ("tile_cols", cw), ("units", units)];
     Ok(Kernel::vector(
         &e.name,
         blocks as u32,
         params,
         buffers,
         vector,
-        tiling,
+        &tiling,
     ))
 }
 

@@ -16,8 +16,6 @@
 //! vector instruction. Work units (outer index × row tile × run chunk) are dealt round-robin
 //! over the vector cores.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{BufId, BufferPlanner, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt};
 use cubevec_ir::target::Target;
@@ -266,20 +264,14 @@ fn build(copy: &Copy, rt: u64, cw: u64, target: &Target) -> Result<Kernel, Lower
     }
     vector.push(wait(Pipe::Mte3, Pipe::Mte2, c(0)));
     vector.push(wait(Pipe::Mte3, Pipe::Mte2, c(1)));
-    let tiling: BTreeMap<String, u64> = [
-        ("tile_rows".to_string(), rt),
-        ("run_chunk".to_string(), cw),
-        ("units".to_string(), total),
-    ]
-    .into_iter()
-    .collect();
+    let tiling = [("tile_rows", rt), ("run_chunk", cw), ("units", total)];
     Ok(Kernel::vector(
         &copy.name,
         blocks as u32,
         params,
         buffers,
         vector,
-        tiling,
+        &tiling,
     ))
 }
 

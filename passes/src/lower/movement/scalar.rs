@@ -17,8 +17,6 @@
 //!   chunk's blocks go back to GM as one `DataCopyPad` of one-element chunks, so any element
 //!   type is moved bit for bit.
 
-use std::collections::BTreeMap;
-
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
     BufferPlanner, Expr, Kernel, Param, ParamRole, Pipe, ScalarSrc, Stmt, VecArg,
@@ -295,17 +293,14 @@ fn build(e: &Elementwise, chunk: u64, target: &Target) -> Result<Kernel, LowerEr
     vector.push(for_("t", trips, true, body));
     vector.push(wait(Pipe::Mte3, to, c(0)));
     vector.push(wait(Pipe::Mte3, to, c(1)));
-    let tiling: BTreeMap<String, u64> =
-        [("chunk".to_string(), chunk), ("units".to_string(), units)]
-            .into_iter()
-            .collect();
+    let tiling = [("chunk", chunk), ("units", units)];
     Ok(Kernel::vector(
         &e.name,
         blocks as u32,
         params,
         buffers,
         vector,
-        tiling,
+        &tiling,
     ))
 }
 
