@@ -510,6 +510,14 @@ fn build_kernel(
     };
     match table {
         None if t.a_panel => cube.extend(panel_loop(&ctx)),
+        None if groups > 1
+            && problem
+                .groups
+                .iter()
+                .all(|&m| m == problem.groups[0] && m > 0) =>
+        {
+            cube.push(equal_groups_loop(&ctx));
+        }
         None => {
             let mut start = 0u64;
             let mut row_base = 0u64;
@@ -525,7 +533,7 @@ fn build_kernel(
                     cube.push(group_loop(
                         &ctx,
                         &GroupRows {
-                            index: g as u64,
+                            index: c(g as u64),
                             rows: c(m_g),
                             row_base: c(row_base),
                             start: c(start),
@@ -549,7 +557,12 @@ fn build_kernel(
                 shape: table.shape(groups),
                 role: ParamRole::Input,
             });
-            cube.extend(runtime_groups(&ctx, table));
+            match balanced_profile(&problem.groups) {
+                Some(profile) if table.kind == GroupTableKind::Offsets => {
+                    cube.push(offset_groups_loop(&ctx, profile));
+                }
+                _ => cube.extend(runtime_groups(&ctx, table)),
+            }
         }
     }
     for s in 0..2 {
@@ -616,7 +629,7 @@ struct LoopCtx<'a> {
 /// One group's rows: constants for a static profile, variables read at run time otherwise.
 struct GroupRows {
     /// Group (expert) index: the batch of B.
-    index: u64,
+    index: Expr,
     /// Rows of the group.
     rows: Expr,
     /// First row of the group in A and C.
@@ -629,6 +642,100 @@ struct GroupRows {
     m_tiles: Expr,
     /// Rows (rounded up to 16) of the group's smallest M tile (16 when unknown).
     min_m: u64,
+}
+
+/// One loop over groups of equal static rows (a batched GEMM): group `g` starts at row
+/// `g·m` and its units follow the `g` groups before it in the round-robin deal.
+fn equal_groups_loop(ctx: &LoopCtx) -> Stmt {
+    let (t, cn) = (ctx.t, ctx.cn);
+    let m = ctx.problem.groups[0];
+    let m_tiles = m.div_ceil(t.m1);
+    let units = m_tiles * cn.n_tiles * cn.splits;
+    let min_m = if m.is_multiple_of(t.m1) {
+        t.m1
+    } else {
+        (m % t.m1).div_ceil(16) * 16
+    };
+    let group = GroupRows {
+        index: v("g"),
+        rows: c(m),
+        row_base: v("g").mul(c(m)),
+        start: v("g").mul(c(units)),
+        units: c(units),
+        m_tiles: c(m_tiles),
+        min_m,
+    };
+    for_(
+        "g",
+        c(ctx.problem.groups.len() as u64),
+        false,
+        vec![group_loop(ctx, &group)],
+    )
+}
+
+/// A planned profile that deals `rows` over the groups as evenly as possible, the larger
+/// groups first: `(rows per group, groups with one more row)`.
+#[derive(Clone, Copy)]
+struct Balanced {
+    each: u64,
+    extra: u64,
+}
+
+/// The profile as [`Balanced`], if it is one.
+fn balanced_profile(groups: &[u64]) -> Option<Balanced> {
+    let total: u64 = groups.iter().sum();
+    let n = groups.len() as u64;
+    let (each, extra) = (total / n.max(1), total % n.max(1));
+    groups
+        .iter()
+        .enumerate()
+        .all(|(g, &m)| m == each + u64::from((g as u64) < extra))
+        .then_some(Balanced { each, extra })
+}
+
+/// One loop over the groups of an offsets table (`[groups + 1]`): group `g`'s rows are
+/// `offsets[g]..offsets[g + 1]`, read at run time. Its units start the round-robin deal where
+/// the planned (balanced) profile's units before it end, so the deal matches a static kernel
+/// for the planned routing and stays a valid partition for any other.
+fn offset_groups_loop(ctx: &LoopCtx, profile: Balanced) -> Stmt {
+    let (t, cn) = (ctx.t, ctx.cn);
+    let per_tile = cn.n_tiles * cn.splits;
+    let planned_offset = |g: Expr| g.clone().mul(c(profile.each)).add(g.min(c(profile.extra)));
+    let (units_lo, units_hi) = (
+        profile.each.div_ceil(t.m1) * per_tile,
+        (profile.each + 1).div_ceil(t.m1) * per_tile,
+    );
+    let load = |var: &str, index: Expr| Stmt::LoadScalar {
+        var: var.to_string(),
+        src: ScalarSrc::Gm {
+            param: 3,
+            index: index.clone(),
+        },
+        planned: planned_offset(index),
+    };
+    let group = GroupRows {
+        index: v("g"),
+        rows: v("g_rows"),
+        row_base: v("g_lo"),
+        start: match (profile.extra, units_hi - units_lo) {
+            (0, _) | (_, 0) => v("g").mul(c(units_lo)),
+            (extra, more) => v("g")
+                .mul(c(units_lo))
+                .add(v("g").min(c(extra)).mul(c(more))),
+        },
+        units: v("g_units"),
+        m_tiles: v("g_tiles"),
+        min_m: 16,
+    };
+    let body = vec![
+        load("g_lo", v("g")),
+        load("g_hi", v("g").add(c(1))),
+        let_("g_rows", v("g_hi").sub(v("g_lo"))),
+        let_("g_tiles", v("g_rows").ceil_div(c(t.m1))),
+        let_("g_units", v("g_tiles").mul(c(per_tile))),
+        group_loop(ctx, &group),
+    ];
+    for_("g", c(ctx.problem.groups.len() as u64), false, body)
 }
 
 /// Reads the group rows from the table, one group after another, and emits each group's loop.
@@ -674,7 +781,7 @@ fn runtime_groups(ctx: &LoopCtx, table: &GroupTable) -> Vec<Stmt> {
         out.push(group_loop(
             ctx,
             &GroupRows {
-                index: g as u64,
+                index: c(g as u64),
                 rows: v(&rows),
                 row_base: row_base.clone(),
                 start: start.clone(),
@@ -761,7 +868,7 @@ fn panel_loop(ctx: &LoopCtx) -> Vec<Stmt> {
     let m_tiles = m.div_ceil(t.m1);
     let total = m_tiles * cn.n_tiles;
     let group = GroupRows {
-        index: 0,
+        index: c(0),
         rows: c(m),
         row_base: c(0),
         start: c(0),
@@ -954,7 +1061,7 @@ fn tile_body(
     k_body.extend([
         Stmt::CopyIn {
             dst: b_l1,
-            src: gm(1, c(group.index), b_gm_at, b_gm_size),
+            src: gm(1, group.index.clone(), b_gm_at, b_gm_size),
         },
         set(Pipe::Mte2, Pipe::Mte1, v("s1")),
         wait(Pipe::Mte2, Pipe::Mte1, v("s1")),
