@@ -487,6 +487,48 @@ fn emit_kernel_ir_for_a_target_with_a_json_report() {
 }
 
 #[test]
+fn devices_and_context_set_the_memory_per_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report.json");
+    let model = fixture("models/mixtral");
+    let out = compile_model(&[
+        model.to_str().unwrap(),
+        "--target",
+        "ascend910b2",
+        "--batch",
+        "3",
+        "--seq-len",
+        "8",
+        "--devices",
+        "2",
+        "--context",
+        "100",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(
+        summary.contains("per device on 2 x ascend910b2")
+            && summary.contains("(2 of 3 sequence(s) x 100 positions)"),
+        "{summary}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let d = &json["deployment"];
+    assert_eq!(d["devices"], 2);
+    assert_eq!(d["sequences"], 3);
+    assert_eq!(d["context"], 100);
+    // Keys and values of 2 layers x 2 KV heads x 16 head features in f32, for 100 positions.
+    let per_sequence = 100 * 2 * 2 * 2 * 16 * 4;
+    assert_eq!(d["kv_bytes_per_sequence"], per_sequence);
+    assert_eq!(d["kv_bytes_per_device"], 2 * per_sequence);
+    let per_token = &json["per_token"];
+    assert_eq!(per_token["prefill_tokens"], 24);
+    assert_eq!(per_token["decode_tokens"], 3);
+}
+
+#[test]
 fn kernel_planning_errors_name_the_target_or_the_dimension() {
     let model = fixture("ir/mlp_block_bf16.cvir");
     let model = model.to_str().unwrap();
@@ -670,6 +712,8 @@ fn usage_errors_exit_with_code_2_and_no_panic() {
         vec![model, "--seq-len", "many", "--emit", "ir"],
         vec![model, "--reference", "--emit", "ir"],
         vec![model, "-q", "-v", "--emit", "ir"],
+        vec![model, "--devices", "0", "--emit", "ir"],
+        vec![model, "--context", "long", "--emit", "ir"],
     ] {
         let out = compile_model(&args);
         let err = stderr(&out);

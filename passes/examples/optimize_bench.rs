@@ -9,6 +9,7 @@
 //! fastest run is reported, with the phase breakdown of that run (the time to drop the returned
 //! graph is not counted). The output graph holds every weight of the input, so building it is
 //! at least a copy of the input's values and initializers: that copy is timed as the floor.
+//! The allocator is mimalloc, as in `compile-model`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,6 +18,9 @@ use anyhow::{Context, Result};
 use cubevec_frontend::hf::{self, HfOptions};
 use cubevec_ir::Graph;
 use cubevec_passes::optimize::{OptimizeOptions, OptimizeReport, optimize};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Optimises `graph` `runs` times; the fastest wall time and its report.
 fn time_optimize(graph: &Graph, runs: usize) -> Result<(f64, OptimizeReport)> {

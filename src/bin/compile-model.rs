@@ -18,6 +18,11 @@ use cubevec::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// mimalloc: the compiler builds and drops millions of small objects (graph values, e-nodes,
+/// kernel statements), where it is about twice as fast as the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Compile Mixture-of-Experts models for Huawei Ascend NPUs, or run them on the CPU.
 #[derive(Parser, Debug)]
 #[command(name = "compile-model", version, about)]
