@@ -616,6 +616,46 @@ fn cases() -> Cases {
         vec![("sigmoid", reference)],
     );
 
+    // Rounding to integral values (f32 → f32 Casts): floor(x) + ceil(x) + rint(x), with halves
+    // (rint goes to even) and negative fractions (ceil gives -0).
+    let mut xs: Vec<f32> = values(120, 16).iter().map(|v| v * 5.0).collect();
+    xs[..6].copy_from_slice(&[0.5, 1.5, 2.5, -0.5, -2.5, -0.25]);
+    let x = Tensor::from_f32(DType::F32, vec![120], &xs);
+    let chain = ElementwiseChain {
+        name: "rounding".into(),
+        len: 120,
+        dtype: DType::F32,
+        inputs: 1,
+        steps: vec![
+            step(VecOp::Floor, vec![ChainArg::Input(0)]),
+            ChainStep {
+                op: VecOp::Ceil,
+                dst: 1,
+                srcs: vec![ChainArg::Input(0)],
+            },
+            step(VecOp::Add, vec![ChainArg::Temp(0), ChainArg::Temp(1)]),
+            ChainStep {
+                op: VecOp::Rint,
+                dst: 1,
+                srcs: vec![ChainArg::Input(0)],
+            },
+            step(VecOp::Add, vec![ChainArg::Temp(0), ChainArg::Temp(1)]),
+        ],
+        output: 0,
+    };
+    let unary = |op| eval(Op::Unary(op), &[&x]);
+    let add = |a: &Tensor, b: &Tensor| eval(Op::Binary(BinaryOp::Add), &[a, b]);
+    let reference = add(
+        &add(&unary(UnaryOp::Floor), &unary(UnaryOp::Ceil)),
+        &unary(UnaryOp::Round),
+    );
+    let tx = cases.feed("rounding_x", &x, false);
+    cases.launch(
+        plan_chain(&chain, &t).expect("plan").kernel,
+        vec![tx],
+        vec![("rounding", reference)],
+    );
+
     // Scalar statements: arg-max rows.
     let x = random(DType::F32, &[8, 64], 15);
     let argmax = eval(

@@ -2,12 +2,12 @@
 //! executor and compared with the graph interpreter on the same operands.
 
 use cubevec_ir::kernel::{GmData, ParamRole, execute};
-use cubevec_ir::op::BinaryOp;
+use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::{Dim, DimBindings};
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor, interp};
 use cubevec_passes::lower::{
-    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, movement, rope,
+    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, elementwise, movement, rope,
 };
 
 type LowerFn = fn(&OpContext) -> Result<Lowering, LowerError>;
@@ -332,6 +332,33 @@ fn casts_round_to_nearest_even() {
     ] {
         let x = random(from, &[7, 65], 60);
         check(movement::lower_cast, Op::Cast { to }, some(vec![x]), 0.0);
+    }
+}
+
+#[test]
+fn floor_ceil_and_round_to_integral_values() {
+    // Halves included: Round goes to even, like the interpreter.
+    let halves = Tensor::from_f32(
+        F32,
+        vec![2, 5],
+        &[0.5, 1.5, 2.5, -0.5, -2.5, 3.25, -3.75, 0.0, -0.0, 1e9],
+    );
+    for op in [UnaryOp::Floor, UnaryOp::Ceil, UnaryOp::Round] {
+        check(
+            elementwise::lower_elementwise,
+            Op::Unary(op),
+            some(vec![halves.clone()]),
+            0.0,
+        );
+        for dtype in [F32, BF16, F16] {
+            let x = random(dtype, &[3, 70], 61);
+            check(
+                elementwise::lower_elementwise,
+                Op::Unary(op),
+                some(vec![x]),
+                0.0,
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use cubevec_ir::kernel::{BufId, Expr, Pipe, ReduceKind, ScalarSrc, Slice, VecArg
 
 use super::EmitError;
 use super::kernel::KernelSource;
-use super::types::{bits_type, cast_mode, cpp_type, hard_event, pipe_t};
+use super::types::{bits_type, cast_mode, cpp_type, hard_event, integral_mode, pipe_t};
 
 impl KernelSource<'_> {
     /// `Mmad(c, a, b, MmadParams(m, n, k, unitFlag 0, cmatrixSource false, init))`, on whole
@@ -72,6 +72,9 @@ impl KernelSource<'_> {
                     args[1],
                     cast_mode(from, dtype)
                 )
+            }
+            _ if let Some(mode) = integral_mode(op) => {
+                format!("AscendC::Cast({}, {}, {mode}, {count});", args[0], args[1])
             }
             _ => format!("AscendC::{}({}, {count32});", op.name(), args.join(", ")),
         };

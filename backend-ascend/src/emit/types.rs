@@ -2,7 +2,7 @@
 //! core types.
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{CoreType, MemLevel, Pipe};
+use cubevec_ir::kernel::{CoreType, MemLevel, Pipe, VecOp};
 
 /// The C++ element type of `dtype` in kernels and host code, `None` for packed sub-byte types.
 /// FP8 and scale types are moved as raw bytes (`uint8_t`); booleans are bytes too.
@@ -118,6 +118,17 @@ pub(crate) fn quant_mode(acc: DType, out: DType) -> Option<&'static str> {
         (DType::F32, DType::F32) | (DType::I32, DType::I32) => Some("QuantMode_t::NoQuant"),
         (DType::F32, DType::F16) => Some("QuantMode_t::F322F16"),
         (DType::F32, DType::BF16) => Some("QuantMode_t::F322BF16"),
+        _ => None,
+    }
+}
+
+/// The `RoundMode` of the f32 → f32 `Cast` that [`VecOp::Floor`], [`VecOp::Ceil`] and
+/// [`VecOp::Rint`] are; `None` for other ops.
+pub(crate) fn integral_mode(op: VecOp) -> Option<&'static str> {
+    match op {
+        VecOp::Floor => Some("AscendC::RoundMode::CAST_FLOOR"),
+        VecOp::Ceil => Some("AscendC::RoundMode::CAST_CEIL"),
+        VecOp::Rint => Some("AscendC::RoundMode::CAST_RINT"),
         _ => None,
     }
 }

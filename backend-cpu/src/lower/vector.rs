@@ -214,6 +214,9 @@ impl Lowerer<'_> {
             (VecOp::Min | VecOp::Mins, true) => self.b.ins().fmin(vals[0], vals[1]),
             (VecOp::Abs, true) => self.b.ins().fabs(vals[0]),
             (VecOp::Sqrt, true) => self.b.ins().sqrt(vals[0]),
+            (VecOp::Floor, true) => self.b.ins().floor(vals[0]),
+            (VecOp::Ceil, true) => self.b.ins().ceil(vals[0]),
+            (VecOp::Rint, true) => self.b.ins().nearest(vals[0]),
             (VecOp::Rsqrt, true) => {
                 let one = self.cf(ty, 1.0);
                 let r = self.b.ins().sqrt(vals[0]);
@@ -253,7 +256,7 @@ impl Lowerer<'_> {
                     _ => vals[0],
                 }
             }
-            _ => return Err(self.unsupported(format!("{} on {dt}", op.name()))),
+            _ => return Err(self.unsupported(format!("{} on {dt}", op.mnemonic()))),
         })
     }
 

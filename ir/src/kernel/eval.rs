@@ -1399,6 +1399,9 @@ fn float_op(op: VecOp, a: f32, b: f32) -> f32 {
         VecOp::Reciprocal => 1.0 / a,
         VecOp::Relu => a.max(0.0),
         VecOp::Duplicate | VecOp::Cast => a,
+        VecOp::Floor => a.floor(),
+        VecOp::Ceil => a.ceil(),
+        VecOp::Rint => a.round_ties_even(),
     }
 }
 
@@ -1413,8 +1416,16 @@ fn int_op(op: VecOp, a: i64, b: i64, dtype: DType) -> Result<i64, String> {
         VecOp::Abs => a.wrapping_abs(),
         VecOp::Relu => a.max(0),
         VecOp::Duplicate | VecOp::Cast => a,
-        VecOp::Div | VecOp::Exp | VecOp::Ln | VecOp::Sqrt | VecOp::Rsqrt | VecOp::Reciprocal => {
-            return Err(format!("{} is not defined on {dtype}", op.name()));
+        VecOp::Div
+        | VecOp::Exp
+        | VecOp::Ln
+        | VecOp::Sqrt
+        | VecOp::Rsqrt
+        | VecOp::Reciprocal
+        | VecOp::Floor
+        | VecOp::Ceil
+        | VecOp::Rint => {
+            return Err(format!("{} is not defined on {dtype}", op.mnemonic()));
         }
     })
 }

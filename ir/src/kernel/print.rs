@@ -201,7 +201,7 @@ fn write_body(out: &mut String, kernel: &Kernel, body: &[Stmt], depth: usize) {
                 writeln!(
                     out,
                     "{pad}{} {} <- {} n={count}",
-                    op.name(),
+                    op.mnemonic(),
                     slice(kernel, dst),
                     args.join(", ")
                 )

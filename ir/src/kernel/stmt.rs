@@ -161,6 +161,13 @@ pub enum VecOp {
     /// Element type conversion; the dtypes are those of the source and destination buffers,
     /// rounding to nearest even (`CAST_RINT`) when narrowing, exact (`CAST_NONE`) when widening.
     Cast,
+    /// `floor(a)` on f32: an f32 → f32 `Cast` with `CAST_FLOOR`.
+    Floor,
+    /// `ceil(a)` on f32: an f32 → f32 `Cast` with `CAST_CEIL`.
+    Ceil,
+    /// `a` rounded to the nearest integer, ties to even, on f32: an f32 → f32 `Cast` with
+    /// `CAST_RINT`.
+    Rint,
 }
 
 impl VecOp {
@@ -185,7 +192,18 @@ impl VecOp {
             VecOp::Reciprocal => "Reciprocal",
             VecOp::Relu => "Relu",
             VecOp::Duplicate => "Duplicate",
-            VecOp::Cast => "Cast",
+            VecOp::Cast | VecOp::Floor | VecOp::Ceil | VecOp::Rint => "Cast",
+        }
+    }
+
+    /// How the kernel IR text prints it: the AscendC function name, or the rounding of a
+    /// rounding `Cast`.
+    pub fn mnemonic(self) -> &'static str {
+        match self {
+            VecOp::Floor => "Floor",
+            VecOp::Ceil => "Ceil",
+            VecOp::Rint => "Rint",
+            other => other.name(),
         }
     }
 
@@ -204,7 +222,10 @@ impl VecOp {
             | VecOp::Rsqrt
             | VecOp::Reciprocal
             | VecOp::Relu
-            | VecOp::Cast => &[true],
+            | VecOp::Cast
+            | VecOp::Floor
+            | VecOp::Ceil
+            | VecOp::Rint => &[true],
         }
     }
 

@@ -1082,12 +1082,14 @@ impl<'k> Sim<'k> {
             | VecOp::Maxs
             | VecOp::Mins
             | VecOp::Relu => matches!(dt, DType::F16 | DType::F32 | DType::I32),
+            // Rounding to an integral value is a float → float Cast, f32 only.
+            VecOp::Floor | VecOp::Ceil | VecOp::Rint => dt == DType::F32,
             _ => matches!(dt, DType::F16 | DType::F32),
         };
         if !legal {
             return Err(format!(
                 "{} on {dt} is not supported; compute in f16 or f32",
-                op.name()
+                op.mnemonic()
             ));
         }
         for obj in reads {

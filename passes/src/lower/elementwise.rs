@@ -112,6 +112,9 @@ fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
         UnaryOp::Rsqrt => one(VecOp::Rsqrt),
         UnaryOp::Reciprocal => one(VecOp::Reciprocal),
         UnaryOp::Relu => one(VecOp::Relu),
+        UnaryOp::Floor => one(VecOp::Floor),
+        UnaryOp::Ceil => one(VecOp::Ceil),
+        UnaryOp::Round => one(VecOp::Rint),
         UnaryOp::Neg => Some(vec![step(VecOp::Muls, vec![Input(0), Imm(-1.0)])]),
         UnaryOp::Sigmoid | UnaryOp::Silu => {
             let mut steps = vec![

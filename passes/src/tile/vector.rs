@@ -631,10 +631,11 @@ pub fn build_chain(
             vec![VecArg::Slice(result)],
             v("n"),
         )),
+        // A copy as `x · 1`, which keeps the sign of a zero result (`x + 0` would not).
         None => body.push(vec_op(
-            VecOp::Adds,
+            VecOp::Muls,
             out,
-            vec![VecArg::Slice(result), VecArg::Imm(0.0)],
+            vec![VecArg::Slice(result), VecArg::Imm(1.0)],
             v("n"),
         )),
     }
