@@ -2,7 +2,9 @@
 //! scalar loads and stores, flags, barriers and cross-core flags.
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{BufId, Expr, Pipe, ReduceKind, ScalarSrc, Slice, VecArg, VecOp};
+use cubevec_ir::kernel::{
+    BufId, Expr, ParamRole, Pipe, ReduceKind, ScalarSrc, Slice, VecArg, VecOp,
+};
 
 use super::EmitError;
 use super::kernel::KernelSource;
@@ -128,10 +130,14 @@ impl KernelSource<'_> {
             ScalarSrc::Gm { param, index } => {
                 let p = self.param(*param)?;
                 let ty = cpp_type(p.dtype).unwrap_or("uint8_t");
-                let element = self.global(*param, index);
-                self.code.line(format!(
-                    "AscendC::DataCacheCleanAndInvalid<{ty}, AscendC::CacheLine::SINGLE_CACHE_LINE, AscendC::DcciDst::CACHELINE_OUT>({element});"
-                ));
+                // Inputs were invalidated once at the kernel's start; a parameter the kernel
+                // also writes is refreshed before each read.
+                if p.role != ParamRole::Input {
+                    let element = self.global(*param, index);
+                    self.code.line(format!(
+                        "AscendC::DataCacheCleanAndInvalid<{ty}, AscendC::CacheLine::SINGLE_CACHE_LINE, AscendC::DcciDst::CACHELINE_OUT>({element});"
+                    ));
+                }
                 let view = match self.gm_bits(*param) {
                     Some(bits) => bits.to_string(),
                     None => self.global(*param, &Expr::c(0)),

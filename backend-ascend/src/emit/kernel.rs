@@ -271,6 +271,16 @@ impl<'k> KernelSource<'k> {
         for (i, p) in kernel.params.iter().enumerate() {
             self.global_tensor(i, p, plan);
         }
+        if let Some(i) = scalar_read_inputs(kernel).first() {
+            // Scalar reads of inputs (written before the launch) go through the data cache,
+            // which may hold the same addresses from an earlier kernel: invalidate it once here
+            // instead of a line before every read.
+            let ty = cpp_type(kernel.params[*i].dtype).unwrap_or("uint8_t");
+            self.code.line(format!(
+                "AscendC::DataCacheCleanAndInvalid<{ty}, AscendC::CacheLine::ENTIRE_DATA_CACHE, AscendC::DcciDst::CACHELINE_OUT>({});",
+                self.gm[*i]
+            ));
+        }
         self.code.line("AscendC::TPipe pipe;");
         if kernel.core != CoreType::Aiv {
             self.side(Side::Cube)?;
@@ -686,6 +696,24 @@ fn used_vars(program: &[Stmt]) -> BTreeSet<String> {
         visit(stmt, &mut |s| exprs(s, &mut |e| e.collect_vars(&mut used)));
     }
     used
+}
+
+/// The input parameters that `LoadScalar` reads from GM, in parameter order.
+fn scalar_read_inputs(kernel: &Kernel) -> Vec<usize> {
+    let mut read = vec![false; kernel.params.len()];
+    for stmt in kernel.cube.iter().chain(&kernel.vector) {
+        visit(stmt, &mut |s| {
+            if let Stmt::LoadScalar {
+                src: ScalarSrc::Gm { param, .. },
+                ..
+            } = s
+                && kernel.params.get(*param).map(|p| p.role) == Some(ParamRole::Input)
+            {
+                read[*param] = true;
+            }
+        });
+    }
+    (0..read.len()).filter(|&i| read[i]).collect()
 }
 
 /// Calls `f` on `stmt` and every statement nested in it.

@@ -11,11 +11,11 @@
 //! cost-relevant inputs repeat (tile extents, not offsets) are evaluated once and memoised, so
 //! the walk costs about one evaluation per distinct tile shape.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
-    BufId, Env, Expr, Kernel, KernelError, MemLevel, ScalarSrc, Side, Stmt, VecArg,
+    BufId, Env, Expr, Kernel, KernelError, MemLevel, ParamRole, ScalarSrc, Side, Stmt, VecArg,
 };
 use cubevec_ir::target::Target;
 use serde::Serialize;
@@ -195,6 +195,9 @@ struct Walker<'a> {
     memo: HashMap<(usize, Vec<i64>), Span>,
     deps: HashMap<usize, Vec<String>>,
     slots: HashMap<BufId, usize>,
+    /// The 64-byte lines of input parameters the current core instance has read with
+    /// `LoadScalar` (its data cache, invalidated once at the kernel's start).
+    cached_lines: HashSet<(usize, i64)>,
 }
 
 fn ev(e: &Expr, env: &Env, context: &str) -> Result<f64, KernelError> {
@@ -272,7 +275,7 @@ impl Walker<'_> {
         rows * row / self.target.mte.gm_bytes_per_cycle_per_core
     }
 
-    fn leaf(&self, stmt: &Stmt, env: &Env) -> Result<Span, KernelError> {
+    fn leaf(&mut self, stmt: &Stmt, env: &Env) -> Result<Span, KernelError> {
         let mut s = Span::default();
         let overhead = self.target.model.instruction_overhead_cycles as f64;
         let pipe = stmt.pipe().index().unwrap_or(0);
@@ -357,9 +360,17 @@ impl Walker<'_> {
                 (bytes / self.target.vector.bytes_per_cycle as f64).ceil() * 1.5 + 3.0 * overhead
             }
             // A scalar access waits for the pipes it is ordered after: one instruction's
-            // overhead plus, for GM, a cache-line fetch.
+            // overhead plus, for GM, a cache-line fetch: once per line of an input (the data
+            // cache is invalidated at the kernel's start), on every read of a parameter the
+            // kernel also writes (refreshed before each read).
             Stmt::LoadScalar { src, .. } => match src {
-                ScalarSrc::Gm { .. } => overhead + latency,
+                ScalarSrc::Gm { param, index } => {
+                    let p = &self.kernel.params[*param];
+                    let line = ev(index, env, "index")? as i64 * p.dtype.bits() as i64 / 512;
+                    let cached =
+                        p.role == ParamRole::Input && !self.cached_lines.insert((*param, line));
+                    if cached { overhead } else { overhead + latency }
+                }
                 ScalarSrc::Ub(_) => overhead,
             },
             Stmt::SetValue { .. } => overhead,
@@ -485,6 +496,7 @@ pub fn estimate_with_reuse(
         memo: HashMap::new(),
         deps: HashMap::new(),
         slots: shared_slots(kernel),
+        cached_lines: HashSet::new(),
     };
     let mut slowest = Span::default();
     let (mut gm_read, mut gm_write) = (0.0, 0.0);
@@ -492,6 +504,7 @@ pub fn estimate_with_reuse(
         for instance in 0..kernel.instances(side) {
             let mut env = Env::new();
             env.insert(cubevec_ir::kernel::exec::BLOCK_VAR, instance as i64);
+            walker.cached_lines.clear();
             let s = walker.body(kernel.program(side), &mut env)?;
             gm_read += s.gm_read;
             gm_write += s.gm_write;
