@@ -539,6 +539,38 @@ fn cases() -> Cases {
     // chunks).
     rms_norm_case(&mut cases, "rms_norm", [20, 200], 9);
     rms_norm_case(&mut cases, "long_rms_norm", [3, 16_384], 31);
+
+    // LayerNorm with gamma and beta, f16 rows of 150.
+    let x = random(DType::F16, &[6, 150], 34);
+    let gamma = random(DType::F16, &[150], 35);
+    let beta = random(DType::F16, &[150], 36);
+    let layer_norm = RowWise {
+        name: "layer_norm".into(),
+        rows: 6,
+        cols: 150,
+        dtype: DType::F16,
+        kind: RowKind::LayerNorm {
+            eps: 1e-5,
+            bias: true,
+        },
+    };
+    let reference = eval(
+        Op::LayerNorm {
+            axis: -1,
+            epsilon_bits: 1e-5f32.to_bits(),
+        },
+        &[&x, &gamma, &beta],
+    );
+    let args = vec![
+        cases.feed("layer_norm_x", &x, false),
+        cases.feed("layer_norm_gamma", &gamma, true),
+        cases.feed("layer_norm_beta", &beta, true),
+    ];
+    cases.launch(
+        plan_rows(&layer_norm, &t).expect("plan").kernel,
+        args,
+        vec![("layer_norm", reference)],
+    );
     let x = random(DType::F32, &[2, 12_345], 33);
     let long_softmax = RowWise {
         name: "long_softmax".into(),

@@ -225,6 +225,26 @@ fn check_rows(kind: RowKind, rows: usize, cols: usize, dtype: DType) {
             let want = eval_op(&op, &[Some(&x), Some(&gamma)], &no_bindings());
             (got[2].clone(), want.expect("reference")[0].clone())
         }
+        RowKind::LayerNorm { eps, bias } => {
+            let gamma = random(dtype, &[cols], 11);
+            let beta = random(dtype, &[cols], 12);
+            let mut operands = vec![Some(&x), Some(&gamma)];
+            if bias {
+                operands.push(Some(&beta));
+            }
+            let op = Op::LayerNorm {
+                axis: -1,
+                epsilon_bits: (eps as f32).to_bits(),
+            };
+            let want = eval_op(&op, &operands, &no_bindings());
+            let mut args: Vec<&Tensor> = operands.into_iter().flatten().collect();
+            args.push(&out);
+            let got = run(&kernel, &args).expect("run");
+            (
+                got[args.len() - 1].clone(),
+                want.expect("reference")[0].clone(),
+            )
+        }
         RowKind::Softmax => {
             let got = run(&kernel, &[&x, &out]).expect("run");
             let want = eval_op(&Op::Softmax { axis: -1 }, &[Some(&x)], &no_bindings());
@@ -240,10 +260,13 @@ fn check_rows(kind: RowKind, rows: usize, cols: usize, dtype: DType) {
 }
 
 #[test]
-fn rms_norm_and_softmax_match_the_interpreter() {
+fn rms_norm_softmax_and_layer_norm_match_the_interpreter() {
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         check_rows(RowKind::RmsNorm { eps: 1e-6 }, 37, 200, dtype);
         check_rows(RowKind::Softmax, 19, 1003, dtype);
+        for bias in [false, true] {
+            check_rows(RowKind::LayerNorm { eps: 1e-5, bias }, 23, 150, dtype);
+        }
     }
 }
 

@@ -270,8 +270,31 @@ fn check_rows(kind: RowKind, rows: u64, cols: u64, dtype: DType) {
             run(&kernel, &[&x]),
             reference(&Op::Softmax { axis: -1 }, &[&x]),
         ),
+        RowKind::LayerNorm { eps, bias } => {
+            let gamma = random(dtype, &[cols as usize], 10);
+            let beta = random(dtype, &[cols as usize], 11);
+            let graph_op = Op::LayerNorm {
+                axis: -1,
+                epsilon_bits: (eps as f32).to_bits(),
+            };
+            let operands: Vec<&Tensor> = if bias {
+                vec![&x, &gamma, &beta]
+            } else {
+                vec![&x, &gamma]
+            };
+            (run(&kernel, &operands), reference(&graph_op, &operands))
+        }
     };
     assert_close(&name, &got, &want);
+}
+
+#[test]
+fn layer_norm_matches_the_interpreter() {
+    for bias in [false, true] {
+        let kind = RowKind::LayerNorm { eps: 1e-5, bias };
+        check_rows(kind, 37, 200, DType::F32);
+        check_rows(kind, 5, 300, DType::BF16);
+    }
 }
 
 #[test]

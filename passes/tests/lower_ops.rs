@@ -7,7 +7,8 @@ use cubevec_ir::shape::{Dim, DimBindings};
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor, interp};
 use cubevec_passes::lower::{
-    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, elementwise, movement, rope,
+    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, clip, elementwise, movement,
+    rope, rows,
 };
 
 type LowerFn = fn(&OpContext) -> Result<Lowering, LowerError>;
@@ -359,6 +360,76 @@ fn floor_ceil_and_round_to_integral_values() {
                 0.0,
             );
         }
+    }
+}
+
+#[test]
+fn tanh_saturates_and_keeps_small_values() {
+    let edges = Tensor::from_f32(
+        F32,
+        vec![10],
+        &[0.0, 1e-4, -1e-4, 0.5, -0.5, 3.0, -3.0, 9.5, 40.0, -1e6],
+    );
+    check(
+        elementwise::lower_elementwise,
+        Op::Unary(UnaryOp::Tanh),
+        some(vec![edges]),
+        1e-6,
+    );
+    for (dtype, tol) in [(F32, 1e-6), (BF16, 1e-2), (F16, 1e-3)] {
+        let x = random(dtype, &[4, 33], 62);
+        check(
+            elementwise::lower_elementwise,
+            Op::Unary(UnaryOp::Tanh),
+            some(vec![x]),
+            tol,
+        );
+    }
+}
+
+#[test]
+fn layer_norm_over_trailing_axes() {
+    for (dtype, tol) in [(F32, 1e-5), (BF16, 2e-2)] {
+        let x = random(dtype, &[3, 4, 20], 64);
+        for (axis, normalised) in [(-1i64, vec![20]), (1, vec![4, 20])] {
+            let scale = random(dtype, &normalised, 65);
+            let bias = random(dtype, &normalised, 66);
+            let op = Op::LayerNorm {
+                axis,
+                epsilon_bits: 1e-5f32.to_bits(),
+            };
+            check(
+                rows::lower_rows,
+                op.clone(),
+                some(vec![x.clone(), scale.clone(), bias]),
+                tol,
+            );
+            check(rows::lower_rows, op, some(vec![x.clone(), scale]), tol);
+        }
+    }
+}
+
+#[test]
+fn clip_with_either_or_both_bounds() {
+    for dtype in [F32, BF16] {
+        let x = random(dtype, &[5, 37], 63);
+        let lo = Tensor::from_f32(dtype, vec![], &[-0.25]);
+        let hi = Tensor::from_f32(dtype, vec![], &[0.5]);
+        for (lo, hi, launches) in [
+            (Some(lo.clone()), Some(hi.clone()), 2),
+            (Some(lo.clone()), None, 1),
+            (None, Some(hi.clone()), 1),
+        ] {
+            let lowering = check(
+                clip::lower_clip,
+                Op::Clip,
+                vec![Some(x.clone()), lo, hi],
+                0.0,
+            );
+            assert_eq!(lowering.calls.len(), launches);
+        }
+        let lowering = check(clip::lower_clip, Op::Clip, some(vec![x.clone()]), 0.0);
+        assert!(lowering.view, "no bounds: the operand itself");
     }
 }
 

@@ -521,12 +521,11 @@ pub fn lower_attention(ctx: &OpContext) -> Result<Lowering, LowerError> {
         relu: false,
     };
     let score_gemm = plan_gemm(&gemm("scores", t, d, DType::F32, true), ctx.target)?;
-    calls.push(KernelCall {
-        kernel: score_gemm.kernel,
-        cost: score_gemm.cost,
-        args: vec![ArgRef::Operand(0), ArgRef::Operand(1), scores],
-        assumptions: Vec::new(),
-    });
+    calls.push(KernelCall::new(
+        score_gemm.kernel,
+        score_gemm.cost,
+        vec![ArgRef::Operand(0), ArgRef::Operand(1), scores],
+    ));
 
     let softmax = Softmax {
         name: format!("{}_softmax", ctx.name),
@@ -592,12 +591,11 @@ pub fn lower_attention(ctx: &OpContext) -> Result<Lowering, LowerError> {
         &gemm("values", dv, t, q.dtype, q.dtype.bits() != 16),
         ctx.target,
     )?;
-    calls.push(KernelCall {
-        kernel: pv.kernel,
-        cost: pv.cost,
-        args: vec![probs, value_arg, ArgRef::Result(0)],
-        assumptions: Vec::new(),
-    });
+    calls.push(KernelCall::new(
+        pv.kernel,
+        pv.cost,
+        vec![probs, value_arg, ArgRef::Result(0)],
+    ));
     Ok(Lowering {
         scratch,
         calls,

@@ -92,13 +92,15 @@ pub fn lower_elementwise(ctx: &OpContext) -> Result<Lowering, LowerError> {
     let chosen = plan_chain(&chain, ctx.target)?;
     let mut args: Vec<ArgRef> = (0..inputs).map(ArgRef::Operand).collect();
     args.push(ArgRef::Result(0));
-    Ok(Lowering::single(KernelCall {
-        kernel: chosen.kernel,
-        cost: chosen.cost,
+    Ok(Lowering::single(KernelCall::new(
+        chosen.kernel,
+        chosen.cost,
         args,
-        assumptions: Vec::new(),
-    }))
+    )))
 }
+
+/// Beyond ±10, tanh rounds to ±1 in every float type the vector unit computes.
+const TANH_SATURATES: f64 = 10.0;
 
 fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
     use ChainArg::{Imm, Input, Temp};
@@ -116,6 +118,26 @@ fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
         UnaryOp::Ceil => one(VecOp::Ceil),
         UnaryOp::Round => one(VecOp::Rint),
         UnaryOp::Neg => Some(vec![step(VecOp::Muls, vec![Input(0), Imm(-1.0)])]),
+        // tanh x = (1 - e) / (1 + e) with e = exp(-2x), x clamped to ±10 (where tanh already
+        // rounds to ±1) so that e stays finite.
+        UnaryOp::Tanh => Some(vec![
+            step(VecOp::Maxs, vec![Input(0), Imm(-TANH_SATURATES)]),
+            step(VecOp::Mins, vec![Temp(0), Imm(TANH_SATURATES)]),
+            step(VecOp::Muls, vec![Temp(0), Imm(-2.0)]),
+            step(VecOp::Exp, vec![Temp(0)]),
+            ChainStep {
+                op: VecOp::Muls,
+                dst: 1,
+                srcs: vec![Temp(0), Imm(-1.0)],
+            },
+            ChainStep {
+                op: VecOp::Adds,
+                dst: 1,
+                srcs: vec![Temp(1), Imm(1.0)],
+            },
+            step(VecOp::Adds, vec![Temp(0), Imm(1.0)]),
+            step(VecOp::Div, vec![Temp(1), Temp(0)]),
+        ]),
         UnaryOp::Sigmoid | UnaryOp::Silu => {
             let mut steps = vec![
                 step(VecOp::Muls, vec![Input(0), Imm(-1.0)]),

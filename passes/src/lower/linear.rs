@@ -114,10 +114,9 @@ pub fn lower_gemm(ctx: &OpContext) -> Result<Lowering, LowerError> {
 
 fn gemm_call(problem: &GemmProblem, ctx: &OpContext) -> Result<Lowering, LowerError> {
     let chosen = plan(problem, ctx.target)?;
-    Ok(Lowering::single(KernelCall {
-        kernel: chosen.kernel,
-        cost: chosen.cost,
-        args: vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)],
-        assumptions: Vec::new(),
-    }))
+    Ok(Lowering::single(KernelCall::new(
+        chosen.kernel,
+        chosen.cost,
+        vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)],
+    )))
 }

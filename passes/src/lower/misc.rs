@@ -169,12 +169,11 @@ pub fn lower_broadcast_matmul(ctx: &OpContext) -> Result<Lowering, LowerError> {
         relu: false,
     };
     let chosen = plan(&problem, ctx.target)?;
-    out.calls.push(KernelCall {
-        kernel: chosen.kernel,
-        cost: chosen.cost,
-        args: vec![operands[0], operands[1], ArgRef::Result(0)],
-        assumptions: Vec::new(),
-    });
+    out.calls.push(KernelCall::new(
+        chosen.kernel,
+        chosen.cost,
+        vec![operands[0], operands[1], ArgRef::Result(0)],
+    ));
     Ok(out)
 }
 
@@ -212,12 +211,11 @@ pub fn lower_clamped_swiglu(ctx: &OpContext) -> Result<Lowering, LowerError> {
         output: 0,
     };
     let chosen = plan_chain(&chain, ctx.target)?;
-    Ok(Lowering::single(KernelCall {
-        kernel: chosen.kernel,
-        cost: chosen.cost,
-        args: vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)],
-        assumptions: Vec::new(),
-    }))
+    Ok(Lowering::single(KernelCall::new(
+        chosen.kernel,
+        chosen.cost,
+        vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)],
+    )))
 }
 
 /// Rebinds a sub-lowering's arguments through `map` (operand `i` → `map[i]`, result 0 →

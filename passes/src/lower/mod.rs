@@ -20,8 +20,10 @@
 //! - [`norm_scale`]: `RmsNorm` with a scale broadcast over the row.
 //! - [`scatter`]: `ScatterElements` along any axis, with every reduction.
 //! - [`topk`]: `TopK` along any axis (values and indices, ties to the lower index).
+//! - [`clip`]: `Clip` with run-time bounds, as broadcasting `Max` and `Min`.
 
 pub mod attention;
+pub mod clip;
 pub mod elementwise;
 pub mod linear;
 pub mod misc;
@@ -125,6 +127,18 @@ pub struct KernelCall {
     pub args: Vec<ArgRef>,
     /// Assumptions the tiling rests on (a routing profile), for the report.
     pub assumptions: Vec<String>,
+}
+
+impl KernelCall {
+    /// A launch of `kernel` binding `args`, with no assumptions.
+    pub fn new(kernel: Kernel, cost: KernelCost, args: Vec<ArgRef>) -> KernelCall {
+        KernelCall {
+            kernel,
+            cost,
+            args,
+            assumptions: Vec::new(),
+        }
+    }
 }
 
 /// The kernels of one op, in launch order.

@@ -76,16 +76,6 @@ fn vector_call(
     })
 }
 
-/// A launch of a planned (already verified and costed) kernel.
-fn planned_call(kernel: Kernel, cost: crate::cost::KernelCost, args: Vec<ArgRef>) -> KernelCall {
-    KernelCall {
-        kernel,
-        cost,
-        args,
-        assumptions: Vec::new(),
-    }
-}
-
 /// A grouped GEMM `c = a · b[g]ᵀ` per group, over `groups` planned rows, reading the group rows
 /// from `table` at run time.
 #[allow(clippy::too_many_arguments)]
@@ -149,7 +139,7 @@ pub fn lower_grouped_matmul(ctx: &OpContext) -> Result<Lowering, LowerError> {
             dtype: sizes.dtype,
         },
     )?;
-    let mut call = planned_call(
+    let mut call = KernelCall::new(
         plan.kernel,
         plan.cost,
         vec![
@@ -363,7 +353,7 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
             relu,
             table,
         )?;
-        let mut call = planned_call(
+        let mut call = KernelCall::new(
             plan.kernel,
             plan.cost,
             vec![a, ArgRef::Operand(weight), c, offsets],
@@ -394,7 +384,7 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
             let plan = plan_chain(&chain, ctx.target)?;
             let mut args: Vec<ArgRef> = gated.into_iter().collect();
             args.extend([u, h]);
-            calls.push(planned_call(plan.kernel, plan.cost, args));
+            calls.push(KernelCall::new(plan.kernel, plan.cost, args));
             h
         }
         None => u,

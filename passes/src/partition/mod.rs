@@ -207,7 +207,7 @@ fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, Lower
         Op::RmsNorm { .. } if crate::lower::norm_scale::handles(ctx) => {
             crate::lower::norm_scale::lower_rms_norm(ctx)
         }
-        Op::RmsNorm { .. } | Op::Softmax { .. } => rows::lower_rows(ctx),
+        Op::RmsNorm { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } => rows::lower_rows(ctx),
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
         Op::Binary(BinaryOp::Pow) => elementwise::lower_pow(ctx, known),
         Op::ScatterNd { reduction } => movement::lower_scatter_nd(ctx, *reduction, known),
@@ -216,6 +216,7 @@ fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, Lower
         Op::Unary(UnaryOp::Not) => movement::lower_not(ctx),
         Op::Unary(UnaryOp::IsNaN | UnaryOp::IsInf) => movement::lower_classify(ctx),
         Op::Where => movement::lower_where(ctx),
+        Op::Clip => crate::lower::clip::lower_clip(ctx),
         Op::Gather { .. } => movement::lower_gather(ctx),
         Op::Transpose { .. } => movement::lower_transpose(ctx),
         Op::Concat { .. } => movement::lower_concat(ctx),
@@ -696,17 +697,17 @@ mod tests {
              (bind each with `--dim NAME=N`)"
         );
 
-        let mut g = Graph::new("tanh");
+        let mut g = Graph::new("erf");
         let mut b = g.builder();
         let x = b
             .add_input("x", ty(DType::F32, vec![Dim::Known(8), Dim::Known(16)]))
             .expect("x");
         let y = b
-            .add_op("tanh_it", Op::Unary(UnaryOp::Tanh), vec![Some(x)], vec![])
-            .expect("tanh")[0];
+            .add_op("erf_it", Op::Unary(UnaryOp::Erf), vec![Some(x)], vec![])
+            .expect("erf")[0];
         b.add_output(y).expect("out");
-        let err = partition(&g, &target, &DimBindings::new()).expect_err("tanh");
-        assert!(err.to_string().contains("tanh_it"), "{err}");
+        let err = partition(&g, &target, &DimBindings::new()).expect_err("erf");
+        assert!(err.to_string().contains("erf_it"), "{err}");
     }
 
     #[test]

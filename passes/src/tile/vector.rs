@@ -129,6 +129,13 @@ pub enum RowKind {
     },
     /// `exp(x - max) / sum(exp(x - max))`.
     Softmax,
+    /// `(x - mean) / sqrt(var + eps) * gamma (+ beta)` with `[cols]` gamma (and beta).
+    LayerNorm {
+        /// Epsilon.
+        eps: f64,
+        /// Whether a beta parameter follows gamma.
+        bias: bool,
+    },
 }
 
 impl RowWise {
@@ -139,6 +146,10 @@ impl RowWise {
         let (ops, extra) = match self.kind {
             RowKind::RmsNorm { .. } => (4.0, self.cols as f64 * eb),
             RowKind::Softmax => (5.0, 0.0),
+            RowKind::LayerNorm { bias, .. } => {
+                let params = 1.0 + f64::from(u8::from(bias));
+                (6.0, params * self.cols as f64 * eb)
+            }
         };
         Work {
             flops: n * ops,
@@ -732,6 +743,31 @@ where
     Ok(best)
 }
 
+/// `stat[0] = 1 / sqrt(Σ squares / n + eps)` from the `n` squares in `squares`.
+fn inverse_rms(squares: Slice, stat: Slice, n: u64, eps: f64) -> Vec<Stmt> {
+    vec![
+        Stmt::Reduce {
+            kind: ReduceKind::Sum,
+            dst: stat.clone(),
+            src: squares,
+            count: c(n),
+        },
+        vec_op(
+            VecOp::Muls,
+            stat.clone(),
+            vec![VecArg::Slice(stat.clone()), VecArg::Imm(1.0 / n as f64)],
+            c(1),
+        ),
+        vec_op(
+            VecOp::Adds,
+            stat.clone(),
+            vec![VecArg::Slice(stat.clone()), VecArg::Imm(eps)],
+            c(1),
+        ),
+        vec_op(VecOp::Rsqrt, stat.clone(), vec![VecArg::Slice(stat)], c(1)),
+    ]
+}
+
 /// Builds a row-wise kernel with `tile_rows` rows per tile.
 pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kernel, TileError> {
     check_dtype(&op.name, op.dtype)?;
@@ -759,22 +795,34 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
     let xf = cast.then(|| planner.add(target, ub_buffer("xf", DType::F32, 1, pitch, 1)));
     let tmp = planner.add(target, ub_buffer("tmp", DType::F32, 1, pitch, 1));
     let stat = planner.add(target, ub_buffer("stat", DType::F32, 1, 32, 1));
-    let gamma = if let RowKind::RmsNorm { .. } = op.kind {
+    // A `[cols]` parameter row (gamma, beta), converted to f32 for 16-bit storage.
+    let mut row_param = |name: &str, params: &mut Vec<Param>| {
         params.push(Param {
-            name: "gamma".into(),
+            name: name.into(),
             dtype: op.dtype,
             shape: vec![cols],
             role: ParamRole::Input,
         });
-        let raw = planner.add(target, ub_buffer("gamma_in", op.dtype, 1, pitch, 1));
+        let raw = planner.add(
+            target,
+            ub_buffer(&format!("{name}_in"), op.dtype, 1, pitch, 1),
+        );
         let f = if cast {
-            planner.add(target, ub_buffer("gamma", DType::F32, 1, pitch, 1))
+            planner.add(target, ub_buffer(name, DType::F32, 1, pitch, 1))
         } else {
             raw
         };
-        Some((raw, f))
-    } else {
-        None
+        (params.len() - 1, raw, f)
+    };
+    let (gamma, beta) = match op.kind {
+        RowKind::RmsNorm { .. } | RowKind::LayerNorm { bias: false, .. } => {
+            (Some(row_param("gamma", &mut params)), None)
+        }
+        RowKind::LayerNorm { bias: true, .. } => (
+            Some(row_param("gamma", &mut params)),
+            Some(row_param("beta", &mut params)),
+        ),
+        RowKind::Softmax => (None, None),
     };
     params.push(Param {
         name: "out".into(),
@@ -788,10 +836,10 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
     let tiles = op.rows.div_ceil(tile_rows);
     let blocks = tiles.min(target.cores.aiv as u64);
     let mut vector = Vec::new();
-    if let Some((raw, f)) = gamma {
+    for (param, raw, f) in gamma.into_iter().chain(beta) {
         vector.push(Stmt::CopyIn {
             dst: tile(raw, c(0), (c(0), c(0)), (c(1), c(cols))),
-            src: gm(1, c(0), (c(0), c(0)), (c(1), c(cols))),
+            src: gm(param, c(0), (c(0), c(0)), (c(1), c(cols))),
         });
         vector.push(set(Pipe::Mte2, Pipe::V, c(2)));
         vector.push(wait(Pipe::Mte2, Pipe::V, c(2)));
@@ -825,40 +873,20 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
     let out_row = slice(y, v("s"), v("xo"));
     match op.kind {
         RowKind::RmsNorm { eps } => {
-            let gamma_f = gamma.map_or(tmp, |(_, f)| f);
-            row.extend([
-                vec_op(
-                    VecOp::Mul,
-                    t0(),
-                    vec![VecArg::Slice(xf_row.clone()), VecArg::Slice(xf_row.clone())],
-                    n(),
-                ),
-                Stmt::Reduce {
-                    kind: ReduceKind::Sum,
-                    dst: st(0),
-                    src: t0(),
-                    count: n(),
-                },
-                vec_op(
-                    VecOp::Muls,
-                    st(0),
-                    vec![VecArg::Slice(st(0)), VecArg::Imm(1.0 / cols as f64)],
-                    c(1),
-                ),
-                vec_op(
-                    VecOp::Adds,
-                    st(0),
-                    vec![VecArg::Slice(st(0)), VecArg::Imm(eps)],
-                    c(1),
-                ),
-                vec_op(VecOp::Rsqrt, st(0), vec![VecArg::Slice(st(0))], c(1)),
-                vec_op(
-                    VecOp::Muls,
-                    t0(),
-                    vec![VecArg::Slice(xf_row), VecArg::Element(st(0))],
-                    n(),
-                ),
-            ]);
+            let gamma_f = gamma.map_or(tmp, |(_, _, f)| f);
+            row.extend([vec_op(
+                VecOp::Mul,
+                t0(),
+                vec![VecArg::Slice(xf_row.clone()), VecArg::Slice(xf_row.clone())],
+                n(),
+            )]);
+            row.extend(inverse_rms(t0(), st(0), cols, eps));
+            row.push(vec_op(
+                VecOp::Muls,
+                t0(),
+                vec![VecArg::Slice(xf_row), VecArg::Element(st(0))],
+                n(),
+            ));
             let gamma_slice = VecArg::Slice(slice(gamma_f, c(0), c(0)));
             if cast {
                 row.push(vec_op(
@@ -875,6 +903,65 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
                     vec![VecArg::Slice(t0()), gamma_slice],
                     n(),
                 ));
+            }
+        }
+        RowKind::LayerNorm { eps, .. } => {
+            let inv_n = 1.0 / cols as f64;
+            row.extend([
+                Stmt::Reduce {
+                    kind: ReduceKind::Sum,
+                    dst: st(0),
+                    src: xf_row.clone(),
+                    count: n(),
+                },
+                vec_op(
+                    VecOp::Muls,
+                    st(0),
+                    vec![VecArg::Slice(st(0)), VecArg::Imm(-inv_n)],
+                    c(1),
+                ),
+                // Centred in place: x - mean.
+                vec_op(
+                    VecOp::Adds,
+                    xf_row.clone(),
+                    vec![VecArg::Slice(xf_row.clone()), VecArg::Element(st(0))],
+                    n(),
+                ),
+                vec_op(
+                    VecOp::Mul,
+                    t0(),
+                    vec![VecArg::Slice(xf_row.clone()), VecArg::Slice(xf_row.clone())],
+                    n(),
+                ),
+            ]);
+            row.extend(inverse_rms(t0(), st(8), cols, eps));
+            row.push(vec_op(
+                VecOp::Muls,
+                t0(),
+                vec![VecArg::Slice(xf_row), VecArg::Element(st(8))],
+                n(),
+            ));
+            // · gamma (+ beta), the last step writing the output row directly when it is f32.
+            let affine: Vec<(VecOp, BufId)> = gamma
+                .map(|(_, _, f)| (VecOp::Mul, f))
+                .into_iter()
+                .chain(beta.map(|(_, _, f)| (VecOp::Add, f)))
+                .collect();
+            for (i, &(op, f)) in affine.iter().enumerate() {
+                let dst = if i + 1 == affine.len() && !cast {
+                    out_row.clone()
+                } else {
+                    t0()
+                };
+                row.push(vec_op(
+                    op,
+                    dst,
+                    vec![VecArg::Slice(t0()), VecArg::Slice(slice(f, c(0), c(0)))],
+                    n(),
+                ));
+            }
+            if cast {
+                row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
             }
         }
         RowKind::Softmax => {
@@ -972,9 +1059,20 @@ pub fn plan_rows(op: &RowWise, target: &Target) -> Result<VectorPlan, TileError>
     let pitch = op.cols.div_ceil(16) * 16;
     let eb = (op.dtype.bits() / 8) as u64;
     let per_row = 4 * pitch * eb;
-    let fixed = pitch * 4 * 3 + pitch * eb + 128 + 4 * 32 * 8;
+    let beta = matches!(op.kind, RowKind::LayerNorm { bias: true, .. });
+    let fixed = pitch * 4 * 3 + pitch * eb + 128 + 4 * 32 * 8 + u64::from(beta) * pitch * (4 + eb);
     let budget = target.buffers.ub.usable_bytes();
     if fixed + per_row > budget {
+        if let RowKind::LayerNorm { .. } = op.kind {
+            return Err(TileError::NoFit {
+                name: op.name.clone(),
+                reason: format!(
+                    "a LayerNorm row of {} elements does not fit UB (rows longer than UB are \
+                     streamed for RMSNorm and softmax only)",
+                    op.cols
+                ),
+            });
+        }
         return super::long_rows::plan_long_rows(op, target);
     }
     let max_rows = ((budget - fixed) / per_row).min(op.rows).max(1);

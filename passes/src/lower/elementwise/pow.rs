@@ -163,11 +163,8 @@ pub fn lower_pow(ctx: &OpContext, exponent: Option<&Tensor>) -> Result<Lowering,
     };
     let chosen = plan_chain(&chain, ctx.target)?;
     args.push(ArgRef::Result(0));
-    lowering.calls.push(KernelCall {
-        kernel: chosen.kernel,
-        cost: chosen.cost,
-        args,
-        assumptions: Vec::new(),
-    });
+    lowering
+        .calls
+        .push(KernelCall::new(chosen.kernel, chosen.cost, args));
     Ok(lowering)
 }
