@@ -1,4 +1,4 @@
-//! Index-producing and index-consuming lowerings (`TopK`, `ScatterElements`) and `RmsNorm` with
+//! Index-producing and index-consuming lowerings (`TopK`, `ArgMax`, `ScatterElements`) and `RmsNorm` with
 //! a broadcast scale, run with the kernel-IR reference executor and compared with the graph
 //! interpreter: shapes with tails, ties, infinities, every axis.
 
@@ -134,6 +134,29 @@ fn topk_over_rows_with_ties_and_infinities() {
             assert_eq!(l.calls.len(), 1);
         }
     }
+}
+
+#[test]
+fn argmax_keeps_the_first_of_equal_maxima_along_any_axis() {
+    // Steps of 0.5 over few distinct values: many ties.
+    let shape = vec![4, 6, 9];
+    let x = Tensor::from_f32(DType::F32, shape.clone(), &values(&shape, 5, 0.5, 0));
+    for (axis, keep_dims) in [(-1, false), (1, true), (0, false)] {
+        let op = Op::ArgMax {
+            axis,
+            keep_dims,
+            select_last_index: false,
+        };
+        let l = check(topk::lower_argmax, op, vec![x.clone()], 0.0);
+        assert!(l.scratch.iter().any(|s| s.name == "max_values"));
+    }
+    let bf16 = Tensor::from_f32(DType::BF16, vec![3, 50], &values(&[3, 50], 6, 0.25, 0));
+    let op = Op::ArgMax {
+        axis: -1,
+        keep_dims: true,
+        select_last_index: false,
+    };
+    check(topk::lower_argmax, op, vec![bf16], 0.0);
 }
 
 #[test]

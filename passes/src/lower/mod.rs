@@ -19,7 +19,8 @@
 //!   routed row counts, combine) and `GroupedMatMul`.
 //! - [`norm_scale`]: `RmsNorm` with a scale broadcast over the row.
 //! - [`scatter`]: `ScatterElements` along any axis, with every reduction.
-//! - [`topk`]: `TopK` along any axis (values and indices, ties to the lower index).
+//! - [`topk`]: `TopK` along any axis (values and indices, ties to the lower index), and `ArgMax`
+//!   as a top-1 search.
 //! - [`clip`]: `Clip` with run-time bounds, as broadcasting `Max` and `Min`.
 
 pub mod attention;

@@ -426,3 +426,54 @@ pub fn lower_topk(ctx: &OpContext) -> Result<Lowering, LowerError> {
         view: false,
     })
 }
+
+/// `ArgMax` as a top-1 search ([`lower_topk`]) whose values go to a scratch tensor; ties keep
+/// the lower index, as ONNX's default. `select_last_index` is not supported.
+pub fn lower_argmax(ctx: &OpContext) -> Result<Lowering, LowerError> {
+    let Op::ArgMax {
+        axis,
+        select_last_index,
+        ..
+    } = ctx.op
+    else {
+        return Err(LowerError::Unsupported(format!(
+            "`{}` is not an argmax",
+            ctx.name
+        )));
+    };
+    if *select_last_index {
+        return Err(LowerError::Unsupported(format!(
+            "`{}`: an argmax that picks the last of equal maxima has no kernel",
+            ctx.name
+        )));
+    }
+    let (x, indices) = (ctx.input(0)?, ctx.output(0)?);
+    let values = TensorShape::new(x.dtype, indices.shape.clone());
+    let top1 = Op::TopK {
+        k: 1,
+        axis: *axis,
+        largest: true,
+        sorted: true,
+    };
+    let search = OpContext {
+        op: &top1,
+        outputs: vec![values.clone(), indices.clone()],
+        ..ctx.clone()
+    };
+    let mut lowering = lower_topk(&search)?;
+    let values_at = ArgRef::Scratch(lowering.scratch.len());
+    for call in &mut lowering.calls {
+        for arg in &mut call.args {
+            *arg = match *arg {
+                ArgRef::Result(0) => values_at,
+                ArgRef::Result(_) => ArgRef::Result(0),
+                other => other,
+            };
+        }
+    }
+    lowering.scratch.push(Scratch {
+        name: "max_values".into(),
+        tensor: values,
+    });
+    Ok(lowering)
+}

@@ -235,6 +235,7 @@ fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, Lower
         Op::Moe { .. } => moe::lower_moe(ctx),
         Op::GroupedMatMul => moe::lower_grouped_matmul(ctx),
         Op::TopK { .. } => crate::lower::topk::lower_topk(ctx),
+        Op::ArgMax { .. } => crate::lower::topk::lower_argmax(ctx),
         Op::ScatterElements { .. } => crate::lower::scatter::lower_scatter_elements(ctx),
         other => Err(LowerError::Unsupported(format!(
             "`{}` has no kernel mapping yet",
