@@ -245,9 +245,14 @@ fn check_rows(kind: RowKind, rows: usize, cols: usize, dtype: DType) {
                 want.expect("reference")[0].clone(),
             )
         }
-        RowKind::Softmax => {
+        RowKind::Softmax | RowKind::LogSoftmax => {
             let got = run(&kernel, &[&x, &out]).expect("run");
-            let want = eval_op(&Op::Softmax { axis: -1 }, &[Some(&x)], &no_bindings());
+            let op = if kind == RowKind::Softmax {
+                Op::Softmax { axis: -1 }
+            } else {
+                Op::LogSoftmax { axis: -1 }
+            };
+            let want = eval_op(&op, &[Some(&x)], &no_bindings());
             (got[1].clone(), want.expect("reference")[0].clone())
         }
     };
@@ -260,10 +265,11 @@ fn check_rows(kind: RowKind, rows: usize, cols: usize, dtype: DType) {
 }
 
 #[test]
-fn rms_norm_softmax_and_layer_norm_match_the_interpreter() {
+fn row_kernels_match_the_interpreter() {
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         check_rows(RowKind::RmsNorm { eps: 1e-6 }, 37, 200, dtype);
         check_rows(RowKind::Softmax, 19, 1003, dtype);
+        check_rows(RowKind::LogSoftmax, 19, 1003, dtype);
         for bias in [false, true] {
             check_rows(RowKind::LayerNorm { eps: 1e-5, bias }, 23, 150, dtype);
         }

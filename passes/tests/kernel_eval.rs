@@ -270,6 +270,10 @@ fn check_rows(kind: RowKind, rows: u64, cols: u64, dtype: DType) {
             run(&kernel, &[&x]),
             reference(&Op::Softmax { axis: -1 }, &[&x]),
         ),
+        RowKind::LogSoftmax => (
+            run(&kernel, &[&x]),
+            reference(&Op::LogSoftmax { axis: -1 }, &[&x]),
+        ),
         RowKind::LayerNorm { eps, bias } => {
             let gamma = random(dtype, &[cols as usize], 10);
             let beta = random(dtype, &[cols as usize], 11);
@@ -306,10 +310,12 @@ fn rms_norm_matches_the_interpreter() {
 }
 
 #[test]
-fn softmax_matches_the_interpreter() {
+fn softmax_and_log_softmax_match_the_interpreter() {
     check_rows(RowKind::Softmax, 37, 100, DType::F32);
     check_rows(RowKind::Softmax, 37, 100, DType::F16);
     check_rows(RowKind::Softmax, 5, 1000, DType::BF16);
+    check_rows(RowKind::LogSoftmax, 37, 100, DType::F32);
+    check_rows(RowKind::LogSoftmax, 5, 1000, DType::BF16);
 }
 
 #[test]

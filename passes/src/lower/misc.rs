@@ -5,8 +5,8 @@
 //! stored transposed (`[batch, n, k]`) by the same copy, since the Cube loads only 16-bit B
 //! fractals transposed. Then one batched GEMM runs on `[batch, m, k]` views.
 //!
-//! Also `SwiGlu` with a clamp limit, as one elementwise chain, and `Softmax` along an inner axis
-//! (transpose, row softmax, transpose back).
+//! Also `SwiGlu` with a clamp limit, as one elementwise chain, and `Softmax` or `LogSoftmax`
+//! along an inner axis (transpose, row kernel, transpose back).
 
 use cubevec_ir::kernel::{ParamRole, VecOp};
 use cubevec_ir::op::Op;
@@ -239,11 +239,15 @@ fn rebound(lowering: Lowering, map: &[ArgRef], result: ArgRef) -> Vec<KernelCall
 /// `Softmax` along an axis other than the last: the axis is swapped to the end by a transpose
 /// into scratch, normalised row-wise, and swapped back.
 pub fn lower_inner_softmax(ctx: &OpContext) -> Result<Lowering, LowerError> {
-    let Op::Softmax { axis } = ctx.op else {
-        return Err(LowerError::Unsupported(format!(
-            "`{}` is not a softmax",
-            ctx.name
-        )));
+    let (axis, row_op) = match ctx.op {
+        Op::Softmax { axis } => (axis, Op::Softmax { axis: -1 }),
+        Op::LogSoftmax { axis } => (axis, Op::LogSoftmax { axis: -1 }),
+        _ => {
+            return Err(LowerError::Unsupported(format!(
+                "`{}` is not a softmax",
+                ctx.name
+            )));
+        }
     };
     let x = ctx.input(0)?;
     let rank = x.shape.len();
@@ -254,7 +258,6 @@ pub fn lower_inner_softmax(ctx: &OpContext) -> Result<Lowering, LowerError> {
     swapped.swap(axis, rank - 1);
     let moved = TensorShape::new(x.dtype, swapped);
     let transpose = Op::Transpose { perm };
-    let softmax = Op::Softmax { axis: -1 };
     let names = [
         format!("{}_in", ctx.name),
         format!("{}_rows", ctx.name),
@@ -265,7 +268,7 @@ pub fn lower_inner_softmax(ctx: &OpContext) -> Result<Lowering, LowerError> {
     };
     let steps = [
         sub(&names[0], &transpose, x, &moved),
-        sub(&names[1], &softmax, &moved, &moved),
+        sub(&names[1], &row_op, &moved, &moved),
         sub(&names[2], &transpose, &moved, x),
     ];
     let binds = [
@@ -294,7 +297,7 @@ pub fn lower_inner_softmax(ctx: &OpContext) -> Result<Lowering, LowerError> {
             outputs: vec![to],
             target: ctx.target,
         };
-        let lowering = if matches!(op, Op::Softmax { .. }) {
+        let lowering = if matches!(op, Op::Softmax { .. } | Op::LogSoftmax { .. }) {
             super::rows::lower_rows(&c)?
         } else {
             super::movement::lower_transpose(&c)?

@@ -1,4 +1,5 @@
-//! Row-wise normalisations on the Vector unit: `RmsNorm` and `Softmax` over the last axis,
+//! Row-wise normalisations on the Vector unit: `RmsNorm`, `Softmax` and `LogSoftmax` over the
+//! last axis,
 //! `LayerNorm` over the trailing axes from its `axis` (flattened into one row).
 
 use cubevec_ir::Op;
@@ -20,6 +21,11 @@ pub fn lower_rows(ctx: &OpContext) -> Result<Lowering, LowerError> {
         Op::Softmax { axis } => (
             *axis,
             RowKind::Softmax,
+            vec![ArgRef::Operand(0), ArgRef::Result(0)],
+        ),
+        Op::LogSoftmax { axis } => (
+            *axis,
+            RowKind::LogSoftmax,
             vec![ArgRef::Operand(0), ArgRef::Result(0)],
         ),
         Op::LayerNorm { axis, epsilon_bits } => return lower_layer_norm(ctx, *axis, *epsilon_bits),

@@ -194,7 +194,7 @@ fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, Lower
         }
         Op::MatMul => linear::lower_matmul(ctx),
         Op::Gemm { .. } => linear::lower_gemm(ctx),
-        Op::Softmax { axis }
+        Op::Softmax { axis } | Op::LogSoftmax { axis }
             if ctx
                 .inputs
                 .first()
@@ -207,7 +207,9 @@ fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, Lower
         Op::RmsNorm { .. } if crate::lower::norm_scale::handles(ctx) => {
             crate::lower::norm_scale::lower_rms_norm(ctx)
         }
-        Op::RmsNorm { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } => rows::lower_rows(ctx),
+        Op::RmsNorm { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } => {
+            rows::lower_rows(ctx)
+        }
         _ if elementwise::handles(ctx) => elementwise::lower_elementwise(ctx),
         Op::Binary(BinaryOp::Pow) => elementwise::lower_pow(ctx, known),
         Op::ScatterNd { reduction } => movement::lower_scatter_nd(ctx, *reduction, known),

@@ -129,6 +129,8 @@ pub enum RowKind {
     },
     /// `exp(x - max) / sum(exp(x - max))`.
     Softmax,
+    /// `x - max - ln(sum(exp(x - max)))`.
+    LogSoftmax,
     /// `(x - mean) / sqrt(var + eps) * gamma (+ beta)` with `[cols]` gamma (and beta).
     LayerNorm {
         /// Epsilon.
@@ -146,6 +148,7 @@ impl RowWise {
         let (ops, extra) = match self.kind {
             RowKind::RmsNorm { .. } => (4.0, self.cols as f64 * eb),
             RowKind::Softmax => (5.0, 0.0),
+            RowKind::LogSoftmax => (6.0, 0.0),
             RowKind::LayerNorm { bias, .. } => {
                 let params = 1.0 + f64::from(u8::from(bias));
                 (6.0, params * self.cols as f64 * eb)
@@ -822,7 +825,7 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
             Some(row_param("gamma", &mut params)),
             Some(row_param("beta", &mut params)),
         ),
-        RowKind::Softmax => (None, None),
+        RowKind::Softmax | RowKind::LogSoftmax => (None, None),
     };
     params.push(Param {
         name: "out".into(),
@@ -964,7 +967,8 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
                 row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
             }
         }
-        RowKind::Softmax => {
+        RowKind::Softmax | RowKind::LogSoftmax => {
+            // st(8) = -max, t0 = exp(x - max), st(16) = Σ t0.
             row.extend([
                 Stmt::Reduce {
                     kind: ReduceKind::Max,
@@ -981,7 +985,7 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
                 vec_op(
                     VecOp::Adds,
                     t0(),
-                    vec![VecArg::Slice(xf_row), VecArg::Element(st(8))],
+                    vec![VecArg::Slice(xf_row.clone()), VecArg::Element(st(8))],
                     n(),
                 ),
                 vec_op(VecOp::Exp, t0(), vec![VecArg::Slice(t0())], n()),
@@ -991,23 +995,37 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
                     src: t0(),
                     count: n(),
                 },
-                vec_op(VecOp::Reciprocal, st(16), vec![VecArg::Slice(st(16))], c(1)),
             ]);
-            if cast {
+            // softmax = t0 / Σ; log-softmax = x + (-max - ln Σ).
+            let (scale_op, scaled) = if op.kind == RowKind::Softmax {
                 row.push(vec_op(
-                    VecOp::Muls,
-                    t0(),
-                    vec![VecArg::Slice(t0()), VecArg::Element(st(16))],
-                    n(),
+                    VecOp::Reciprocal,
+                    st(16),
+                    vec![VecArg::Slice(st(16))],
+                    c(1),
                 ));
-                row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
+                (VecOp::Muls, t0())
             } else {
-                row.push(vec_op(
-                    VecOp::Muls,
-                    out_row,
-                    vec![VecArg::Slice(t0()), VecArg::Element(st(16))],
-                    n(),
-                ));
+                row.extend([
+                    vec_op(VecOp::Ln, st(16), vec![VecArg::Slice(st(16))], c(1)),
+                    vec_op(
+                        VecOp::Sub,
+                        st(16),
+                        vec![VecArg::Slice(st(8)), VecArg::Slice(st(16))],
+                        c(1),
+                    ),
+                ]);
+                (VecOp::Adds, xf_row)
+            };
+            let dst = if cast { t0() } else { out_row.clone() };
+            row.push(vec_op(
+                scale_op,
+                dst,
+                vec![VecArg::Slice(scaled), VecArg::Element(st(16))],
+                n(),
+            ));
+            if cast {
+                row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
             }
         }
     }
@@ -1063,12 +1081,12 @@ pub fn plan_rows(op: &RowWise, target: &Target) -> Result<VectorPlan, TileError>
     let fixed = pitch * 4 * 3 + pitch * eb + 128 + 4 * 32 * 8 + u64::from(beta) * pitch * (4 + eb);
     let budget = target.buffers.ub.usable_bytes();
     if fixed + per_row > budget {
-        if let RowKind::LayerNorm { .. } = op.kind {
+        if let RowKind::LayerNorm { .. } | RowKind::LogSoftmax = op.kind {
             return Err(TileError::NoFit {
                 name: op.name.clone(),
                 reason: format!(
-                    "a LayerNorm row of {} elements does not fit UB (rows longer than UB are \
-                     streamed for RMSNorm and softmax only)",
+                    "a row of {} elements does not fit UB (rows longer than UB are streamed \
+                     for RMSNorm and softmax only)",
                     op.cols
                 ),
             });
