@@ -410,6 +410,30 @@ fn layer_norm_over_trailing_axes() {
 }
 
 #[test]
+fn erf_and_both_gelus() {
+    let edges = Tensor::from_f32(
+        F32,
+        vec![8],
+        &[0.0, 1e-3, -1e-3, 0.7, -0.7, 2.5, -4.0, 12.0],
+    );
+    for op in [UnaryOp::Erf, UnaryOp::Gelu, UnaryOp::GeluTanh] {
+        check(
+            elementwise::lower_elementwise,
+            Op::Unary(op),
+            some(vec![edges.clone()]),
+            1e-6,
+        );
+        let x = random(BF16, &[3, 40], 67);
+        check(
+            elementwise::lower_elementwise,
+            Op::Unary(op),
+            some(vec![x]),
+            1e-2,
+        );
+    }
+}
+
+#[test]
 fn clip_with_either_or_both_bounds() {
     for dtype in [F32, BF16] {
         let x = random(dtype, &[5, 37], 63);

@@ -43,7 +43,7 @@ pub fn lower_elementwise(ctx: &OpContext) -> Result<Lowering, LowerError> {
     let len = out.elements();
     let (chain, inputs) = match ctx.op {
         Op::Unary(u) => {
-            let steps = unary_steps(*u).ok_or_else(|| {
+            let (steps, output) = unary_steps(*u).ok_or_else(|| {
                 LowerError::Unsupported(format!("no vector lowering of {}", ctx.op.name()))
             })?;
             (
@@ -53,7 +53,7 @@ pub fn lower_elementwise(ctx: &OpContext) -> Result<Lowering, LowerError> {
                     dtype: out.dtype,
                     inputs: 1,
                     steps,
-                    output: 0,
+                    output,
                 },
                 1,
             )
@@ -99,13 +99,97 @@ pub fn lower_elementwise(ctx: &OpContext) -> Result<Lowering, LowerError> {
     )))
 }
 
+/// `temps[2] = erf(|x| · scale)` for input 0, with `temps[0] = |x|` kept and `temps[1]`,
+/// `temps[3]` as scratch: Abramowitz–Stegun 7.1.26 (absolute error below 1.5e-7),
+/// `erf(z) = 1 - t·(a1 + t·(a2 + … + t·a5)) · exp(-z²)`, `t = 1 / (1 + p·z)`.
+fn erf_of_abs(scale: f64) -> Vec<ChainStep> {
+    use ChainArg::{Imm, Input, Temp};
+    const P: f64 = 0.327_591_1;
+    const A: [f64; 5] = [
+        0.254_829_592,
+        -0.284_496_736,
+        1.421_413_741,
+        -1.453_152_027,
+        1.061_405_429,
+    ];
+    let x = Input(0);
+    let mut s = vec![
+        chain_step(VecOp::Abs, 0, vec![x]),
+        chain_step(VecOp::Muls, 1, vec![Temp(0), Imm(P * scale)]),
+        chain_step(VecOp::Adds, 1, vec![Temp(1), Imm(1.0)]),
+        chain_step(VecOp::Reciprocal, 1, vec![Temp(1)]),
+        chain_step(VecOp::Muls, 2, vec![Temp(1), Imm(A[4])]),
+    ];
+    for a in A[..4].iter().rev() {
+        s.push(chain_step(VecOp::Adds, 2, vec![Temp(2), Imm(*a)]));
+        s.push(chain_step(VecOp::Mul, 2, vec![Temp(2), Temp(1)]));
+    }
+    s.extend([
+        chain_step(VecOp::Mul, 3, vec![x, x]),
+        chain_step(VecOp::Muls, 3, vec![Temp(3), Imm(-scale * scale)]),
+        chain_step(VecOp::Exp, 3, vec![Temp(3)]),
+        chain_step(VecOp::Mul, 2, vec![Temp(2), Temp(3)]),
+        chain_step(VecOp::Muls, 2, vec![Temp(2), Imm(-1.0)]),
+        chain_step(VecOp::Adds, 2, vec![Temp(2), Imm(1.0)]),
+    ]);
+    s
+}
+
+/// Exact GELU `x · Φ(x)` = `(x + |x| · erf(|x| / √2)) / 2` ([`erf_of_abs`]); the result is
+/// temporary 2.
+pub(crate) fn gelu() -> (Vec<ChainStep>, usize) {
+    use ChainArg::{Imm, Input, Temp};
+    let mut s = erf_of_abs(std::f64::consts::FRAC_1_SQRT_2);
+    s.extend([
+        chain_step(VecOp::Mul, 2, vec![Temp(2), Temp(0)]),
+        chain_step(VecOp::Add, 2, vec![Temp(2), Input(0)]),
+        chain_step(VecOp::Muls, 2, vec![Temp(2), Imm(0.5)]),
+    ]);
+    (s, 2)
+}
+
+/// `erf(x)` = `sign(x) · erf(|x|)` ([`erf_of_abs`]), the sign as `x / max(|x|, 1e-30)` (0 at
+/// 0); the result is temporary 2.
+fn erf() -> (Vec<ChainStep>, usize) {
+    use ChainArg::{Imm, Input, Temp};
+    let mut s = erf_of_abs(1.0);
+    s.extend([
+        chain_step(VecOp::Maxs, 0, vec![Temp(0), Imm(1e-30)]),
+        chain_step(VecOp::Div, 0, vec![Input(0), Temp(0)]),
+        chain_step(VecOp::Mul, 2, vec![Temp(2), Temp(0)]),
+    ]);
+    (s, 2)
+}
+
+/// `temps[dst] = op(srcs)`.
+fn chain_step(op: VecOp, dst: usize, srcs: Vec<ChainArg>) -> ChainStep {
+    ChainStep { op, dst, srcs }
+}
+
 /// Beyond ±10, tanh rounds to ±1 in every float type the vector unit computes.
 const TANH_SATURATES: f64 = 10.0;
 
-fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
+/// `temps[dst] = tanh(arg)` with `temps[scratch]` as scratch: `(1 - e) / (1 + e)` with
+/// `e = exp(-2x)`, `x` clamped to ±10 (where tanh already rounds to ±1) so `e` stays finite.
+fn tanh(dst: usize, scratch: usize, arg: ChainArg) -> Vec<ChainStep> {
+    use ChainArg::{Imm, Temp};
+    vec![
+        chain_step(VecOp::Maxs, dst, vec![arg, Imm(-TANH_SATURATES)]),
+        chain_step(VecOp::Mins, dst, vec![Temp(dst), Imm(TANH_SATURATES)]),
+        chain_step(VecOp::Muls, dst, vec![Temp(dst), Imm(-2.0)]),
+        chain_step(VecOp::Exp, dst, vec![Temp(dst)]),
+        chain_step(VecOp::Muls, scratch, vec![Temp(dst), Imm(-1.0)]),
+        chain_step(VecOp::Adds, scratch, vec![Temp(scratch), Imm(1.0)]),
+        chain_step(VecOp::Adds, dst, vec![Temp(dst), Imm(1.0)]),
+        chain_step(VecOp::Div, dst, vec![Temp(scratch), Temp(dst)]),
+    ]
+}
+
+/// The chain of a unary op and the temporary holding its result.
+fn unary_steps(op: UnaryOp) -> Option<(Vec<ChainStep>, usize)> {
     use ChainArg::{Imm, Input, Temp};
     let step = |op, srcs| ChainStep { op, dst: 0, srcs };
-    let one = |op| Some(vec![step(op, vec![Input(0)])]);
+    let one = |op| Some((vec![step(op, vec![Input(0)])], 0));
     match op {
         UnaryOp::Exp => one(VecOp::Exp),
         UnaryOp::Log => one(VecOp::Ln),
@@ -117,27 +201,32 @@ fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
         UnaryOp::Floor => one(VecOp::Floor),
         UnaryOp::Ceil => one(VecOp::Ceil),
         UnaryOp::Round => one(VecOp::Rint),
-        UnaryOp::Neg => Some(vec![step(VecOp::Muls, vec![Input(0), Imm(-1.0)])]),
-        // tanh x = (1 - e) / (1 + e) with e = exp(-2x), x clamped to ±10 (where tanh already
-        // rounds to ±1) so that e stays finite.
-        UnaryOp::Tanh => Some(vec![
-            step(VecOp::Maxs, vec![Input(0), Imm(-TANH_SATURATES)]),
-            step(VecOp::Mins, vec![Temp(0), Imm(TANH_SATURATES)]),
-            step(VecOp::Muls, vec![Temp(0), Imm(-2.0)]),
-            step(VecOp::Exp, vec![Temp(0)]),
-            ChainStep {
-                op: VecOp::Muls,
-                dst: 1,
-                srcs: vec![Temp(0), Imm(-1.0)],
-            },
-            ChainStep {
-                op: VecOp::Adds,
-                dst: 1,
-                srcs: vec![Temp(1), Imm(1.0)],
-            },
-            step(VecOp::Adds, vec![Temp(0), Imm(1.0)]),
-            step(VecOp::Div, vec![Temp(1), Temp(0)]),
-        ]),
+        UnaryOp::Neg => Some((vec![step(VecOp::Muls, vec![Input(0), Imm(-1.0)])], 0)),
+        UnaryOp::Tanh => Some((tanh(0, 1, Input(0)), 0)),
+        UnaryOp::Gelu => Some(gelu()),
+        UnaryOp::Erf => Some(erf()),
+        UnaryOp::GeluTanh => {
+            // x · (1 + tanh(√(2/π) · x · (1 + 0.044715 x²))) / 2.
+            let x = Input(0);
+            let mut steps = vec![
+                chain_step(VecOp::Mul, 1, vec![x, x]),
+                chain_step(VecOp::Muls, 1, vec![Temp(1), Imm(0.044_715)]),
+                chain_step(VecOp::Adds, 1, vec![Temp(1), Imm(1.0)]),
+                chain_step(VecOp::Mul, 1, vec![Temp(1), x]),
+                chain_step(
+                    VecOp::Muls,
+                    1,
+                    vec![Temp(1), Imm((2.0 / std::f64::consts::PI).sqrt())],
+                ),
+            ];
+            steps.extend(tanh(1, 0, Temp(1)));
+            steps.extend([
+                chain_step(VecOp::Adds, 1, vec![Temp(1), Imm(1.0)]),
+                chain_step(VecOp::Mul, 1, vec![Temp(1), x]),
+                chain_step(VecOp::Muls, 1, vec![Temp(1), Imm(0.5)]),
+            ]);
+            Some((steps, 1))
+        }
         UnaryOp::Sigmoid | UnaryOp::Silu => {
             let mut steps = vec![
                 step(VecOp::Muls, vec![Input(0), Imm(-1.0)]),
@@ -149,7 +238,7 @@ fn unary_steps(op: UnaryOp) -> Option<Vec<ChainStep>> {
             } else {
                 steps.push(step(VecOp::Div, vec![Input(0), Temp(0)]));
             }
-            Some(steps)
+            Some((steps, 0))
         }
         _ => None,
     }

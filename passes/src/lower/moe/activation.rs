@@ -7,6 +7,7 @@ use cubevec_ir::DType;
 use cubevec_ir::kernel::VecOp;
 use cubevec_ir::op::ExpertActivation;
 
+use crate::lower::elementwise::gelu;
 use crate::tile::vector::{ChainArg, ChainStep, ElementwiseChain};
 
 use ChainArg::{Imm, Input, Temp};
@@ -23,48 +24,6 @@ fn silu(dst: usize, arg: ChainArg) -> Vec<ChainStep> {
         step(VecOp::Adds, dst, vec![Temp(dst), Imm(1.0)]),
         step(VecOp::Div, dst, vec![arg, Temp(dst)]),
     ]
-}
-
-/// Exact GELU `x · Φ(x)` = `(x + |x| · erf(|x| / √2)) / 2`, with erf from Abramowitz–Stegun
-/// 7.1.26 (absolute error below 1.5e-7): `erf(z) = 1 - t·(a1 + t·(a2 + … + t·a5)) · exp(-z²)`,
-/// `t = 1 / (1 + p·z)`.
-fn gelu() -> Vec<ChainStep> {
-    const P: f64 = 0.327_591_1;
-    const A: [f64; 5] = [
-        0.254_829_592,
-        -0.284_496_736,
-        1.421_413_741,
-        -1.453_152_027,
-        1.061_405_429,
-    ];
-    let x = Input(0);
-    let mut s = vec![
-        step(VecOp::Abs, 0, vec![x]),
-        step(
-            VecOp::Muls,
-            1,
-            vec![Temp(0), Imm(P * std::f64::consts::FRAC_1_SQRT_2)],
-        ),
-        step(VecOp::Adds, 1, vec![Temp(1), Imm(1.0)]),
-        step(VecOp::Reciprocal, 1, vec![Temp(1)]),
-        step(VecOp::Muls, 2, vec![Temp(1), Imm(A[4])]),
-    ];
-    for a in A[..4].iter().rev() {
-        s.push(step(VecOp::Adds, 2, vec![Temp(2), Imm(*a)]));
-        s.push(step(VecOp::Mul, 2, vec![Temp(2), Temp(1)]));
-    }
-    s.extend([
-        step(VecOp::Mul, 3, vec![x, x]),
-        step(VecOp::Muls, 3, vec![Temp(3), Imm(-0.5)]),
-        step(VecOp::Exp, 3, vec![Temp(3)]),
-        step(VecOp::Mul, 2, vec![Temp(2), Temp(3)]),
-        step(VecOp::Muls, 2, vec![Temp(2), Imm(-1.0)]),
-        step(VecOp::Adds, 2, vec![Temp(2), Imm(1.0)]),
-        step(VecOp::Mul, 2, vec![Temp(2), Temp(0)]),
-        step(VecOp::Add, 2, vec![Temp(2), x]),
-        step(VecOp::Muls, 2, vec![Temp(2), Imm(0.5)]),
-    ]);
-    s
 }
 
 /// The chain for `activation` over `len` elements: inputs `gate, up` for gated activations,
@@ -91,7 +50,10 @@ pub fn chain(
             (2, s, 0)
         }
         ExpertActivation::Silu => (1, silu(0, Input(0)), 0),
-        ExpertActivation::Gelu => (1, gelu(), 2),
+        ExpertActivation::Gelu => {
+            let (steps, output) = gelu();
+            (1, steps, output)
+        }
         ExpertActivation::Relu => return None,
     };
     Some(ElementwiseChain {
