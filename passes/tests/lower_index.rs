@@ -2,14 +2,12 @@
 //! a broadcast scale, run with the kernel-IR reference executor and compared with the graph
 //! interpreter: shapes with tails, ties, infinities, every axis.
 
-use cubevec_ir::kernel::{GmData, ParamRole, execute};
+mod lower_run;
+
 use cubevec_ir::op::ScatterReduction;
-use cubevec_ir::shape::DimBindings;
-use cubevec_ir::target::Target;
-use cubevec_ir::{DType, Op, Tensor, interp};
-use cubevec_passes::lower::{
-    ArgRef, LowerError, Lowering, OpContext, TensorShape, norm_scale, scatter, topk,
-};
+use cubevec_ir::{DType, Op, Tensor};
+use cubevec_passes::lower::{LowerError, Lowering, OpContext, norm_scale, scatter, topk};
+use lower_run::{Lowered, lower_and_run};
 
 type LowerFn = fn(&OpContext) -> Result<Lowering, LowerError>;
 
@@ -37,63 +35,16 @@ fn values(shape: &[usize], seed: u64, step: f32, inf_every: usize) -> Vec<f32> {
         .collect()
 }
 
-fn shape_of(t: &Tensor) -> TensorShape {
-    TensorShape::new(t.dtype(), t.shape().iter().map(|&d| d as u64).collect())
-}
-
 /// Lowers `op`, runs every launch over GM data and compares every result with the interpreter
 /// within `tol · max(1, |reference|)` (infinities must match exactly); returns the lowering.
 fn check(f: LowerFn, op: Op, inputs: Vec<Tensor>, tol: f64) -> Lowering {
-    let refs: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
-    let expected = interp::eval_op(&op, &refs, &DimBindings::new()).expect("reference");
-    let outs: Vec<TensorShape> = expected.iter().map(shape_of).collect();
-    let target = Target::by_name("ascend910b2").expect("target");
-    let ctx = OpContext {
-        name: "k7_layer0_op",
-        op: &op,
-        inputs: inputs.iter().map(|t| Some(shape_of(t))).collect(),
-        outputs: outs.clone(),
-        target: &target,
-    };
-    let lowering = f(&ctx).unwrap_or_else(|e| panic!("{op:?}: {e}"));
-    let mut operands: Vec<GmData> = inputs.iter().map(GmData::from_tensor).collect();
-    let mut results: Vec<GmData> = outs
-        .iter()
-        .map(|o| GmData::zeros(o.dtype, o.elements() as usize))
-        .collect();
-    let mut scratch: Vec<GmData> = lowering
-        .scratch
-        .iter()
-        .map(|s| GmData::zeros(s.tensor.dtype, s.tensor.elements() as usize))
-        .collect();
-    for call in &lowering.calls {
-        let mut params: Vec<GmData> = call
-            .args
-            .iter()
-            .map(|a| match *a {
-                ArgRef::Operand(i) => operands[i].clone(),
-                ArgRef::Result(i) => results[i].clone(),
-                ArgRef::Scratch(i) => scratch[i].clone(),
-            })
-            .collect();
-        if let Err(e) = execute(&call.kernel, &mut params) {
-            panic!("{}: {e}\n{}", call.kernel.name, call.kernel);
-        }
-        for ((a, data), p) in call.args.iter().zip(params).zip(&call.kernel.params) {
-            if p.role == ParamRole::Input {
-                continue;
-            }
-            match *a {
-                ArgRef::Operand(i) => operands[i] = data,
-                ArgRef::Result(i) => results[i] = data,
-                ArgRef::Scratch(i) => scratch[i] = data,
-            }
-        }
-    }
-    for (r, (data, want)) in results.iter().zip(&expected).enumerate() {
-        let got = data
-            .to_tensor(want.shape().to_vec())
-            .expect("result tensor");
+    let inputs: Vec<Option<Tensor>> = inputs.into_iter().map(Some).collect();
+    let Lowered {
+        lowering,
+        got,
+        expected,
+    } = lower_and_run(&f, &op, &inputs);
+    for (r, (got, want)) in got.iter().zip(&expected).enumerate() {
         for (j, (a, b)) in got.to_f64_vec().iter().zip(want.to_f64_vec()).enumerate() {
             let close = if b.is_infinite() {
                 *a == b

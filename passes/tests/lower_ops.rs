@@ -1,21 +1,17 @@
 //! Lowerings of data-movement, rope and attention ops, run with the kernel-IR reference
 //! executor and compared with the graph interpreter on the same operands.
 
-use cubevec_ir::kernel::{GmData, ParamRole, execute};
+mod lower_run;
+
 use cubevec_ir::op::{BinaryOp, UnaryOp};
-use cubevec_ir::shape::{Dim, DimBindings};
-use cubevec_ir::target::Target;
-use cubevec_ir::{DType, Op, Tensor, interp};
+use cubevec_ir::shape::Dim;
+use cubevec_ir::{DType, Op, Tensor};
 use cubevec_passes::lower::{
-    ArgRef, LowerError, Lowering, OpContext, TensorShape, attention, clip, elementwise, movement,
-    rope, rows,
+    LowerError, Lowering, OpContext, attention, clip, elementwise, movement, rope, rows,
 };
+use lower_run::{Lowered, lower_and_run};
 
 type LowerFn = fn(&OpContext) -> Result<Lowering, LowerError>;
-
-fn target() -> Target {
-    Target::by_name("ascend910b2").expect("target")
-}
 
 /// Deterministic values in [-2, 2).
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
@@ -41,77 +37,14 @@ fn ints(dtype: DType, shape: &[usize], values: &[i64]) -> Tensor {
     Tensor::from_i64(dtype, shape.to_vec(), values)
 }
 
-fn shape_of(t: &Tensor) -> TensorShape {
-    TensorShape::new(t.dtype(), t.shape().iter().map(|&d| d as u64).collect())
-}
-
-/// Runs the lowering's launches in order over GM tensors.
-fn run(lowering: &Lowering, inputs: &[Option<Tensor>], outputs: &[TensorShape]) -> Vec<Tensor> {
-    let dims = |t: &TensorShape| t.shape.iter().map(|&d| d as usize).collect::<Vec<_>>();
-    if lowering.view {
-        let x = inputs[0].as_ref().expect("operand 0");
-        return vec![x.reshaped(dims(&outputs[0]))];
-    }
-    let mut operands: Vec<Option<GmData>> = inputs
-        .iter()
-        .map(|t| t.as_ref().map(GmData::from_tensor))
-        .collect();
-    let mut results: Vec<GmData> = outputs
-        .iter()
-        .map(|t| GmData::zeros(t.dtype, t.elements() as usize))
-        .collect();
-    let mut scratch: Vec<GmData> = lowering
-        .scratch
-        .iter()
-        .map(|s| GmData::zeros(s.tensor.dtype, s.tensor.elements() as usize))
-        .collect();
-    for call in &lowering.calls {
-        let mut params: Vec<GmData> = call
-            .args
-            .iter()
-            .map(|a| match *a {
-                ArgRef::Operand(i) => operands[i].clone().expect("operand present"),
-                ArgRef::Result(i) => results[i].clone(),
-                ArgRef::Scratch(i) => scratch[i].clone(),
-            })
-            .collect();
-        if let Err(e) = execute(&call.kernel, &mut params) {
-            panic!("{}: {e}\n{}", call.kernel.name, call.kernel);
-        }
-        for ((a, data), p) in call.args.iter().zip(params).zip(&call.kernel.params) {
-            if p.role == ParamRole::Input {
-                continue;
-            }
-            match *a {
-                ArgRef::Operand(i) => operands[i] = Some(data),
-                ArgRef::Result(i) => results[i] = data,
-                ArgRef::Scratch(i) => scratch[i] = data,
-            }
-        }
-    }
-    results
-        .iter()
-        .zip(outputs)
-        .map(|(d, t)| d.to_tensor(dims(t)).expect("result tensor"))
-        .collect()
-}
-
 /// Lowers `op` for the operands' shapes, runs it, and compares every result with the
 /// interpreter: exactly when `tol` is 0, else within `tol · max(1, |reference|)`.
 fn check(f: LowerFn, op: Op, inputs: Vec<Option<Tensor>>, tol: f64) -> Lowering {
-    let refs: Vec<Option<&Tensor>> = inputs.iter().map(Option::as_ref).collect();
-    let expected = interp::eval_op(&op, &refs, &DimBindings::new()).expect("reference");
-    let outputs: Vec<TensorShape> = expected.iter().map(shape_of).collect();
-    let target = target();
-    let ctx = OpContext {
-        name: "k7_layer0_op",
-        op: &op,
-        inputs: inputs.iter().map(|t| t.as_ref().map(shape_of)).collect(),
-        outputs: outputs.clone(),
-        target: &target,
-    };
-    let lowering = f(&ctx).unwrap_or_else(|e| panic!("{op:?}: {e}"));
-    let got = run(&lowering, &inputs, &outputs);
+    let Lowered {
+        lowering,
+        got,
+        expected,
+    } = lower_and_run(&f, &op, &inputs);
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g.shape(), e.shape(), "{op:?} result {i}");
         assert_eq!(g.dtype(), e.dtype(), "{op:?} result {i}");

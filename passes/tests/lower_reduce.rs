@@ -1,12 +1,13 @@
 //! `Reduce` lowerings (sum, mean, max, min over trailing, middle and leading axes), run with the
 //! kernel-IR reference executor and compared with the graph interpreter on the same operand.
 
-use cubevec_ir::kernel::{GmData, execute};
+mod lower_run;
+
 use cubevec_ir::op::ReduceOp;
-use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
-use cubevec_ir::{DType, Op, Tensor, interp};
+use cubevec_ir::{DType, Op, Tensor};
 use cubevec_passes::lower::{ArgRef, OpContext, TensorShape, reduce};
+use lower_run::{Lowered, lower_and_run};
 
 /// Deterministic values in [-2, 2).
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
@@ -23,10 +24,6 @@ fn lcg(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn shape_of(t: &Tensor) -> TensorShape {
-    TensorShape::new(t.dtype(), t.shape().iter().map(|&d| d as u64).collect())
-}
-
 /// Lowers the reduction for `x`, runs it and compares with the interpreter within
 /// `tol · max(1, |reference|)`; returns the number of launches.
 fn check(op: ReduceOp, x: Tensor, axes: Vec<i64>, keep_dims: bool, tol: f64) -> usize {
@@ -35,33 +32,19 @@ fn check(op: ReduceOp, x: Tensor, axes: Vec<i64>, keep_dims: bool, tol: f64) -> 
         axes,
         keep_dims,
     };
-    let expected = interp::eval_op(&op, &[Some(&x)], &DimBindings::new()).expect("reference");
-    let out = shape_of(&expected[0]);
-    let target = Target::by_name("ascend910b2").expect("target");
-    let ctx = OpContext {
-        name: "k3_layer0_reduce",
-        op: &op,
-        inputs: vec![Some(shape_of(&x))],
-        outputs: vec![out.clone()],
-        target: &target,
-    };
-    let lowering = reduce::lower_reduce(&ctx).unwrap_or_else(|e| panic!("{op:?}: {e}"));
-    let dims: Vec<usize> = out.shape.iter().map(|&d| d as usize).collect();
-    let got = if lowering.view {
-        x.reshaped(dims)
-    } else {
+    let Lowered {
+        lowering,
+        got,
+        expected,
+    } = lower_and_run(&reduce::lower_reduce, &op, &[Some(x)]);
+    if !lowering.view {
         assert_eq!(lowering.calls.len(), 1);
-        let call = &lowering.calls[0];
-        assert_eq!(call.args, vec![ArgRef::Operand(0), ArgRef::Result(0)]);
-        let mut params = vec![
-            GmData::from_tensor(&x),
-            GmData::zeros(out.dtype, out.elements() as usize),
-        ];
-        if let Err(e) = execute(&call.kernel, &mut params) {
-            panic!("{}: {e}\n{}", call.kernel.name, call.kernel);
-        }
-        params[1].to_tensor(dims).expect("result tensor")
-    };
+        assert_eq!(
+            lowering.calls[0].args,
+            vec![ArgRef::Operand(0), ArgRef::Result(0)]
+        );
+    }
+    let got = &got[0];
     assert_eq!(got.shape(), expected[0].shape(), "{op:?}");
     assert_eq!(got.dtype(), expected[0].dtype(), "{op:?}");
     for (j, (a, b)) in got
