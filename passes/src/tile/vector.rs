@@ -875,73 +875,44 @@ pub fn build_rows(op: &RowWise, tile_rows: u64, target: &Target) -> Result<Kerne
     }
     let out_row = slice(y, v("s"), v("xo"));
     match op.kind {
-        RowKind::RmsNorm { eps } => {
-            let gamma_f = gamma.map_or(tmp, |(_, _, f)| f);
-            row.extend([vec_op(
+        RowKind::RmsNorm { eps } | RowKind::LayerNorm { eps, .. } => {
+            // LayerNorm first centres the row in place (x - mean, -mean in stat[0]); both then
+            // scale by 1/sqrt(mean of squares + eps), kept in `rstd`.
+            let layer = matches!(op.kind, RowKind::LayerNorm { .. });
+            let rstd = if layer { st(8) } else { st(0) };
+            if layer {
+                row.extend([
+                    Stmt::Reduce {
+                        kind: ReduceKind::Sum,
+                        dst: st(0),
+                        src: xf_row.clone(),
+                        count: n(),
+                    },
+                    vec_op(
+                        VecOp::Muls,
+                        st(0),
+                        vec![VecArg::Slice(st(0)), VecArg::Imm(-1.0 / cols as f64)],
+                        c(1),
+                    ),
+                    vec_op(
+                        VecOp::Adds,
+                        xf_row.clone(),
+                        vec![VecArg::Slice(xf_row.clone()), VecArg::Element(st(0))],
+                        n(),
+                    ),
+                ]);
+            }
+            row.push(vec_op(
                 VecOp::Mul,
                 t0(),
                 vec![VecArg::Slice(xf_row.clone()), VecArg::Slice(xf_row.clone())],
                 n(),
-            )]);
-            row.extend(inverse_rms(t0(), st(0), cols, eps));
-            row.push(vec_op(
-                VecOp::Muls,
-                t0(),
-                vec![VecArg::Slice(xf_row), VecArg::Element(st(0))],
-                n(),
             ));
-            let gamma_slice = VecArg::Slice(slice(gamma_f, c(0), c(0)));
-            if cast {
-                row.push(vec_op(
-                    VecOp::Mul,
-                    t0(),
-                    vec![VecArg::Slice(t0()), gamma_slice],
-                    n(),
-                ));
-                row.push(vec_op(VecOp::Cast, out_row, vec![VecArg::Slice(t0())], n()));
-            } else {
-                row.push(vec_op(
-                    VecOp::Mul,
-                    out_row,
-                    vec![VecArg::Slice(t0()), gamma_slice],
-                    n(),
-                ));
-            }
-        }
-        RowKind::LayerNorm { eps, .. } => {
-            let inv_n = 1.0 / cols as f64;
-            row.extend([
-                Stmt::Reduce {
-                    kind: ReduceKind::Sum,
-                    dst: st(0),
-                    src: xf_row.clone(),
-                    count: n(),
-                },
-                vec_op(
-                    VecOp::Muls,
-                    st(0),
-                    vec![VecArg::Slice(st(0)), VecArg::Imm(-inv_n)],
-                    c(1),
-                ),
-                // Centred in place: x - mean.
-                vec_op(
-                    VecOp::Adds,
-                    xf_row.clone(),
-                    vec![VecArg::Slice(xf_row.clone()), VecArg::Element(st(0))],
-                    n(),
-                ),
-                vec_op(
-                    VecOp::Mul,
-                    t0(),
-                    vec![VecArg::Slice(xf_row.clone()), VecArg::Slice(xf_row.clone())],
-                    n(),
-                ),
-            ]);
-            row.extend(inverse_rms(t0(), st(8), cols, eps));
+            row.extend(inverse_rms(t0(), rstd.clone(), cols, eps));
             row.push(vec_op(
                 VecOp::Muls,
                 t0(),
-                vec![VecArg::Slice(xf_row), VecArg::Element(st(8))],
+                vec![VecArg::Slice(xf_row), VecArg::Element(rstd)],
                 n(),
             ));
             // · gamma (+ beta), the last step writing the output row directly when it is f32.
