@@ -21,6 +21,8 @@ use cubevec_ir::kernel::{
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::{DType, Op, Tensor};
+use cubevec_passes::lower::epilogue::{EpilogueNode, lower_gemm_epilogue};
+use cubevec_passes::lower::{ArgRef, OpContext, TensorShape};
 use cubevec_passes::tile::gemm::{GemmProblem, GemmTiling, build, plan};
 use cubevec_passes::tile::vector::{
     ChainArg, ChainStep, ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows,
@@ -82,6 +84,17 @@ impl Cases {
 
     /// Launches `kernel` on `args` plus a fresh result per `refs` entry, checked against it.
     fn launch(&mut self, kernel: Kernel, args: Vec<TensorId>, refs: Vec<(&str, Tensor)>) {
+        self.launch_then(kernel, args, refs, Vec::new());
+    }
+
+    /// [`Cases::launch`] with `after` bound to the parameters after the results.
+    fn launch_then(
+        &mut self,
+        kernel: Kernel,
+        args: Vec<TensorId>,
+        refs: Vec<(&str, Tensor)>,
+        after: Vec<TensorId>,
+    ) {
         let mut all = args;
         for (name, reference) in refs {
             let id = self.tensor(
@@ -112,6 +125,7 @@ impl Cases {
             });
             all.push(id);
         }
+        all.extend(after);
         self.program.kernels.push(kernel);
         self.program.launches.push(Launch {
             kernel: self.program.kernels.len() - 1,
@@ -380,6 +394,73 @@ fn mix_kernel() -> Kernel {
 
 /// Every case in one program.
 /// A bf16 RMSNorm over `[rows, cols]`.
+/// `silu(a·b + bias) * u` in one MIX kernel: the AIC hands tiles to the AIVs through the
+/// workspace.
+fn fused_gemm_case(cases: &mut Cases) {
+    let bf16 = DType::BF16;
+    let (a, b) = (random(bf16, &[70, 96], 40), random(bf16, &[96, 88], 41));
+    let (bias, u) = (random(bf16, &[88], 42), random(bf16, &[70, 88], 43));
+    let product = eval(Op::MatMul, &[&a, &b]);
+    let biased = eval(Op::Binary(BinaryOp::Add), &[&product, &bias]);
+    let act = eval(Op::Unary(UnaryOp::Silu), &[&biased]);
+    let reference = eval(Op::Binary(BinaryOp::Mul), &[&act, &u]);
+    let shape =
+        |t: &Tensor| TensorShape::new(t.dtype(), t.shape().iter().map(|&d| d as u64).collect());
+    let t = target();
+    let ctx = OpContext {
+        name: "fused_gemm",
+        op: &Op::MatMul,
+        inputs: [&a, &b, &bias, &u].iter().map(|x| Some(shape(x))).collect(),
+        outputs: vec![shape(&reference)],
+        target: &t,
+    };
+    let nodes = [
+        EpilogueNode::Binary {
+            op: BinaryOp::Add,
+            operand: 2,
+            product_first: true,
+        },
+        EpilogueNode::Unary(UnaryOp::Silu),
+        EpilogueNode::Binary {
+            op: BinaryOp::Mul,
+            operand: 3,
+            product_first: true,
+        },
+    ];
+    let mut lowering = lower_gemm_epilogue(&ctx, &nodes).expect("fused lowering");
+    let call = lowering.calls.remove(0);
+    assert_eq!(
+        call.args,
+        [
+            ArgRef::Operand(0),
+            ArgRef::Operand(1),
+            ArgRef::Result(0),
+            ArgRef::Operand(2),
+            ArgRef::Operand(3),
+            ArgRef::Scratch(0)
+        ]
+    );
+    let ws = &lowering.scratch[0].tensor;
+    let ws_shape: Vec<usize> = ws.shape.iter().map(|&d| d as usize).collect();
+    let inputs = [
+        cases.feed("fused_a", &a, false),
+        cases.feed("fused_b", &b, true),
+    ];
+    let operands = vec![
+        cases.feed("fused_bias", &bias, true),
+        cases.feed("fused_u", &u, false),
+    ];
+    let workspace = cases.tensor("fused_ws", ws.dtype, &ws_shape, TensorKind::Intermediate);
+    let mut after = operands;
+    after.push(workspace);
+    cases.launch_then(
+        call.kernel,
+        inputs.to_vec(),
+        vec![("fused_gemm", reference)],
+        after,
+    );
+}
+
 fn rms_norm_case(cases: &mut Cases, name: &str, [rows, cols]: [usize; 2], seed: u64) {
     let x = random(DType::BF16, &[rows, cols], seed);
     let gamma = random(DType::BF16, &[cols], seed + 1);
@@ -528,12 +609,16 @@ fn cases() -> Cases {
             output: DType::BF16,
             b_transposed: true,
             relu: false,
+            epilogue: None,
         },
         random(DType::BF16, &[92, 64], 7),
         random(DType::BF16, &[4, 48, 64], 8),
         Op::GroupedMatMul,
         &[&sizes],
     );
+
+    // A GEMM with a fused epilogue (MIX 1:2): bias row, SiLU, times a whole tensor.
+    fused_gemm_case(&mut cases);
 
     // RMSNorm (rows of 400 bytes: unaligned copies), and over rows longer than UB (streamed in
     // chunks).

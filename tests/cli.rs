@@ -456,14 +456,16 @@ fn emit_kernel_ir_for_a_target_with_a_json_report() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert_eq!(text.matches("\nkernel ").count() + 1, 6, "{text}");
+    // norm, gate/up (one kernel), SwiGLU, and down with the residual add fused.
+    assert_eq!(text.matches("\nkernel ").count() + 1, 5, "{text}");
     assert!(text.contains("core=aic"), "a Cube kernel");
     assert!(text.contains("core=aiv"), "a Vector kernel");
+    assert!(text.contains("kernel k4_down_proj core=mix1:2"), "{text}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["target"], "ascend910b2");
     let kernels = json["kernels"].as_array().unwrap();
-    assert_eq!(kernels.len(), 6);
+    assert_eq!(kernels.len(), 5);
     for k in kernels {
         for field in [
             "name",
@@ -484,6 +486,11 @@ fn emit_kernel_ir_for_a_target_with_a_json_report() {
         .find(|k| k["name"] == "k1_gate_proj")
         .unwrap();
     assert_eq!(gate["bound"], "Compute");
+    let down = kernels
+        .iter()
+        .find(|k| k["name"] == "k4_down_proj")
+        .unwrap();
+    assert_eq!(down["kind"], "Mix");
 }
 
 #[test]

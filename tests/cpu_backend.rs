@@ -130,6 +130,7 @@ fn grouped_gemm_matches_the_interpreter() {
         output: DType::BF16,
         b_transposed: true,
         relu: false,
+        epilogue: None,
     };
     let kernel = plan(&problem, &target()).expect("plan").kernel;
     let t = groups.iter().sum::<u64>() as usize;

@@ -228,6 +228,7 @@ fn grouped_gemm_matches_the_interpreter() {
         output: DType::BF16,
         b_transposed: true,
         relu: false,
+        epilogue: None,
     };
     let kernel = plan(&problem, &target()).expect("tiles").kernel;
     let t = groups.iter().sum::<u64>() as usize;

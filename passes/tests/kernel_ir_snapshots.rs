@@ -44,6 +44,7 @@ fn grouped_expert_gemm() {
         output: DType::BF16,
         b_transposed: true,
         relu: false,
+        epilogue: None,
     };
     insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
 }
@@ -60,6 +61,7 @@ fn grouped_expert_gemm_with_runtime_offsets() {
         output: DType::BF16,
         b_transposed: true,
         relu: false,
+        epilogue: None,
     };
     let table = GroupTable {
         kind: GroupTableKind::Offsets,

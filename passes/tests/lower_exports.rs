@@ -4,6 +4,7 @@
 
 mod lower_run;
 mod lower_support;
+mod random_data;
 
 use cubevec_ir::kernel::VecOp;
 use cubevec_ir::op::{BinaryOp, ScatterReduction, UnaryOp};

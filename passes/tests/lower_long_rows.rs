@@ -3,6 +3,7 @@
 
 mod lower_run;
 mod lower_support;
+mod random_data;
 
 use cubevec_ir::{DType, Op};
 use cubevec_passes::lower::{Lowering, norm_scale, rows};

@@ -2,6 +2,7 @@
 //! executor and compared with the graph interpreter on the same operands.
 
 mod lower_run;
+mod random_data;
 
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::shape::Dim;
@@ -10,28 +11,9 @@ use cubevec_passes::lower::{
     LowerError, Lowering, OpContext, attention, clip, elementwise, movement, rope, rows,
 };
 use lower_run::{Lowered, lower_and_run};
+use random_data::{lcg, random};
 
 type LowerFn = fn(&OpContext) -> Result<Lowering, LowerError>;
-
-/// Deterministic values in [-2, 2).
-fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
-
-fn random(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::from_f32(dtype, shape.to_vec(), &lcg(seed, n))
-}
 
 fn ints(dtype: DType, shape: &[usize], values: &[i64]) -> Tensor {
     Tensor::from_i64(dtype, shape.to_vec(), values)

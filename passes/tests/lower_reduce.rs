@@ -2,27 +2,14 @@
 //! kernel-IR reference executor and compared with the graph interpreter on the same operand.
 
 mod lower_run;
+mod random_data;
 
 use cubevec_ir::op::ReduceOp;
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor};
 use cubevec_passes::lower::{ArgRef, OpContext, TensorShape, reduce};
 use lower_run::{Lowered, lower_and_run};
-
-/// Deterministic values in [-2, 2).
-fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
+use random_data::random;
 
 /// Lowers the reduction for `x`, runs it and compares with the interpreter within
 /// `tol · max(1, |reference|)`; returns the number of launches.
@@ -59,11 +46,6 @@ fn check(op: ReduceOp, x: Tensor, axes: Vec<i64>, keep_dims: bool, tol: f64) -> 
         );
     }
     lowering.calls.len()
-}
-
-fn random(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::from_f32(dtype, shape.to_vec(), &lcg(seed, n))
 }
 
 const OPS: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min];

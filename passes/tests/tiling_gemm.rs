@@ -189,6 +189,7 @@ proptest! {
             output,
             b_transposed,
             relu: false,
+            epilogue: None,
         };
         let chosen = plan(&problem, &target).expect("plan");
         verify(&chosen.kernel, &target).expect("verify");

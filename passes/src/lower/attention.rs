@@ -519,6 +519,7 @@ pub fn lower_attention(ctx: &OpContext) -> Result<Lowering, LowerError> {
         output,
         b_transposed,
         relu: false,
+        epilogue: None,
     };
     let score_gemm = plan_gemm(&gemm("scores", t, d, DType::F32, true), ctx.target)?;
     calls.push(KernelCall::new(

@@ -186,7 +186,7 @@ fn tanh(dst: usize, scratch: usize, arg: ChainArg) -> Vec<ChainStep> {
 }
 
 /// The chain of a unary op and the temporary holding its result.
-fn unary_steps(op: UnaryOp) -> Option<(Vec<ChainStep>, usize)> {
+pub(crate) fn unary_steps(op: UnaryOp) -> Option<(Vec<ChainStep>, usize)> {
     use ChainArg::{Imm, Input, Temp};
     let step = |op, srcs| ChainStep { op, dst: 0, srcs };
     let one = |op| Some((vec![step(op, vec![Input(0)])], 0));
@@ -244,7 +244,7 @@ fn unary_steps(op: UnaryOp) -> Option<(Vec<ChainStep>, usize)> {
     }
 }
 
-fn binary_op(op: BinaryOp) -> Option<VecOp> {
+pub(crate) fn binary_op(op: BinaryOp) -> Option<VecOp> {
     Some(match op {
         BinaryOp::Add => VecOp::Add,
         BinaryOp::Sub => VecOp::Sub,

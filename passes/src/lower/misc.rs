@@ -167,6 +167,7 @@ pub fn lower_broadcast_matmul(ctx: &OpContext) -> Result<Lowering, LowerError> {
         output: y.dtype,
         b_transposed,
         relu: false,
+        epilogue: None,
     };
     let chosen = plan(&problem, ctx.target)?;
     out.calls.push(KernelCall::new(

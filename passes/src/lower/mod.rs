@@ -6,6 +6,7 @@
 //! One module per family of ops:
 //!
 //! - [`linear`]: `MatMul` and `Gemm` on the Cube.
+//! - [`epilogue`]: a `MatMul` or `Gemm` with the elementwise nodes after it, as one MIX kernel.
 //! - [`rows`]: `RmsNorm` and `Softmax` over the last axis.
 //! - [`elementwise`]: unary ops, same-shape binary ops, `SwiGlu`.
 //! - [`movement`]: gathers, transposes, concatenation, splits, slices, broadcasts, casts,
@@ -26,6 +27,7 @@
 pub mod attention;
 pub mod clip;
 pub mod elementwise;
+pub mod epilogue;
 pub mod linear;
 pub mod misc;
 pub mod moe;
@@ -168,6 +170,11 @@ impl Lowering {
             calls: vec![call],
             ..Lowering::default()
         }
+    }
+
+    /// The modelled time of all launches, in microseconds.
+    pub fn modeled_time_us(&self) -> f64 {
+        self.calls.iter().map(|c| c.cost.modeled_time_us).sum()
     }
 }
 

@@ -97,6 +97,7 @@ fn grouped_gemm(
         output,
         b_transposed: true,
         relu,
+        epilogue: None,
     };
     Ok(plan_runtime(&problem, &table, ctx.target)?)
 }

@@ -8,15 +8,18 @@
 //! node. Kernels that come out identical for identical layers are emitted once and launched
 //! many times.
 //!
-//! Not yet done: fusing vector epilogues into MIX kernels and fusing elementwise chains across
-//! nodes; each node is lowered on its own.
+//! A `MatMul` or `Gemm` followed by elementwise nodes (a bias, a residual add, an activation)
+//! becomes one MIX kernel when the cost model finds that faster than the GEMM and the vector
+//! kernels apart (module `fusion` finds the chains; not done when user lowerings are
+//! registered, which must see every node). Other nodes are lowered one by one.
 
 mod custom;
+mod fusion;
 mod layout;
 pub mod memory;
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cubevec_ir::graph::{TensorType, ValueId, WeightData};
@@ -31,10 +34,12 @@ use cubevec_ir::{DType, Graph, NodeId, Op};
 use serde::Serialize;
 
 use crate::cost::KernelCost;
+use crate::lower::epilogue::{EpilogueNode, lower_gemm_epilogue};
 use crate::lower::{
     ArgRef, LowerError, Lowering, OpContext, Scratch, TensorShape, attention, elementwise, linear,
     moe, movement, rope, rows,
 };
+use fusion::Chain;
 
 pub use custom::{LowerFn, Lowerings};
 pub use report::{KernelReport, PartitionReport, report};
@@ -275,6 +280,61 @@ struct LoweredCall {
     assumptions: Vec<String>,
 }
 
+/// What the partitioner lowers in one step: a node, or a GEMM with its epilogue chain.
+struct Unit<'g> {
+    /// The node kernels and errors are named after (the GEMM of a chain).
+    anchor: NodeId,
+    op: &'g Op,
+    inputs: Vec<Option<ValueId>>,
+    outputs: Vec<ValueId>,
+    epilogue: Option<&'g [EpilogueNode]>,
+}
+
+impl<'g> Unit<'g> {
+    fn node(graph: &'g Graph, id: NodeId) -> Unit<'g> {
+        let node = graph.node(id);
+        Unit {
+            anchor: id,
+            op: &node.op,
+            inputs: node.inputs.clone(),
+            outputs: node.outputs.clone(),
+            epilogue: None,
+        }
+    }
+
+    fn fused(graph: &'g Graph, chain: &'g Chain) -> Unit<'g> {
+        Unit {
+            anchor: chain.gemm,
+            op: &graph.node(chain.gemm).op,
+            inputs: chain.inputs.clone(),
+            outputs: vec![chain.output],
+            epilogue: Some(&chain.ops),
+        }
+    }
+
+    /// The name of its kernels.
+    fn kernel_name(&self, graph: &Graph) -> String {
+        let node = graph.node(self.anchor);
+        kernel_name(self.anchor.0 as usize, &node.name, node.op.name())
+    }
+
+    /// The built-in lowering; `known` as for [`lower_node`].
+    fn lower(&self, ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, LowerError> {
+        match self.epilogue {
+            Some(ops) => lower_gemm_epilogue(ctx, ops),
+            None => lower_node(ctx, known),
+        }
+    }
+
+    /// The op part of the unit's [`LoweringKey`].
+    fn key_op(&self) -> String {
+        match self.epilogue {
+            None => format!("{:?}", self.op),
+            Some(ops) => format!("{:?} then {ops:?}", self.op),
+        }
+    }
+}
+
 /// Builds the program while nodes are lowered.
 struct ProgramBuilder<'g> {
     graph: &'g Graph,
@@ -297,6 +357,62 @@ impl ProgramBuilder<'_> {
             kind,
         });
         TensorId(self.program.tensors.len() as u32 - 1)
+    }
+
+    /// The bound operand and result shapes of `unit`.
+    fn shapes(
+        &self,
+        unit: &Unit,
+    ) -> Result<(Vec<Option<TensorShape>>, Vec<TensorShape>), PartitionError> {
+        let shape_of = |slot: usize, v: ValueId| -> Result<TensorShape, PartitionError> {
+            let ty = &self.graph.value(v).ty;
+            let shape = self.concrete(ty).ok_or_else(|| PartitionError::Unbound {
+                node: self.graph.describe_node(unit.anchor),
+                operand: slot,
+                missing: unbound_symbols(ty, self.bindings),
+            })?;
+            Ok(TensorShape::new(ty.dtype, shape))
+        };
+        let mut inputs = Vec::new();
+        for (slot, v) in unit.inputs.iter().enumerate() {
+            inputs.push(v.map(|v| shape_of(slot, v)).transpose()?);
+        }
+        let mut outputs = Vec::new();
+        for (slot, &v) in unit.outputs.iter().enumerate() {
+            outputs.push(shape_of(unit.inputs.len() + slot, v)?);
+        }
+        Ok((inputs, outputs))
+    }
+
+    /// Whether `chain` runs faster as one MIX launch than as the GEMM and its vector kernels
+    /// apart (an unfused node without a lowering counts as infinitely slow).
+    fn fusion_pays(&self, chain: &Chain, target: &Target) -> bool {
+        let time = |unit: &Unit| -> Option<f64> {
+            let (inputs, outputs) = self.shapes(unit).ok()?;
+            let name = unit.kernel_name(self.graph);
+            let ctx = OpContext {
+                name: &name,
+                op: unit.op,
+                inputs,
+                outputs,
+                target,
+            };
+            unit.lower(&ctx, None).ok().map(|l| l.modeled_time_us())
+        };
+        let Some(fused) = time(&Unit::fused(self.graph, chain)) else {
+            return false;
+        };
+        let apart: f64 = std::iter::once(chain.gemm)
+            .chain(chain.nodes.iter().copied())
+            .filter(|&id| {
+                !matches!(
+                    self.graph.node(id).op,
+                    Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
+                )
+            })
+            .map(|id| time(&Unit::node(self.graph, id)).unwrap_or(f64::INFINITY))
+            .sum();
+        fused < apart
     }
 
     /// The tensor holding `value`, created on first use with `kind`.
@@ -403,47 +519,75 @@ pub fn partition_with(
         .iter()
         .map(|i| (i.value, &i.data))
         .collect();
+    let chains = if lowerings.is_empty() {
+        fusion::find_chains(graph, &constant, &|v| b.concrete(&graph.value(v).ty))
+    } else {
+        Vec::new()
+    };
+    // The chains worth fusing, at their last node; the nodes before it run in that launch.
+    let mut fused_at: HashMap<NodeId, &Chain> = HashMap::new();
+    let mut absorbed: HashSet<NodeId> = HashSet::new();
+    let mut fusion_decided: HashMap<LoweringKey, bool> = HashMap::new();
+    for chain in &chains {
+        let unit = Unit::fused(graph, chain);
+        let Ok((inputs, outputs)) = b.shapes(&unit) else {
+            continue;
+        };
+        let key = LoweringKey {
+            op: unit.key_op(),
+            inputs,
+            outputs,
+            known: None,
+        };
+        let fuse = match fusion_decided.get(&key) {
+            Some(&fuse) => fuse,
+            None => {
+                let fuse = b.fusion_pays(chain, target);
+                fusion_decided.insert(key, fuse);
+                fuse
+            }
+        };
+        if let (true, Some((&last, before))) = (fuse, chain.nodes.split_last()) {
+            fused_at.insert(last, chain);
+            absorbed.insert(chain.gemm);
+            absorbed.extend(before.iter().copied());
+        }
+    }
     let mut launches = Vec::new();
     let mut lowered_before: HashMap<LoweringKey, LoweredNode> = HashMap::new();
     for &id in &order {
-        let node = graph.node(id);
-        if node.inputs.iter().flatten().all(|v| constant[v.index()]) {
+        if absorbed.contains(&id) {
             continue;
         }
-        let describe = || graph.describe_node(id);
-        let shape_of = |slot: usize, v: ValueId| -> Result<TensorShape, PartitionError> {
-            let ty = &graph.value(v).ty;
-            let shape = b.concrete(ty).ok_or_else(|| PartitionError::Unbound {
-                node: describe(),
-                operand: slot,
-                missing: unbound_symbols(ty, bindings),
-            })?;
-            Ok(TensorShape::new(ty.dtype, shape))
+        let unit = match fused_at.get(&id) {
+            Some(chain) => Unit::fused(graph, chain),
+            None => Unit::node(graph, id),
         };
-        let mut inputs = Vec::new();
-        for (slot, v) in node.inputs.iter().enumerate() {
-            inputs.push(v.map(|v| shape_of(slot, v)).transpose()?);
+        if unit.inputs.iter().flatten().all(|v| constant[v.index()]) {
+            continue;
         }
-        let mut outputs = Vec::new();
-        for (slot, &v) in node.outputs.iter().enumerate() {
-            outputs.push(shape_of(node.inputs.len() + slot, v)?);
-        }
-        let name = kernel_name(id.0 as usize, &node.name, node.op.name());
+        let describe = || graph.describe_node(unit.anchor);
+        let (inputs, outputs) = b.shapes(&unit)?;
+        let name = unit.kernel_name(graph);
         let ctx = OpContext {
             name: &name,
-            op: &node.op,
+            op: unit.op,
             inputs,
             outputs,
             target,
         };
-        let lowered = match lowerings.lower(&ctx) {
+        let user = match unit.epilogue {
+            None => lowerings.lower(&ctx),
+            Some(_) => None,
+        };
+        let lowered = match user {
             Some(user) => user.map(|l| b.intern_lowering(l)),
             None => {
-                let specialised = specialised_operand(&node.op)
-                    .and_then(|i| node.inputs.get(i).copied().flatten())
+                let specialised = specialised_operand(unit.op)
+                    .and_then(|i| unit.inputs.get(i).copied().flatten())
                     .and_then(|v| inline_value(graph, &inline, v, bindings));
                 let key = LoweringKey {
-                    op: format!("{:?}", node.op),
+                    op: unit.key_op(),
                     inputs: ctx.inputs.clone(),
                     outputs: ctx.outputs.clone(),
                     known: specialised
@@ -452,7 +596,7 @@ pub fn partition_with(
                 };
                 match lowered_before.get(&key) {
                     Some(done) => Ok(done.clone()),
-                    None => lower_node(&ctx, specialised.as_ref()).map(|l| {
+                    None => unit.lower(&ctx, specialised.as_ref()).map(|l| {
                         let done = b.intern_lowering(l);
                         lowered_before.insert(key, done.clone());
                         done
@@ -465,8 +609,8 @@ pub fn partition_with(
             source: Box::new(source),
         })?;
         if lowering.view {
-            let operand = node.inputs.first().copied().flatten();
-            if let (Some(operand), Some(&result)) = (operand, node.outputs.first()) {
+            let operand = unit.inputs.first().copied().flatten();
+            if let (Some(operand), Some(&result)) = (operand, unit.outputs.first()) {
                 let kind = if constant[operand.index()] {
                     TensorKind::Constant
                 } else {
@@ -493,7 +637,7 @@ pub fn partition_with(
             for arg in &call.args {
                 let t = match *arg {
                     ArgRef::Operand(i) => {
-                        let v = node.inputs.get(i).copied().flatten().ok_or_else(|| {
+                        let v = unit.inputs.get(i).copied().flatten().ok_or_else(|| {
                             PartitionError::Lower {
                                 node: describe(),
                                 source: Box::new(LowerError::Unsupported(format!(
@@ -508,7 +652,7 @@ pub fn partition_with(
                         };
                         b.tensor_for(v, kind)?
                     }
-                    ArgRef::Result(i) => b.tensor_for(node.outputs[i], TensorKind::Intermediate)?,
+                    ArgRef::Result(i) => b.tensor_for(unit.outputs[i], TensorKind::Intermediate)?,
                     ArgRef::Scratch(i) => scratch[i],
                 };
                 args.push(t);
@@ -518,7 +662,7 @@ pub fn partition_with(
                 args,
             });
             launches.push(PlannedKernel {
-                node: id,
+                node: unit.anchor,
                 launch: b.program.launches.len() - 1,
                 kind: call.kind,
                 cost: call.cost,
@@ -666,8 +810,8 @@ mod tests {
             launched,
             [
                 ("k1_norm", KernelKind::Vector),
-                ("k2_up", KernelKind::Cube),
-                ("k3_act", KernelKind::Vector),
+                // The SiLU runs on the AIVs of the projection's kernel.
+                ("k2_up", KernelKind::Mix),
                 ("k5_probs", KernelKind::Vector),
             ]
         );
@@ -680,8 +824,14 @@ mod tests {
             (w1.name.as_str(), &w1.kind),
             ("w1_bf16:0", &TensorKind::Constant)
         );
-        // The reshape is a view: softmax reads the tensor silu wrote.
-        assert_eq!(program.launches[3].args[0], program.launches[2].args[1]);
+        // The reshape is a view: softmax reads the tensor the fused SiLU wrote, and the
+        // projection's product exists only in the kernel's workspace.
+        assert_eq!(program.launches[2].args[0], program.launches[1].args[2]);
+        assert_eq!(
+            program.tensors[program.launches[1].args[2].index()].name,
+            "act:0"
+        );
+        assert!(program.tensors.iter().all(|t| t.name != "up:0"));
         assert_eq!(program.outputs[0].shape, [2, 64, 256]);
         let rep = report(&target, &part);
         let json = serde_json::to_string(&rep).expect("json");

@@ -39,10 +39,11 @@ use serde::Serialize;
 
 use super::TileError;
 use super::build::{c, for_, gm, let_, round16, set, tile, v, wait};
+use super::epilogue::{self, Epilogue, EpilogueBufs, EpiloguePlan};
 use crate::cost::{KernelCost, Work, estimate_with_reuse, l2_spill};
 
 /// One GEMM (or a set of same-shaped-N/K GEMMs sharing one launch).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GemmProblem {
     /// Kernel name (a C identifier).
     pub name: String,
@@ -62,6 +63,9 @@ pub struct GemmProblem {
     pub b_transposed: bool,
     /// Apply ReLU on the way out.
     pub relu: bool,
+    /// A vector epilogue applied to each output tile before it is stored: the kernel becomes
+    /// a MIX kernel (see [`super::epilogue`]). Single-group problems without split-K only.
+    pub epilogue: Option<Epilogue>,
 }
 
 impl GemmProblem {
@@ -83,6 +87,7 @@ impl GemmProblem {
             output: dtype,
             b_transposed,
             relu: false,
+            epilogue: None,
         }
     }
 
@@ -92,16 +97,20 @@ impl GemmProblem {
     }
 
     /// The useful work: 2·M·N·K FLOP, and every operand and the result once (the B matrices
-    /// of groups without rows are never read).
+    /// of groups without rows are never read), with an epilogue's other operands.
     pub fn work(&self) -> Work {
         let m = self.total_m() as f64;
         let (n, k) = (self.n as f64, self.k as f64);
         let ib = self.input.bits() as f64 / 8.0;
         let ob = self.output.bits() as f64 / 8.0;
         let used = self.groups.iter().filter(|&&rows| rows > 0).count() as f64;
+        let epilogue_elements =
+            self.epilogue
+                .as_ref()
+                .map_or(0, |e| e.operand_elements(self.total_m(), self.n)) as f64;
         Work {
             flops: 2.0 * m * n * k,
-            bytes: (m * k + used * k * n) * ib + m * n * ob,
+            bytes: (m * k + used * k * n) * ib + (m * n + epilogue_elements) * ob,
             cube: true,
             dtype: self.input,
         }
@@ -250,6 +259,14 @@ fn check(problem: &GemmProblem, target: &Target) -> Result<(u64, u64), TileError
             "a GM row pitch above 65535 elements exceeds Nd2NzParams".into(),
         ));
     }
+    if let Some(epilogue) = &problem.epilogue {
+        if problem.groups.len() != 1 || problem.relu {
+            return Err(invalid(
+                "an epilogue needs a single-group GEMM without ReLU".into(),
+            ));
+        }
+        epilogue.check(&problem.name, problem.output)?;
+    }
     Ok((frac.k, (problem.input.bits() / 8) as u64))
 }
 
@@ -306,8 +323,12 @@ pub fn fits(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> bool {
     } else {
         2 * (t.m1 * t.k1 + t.k1 * t.n1) * eb <= b.l1.usable_bytes()
     };
+    let epilogue_ok = problem.epilogue.as_ref().is_none_or(|e| {
+        t.split_k == 1 && e.chunk_rows(problem.output, t.m1, t.n1, target).is_some()
+    });
     shape_ok
         && l1
+        && epilogue_ok
         && 2 * t.m1 * t.k0 * eb <= b.l0a.usable_bytes()
         && 2 * t.k0 * t.n1 * eb <= b.l0b.usable_bytes()
         && t.l0c_stages * t.m1 * t.n1 * 4 <= b.l0c.usable_bytes()
@@ -481,6 +502,27 @@ fn build_kernel(
         t.n1,
         t.l0c_stages,
     );
+    let ws_param = 3 + problem.epilogue.as_ref().map_or(0, |e| e.operands.len());
+    let epilogue_plan = problem.epilogue.as_ref().map(|e| EpiloguePlan {
+        epilogue: e,
+        output: problem.output,
+        m1: t.m1,
+        n1: t.n1,
+        rows: e
+            .chunk_rows(problem.output, t.m1, t.n1, target)
+            .unwrap_or(1),
+        whole_chunks: problem.n.is_multiple_of(t.n1)
+            && e.operands
+                .iter()
+                .all(|o| *o == epilogue::EpilogueOperand::Full),
+        ws_param,
+    });
+    let epilogue_bufs = epilogue_plan
+        .as_ref()
+        .map(|p| p.buffers(&mut planner, target));
+    if let Some(e) = &problem.epilogue {
+        params.extend(e.params(problem.output, m_total, problem.n, blocks, t.m1, t.n1));
+    }
     let buffers = planner.finish();
     let bufs = Bufs {
         l1a,
@@ -507,6 +549,8 @@ fn build_kernel(
         cn: &cn,
         bufs: &bufs,
         blocks,
+        program: TileProgram::Cube,
+        ws_param,
     };
     match table {
         None if t.a_panel => cube.extend(panel_loop(&ctx)),
@@ -575,6 +619,26 @@ fn build_kernel(
     if t.a_panel {
         cube.push(wait(Pipe::Mte1, Pipe::Mte2, c(PANEL_EVENT)));
     }
+    let mut vector = Vec::new();
+    if let (Some(plan), Some(ebufs)) = (&epilogue_plan, &epilogue_bufs) {
+        // The AIVs' two initial "slot free" signals, taken back after the last tile.
+        for _ in 0..2 {
+            cube.push(Stmt::CrossCoreWait {
+                flag: epilogue::FREE,
+            });
+        }
+        let aiv = LoopCtx {
+            program: TileProgram::Epilogue(plan, ebufs),
+            ..ctx
+        };
+        vector.extend(plan.prologue());
+        if t.a_panel {
+            vector.extend(panel_loop(&aiv));
+        } else {
+            vector.push(group_loop(&aiv, &single_group(problem, t, &cn)));
+        }
+        vector.extend(plan.finish());
+    }
 
     let mut tiling: BTreeMap<String, u64> = [
         ("m1", t.m1),
@@ -596,14 +660,21 @@ fn build_kernel(
     if t.a_panel {
         tiling.insert("a_panel".into(), 1);
     }
+    if let Some(plan) = &epilogue_plan {
+        tiling.insert("epilogue_rows".into(), plan.rows);
+    }
     let kernel = Kernel {
         name: problem.name.clone(),
-        core: CoreType::Aic,
+        core: if vector.is_empty() {
+            CoreType::Aic
+        } else {
+            CoreType::Mix1To2
+        },
         blocks: blocks as u32,
         params,
         buffers,
         cube,
-        vector: Vec::new(),
+        vector,
         tiling,
     };
     Ok(kernel)
@@ -618,12 +689,74 @@ struct Bufs {
 }
 
 /// What every group loop of one kernel shares.
+#[derive(Clone, Copy)]
 struct LoopCtx<'a> {
     problem: &'a GemmProblem,
     t: &'a GemmTiling,
     cn: &'a Counts,
     bufs: &'a Bufs,
     blocks: u64,
+    /// The program the loops are built for.
+    program: TileProgram<'a>,
+    /// Kernel parameter of the epilogue workspace (unused without an epilogue).
+    ws_param: usize,
+}
+
+/// Which core's program a schedule loop is built for: both walk the same tiles in the same
+/// order.
+#[derive(Clone, Copy)]
+enum TileProgram<'a> {
+    /// The AIC: loads, Mmads and the Fixpipe of each tile.
+    Cube,
+    /// An AIV of a MIX kernel: the epilogue of each tile.
+    Epilogue(&'a EpiloguePlan<'a>, &'a EpilogueBufs),
+}
+
+impl LoopCtx<'_> {
+    /// The block index the tiles are dealt over: the AIC's, which an AIV derives from its own.
+    fn block(&self) -> Expr {
+        match self.program {
+            TileProgram::Cube => v("blk"),
+            TileProgram::Epilogue(..) => v("cb"),
+        }
+    }
+
+    /// The body of one tile (see [`tile_body`]).
+    fn tile(
+        &self,
+        group: &GroupRows,
+        mi: Expr,
+        ni: Expr,
+        panel: Option<(Expr, Expr)>,
+    ) -> Vec<Stmt> {
+        match self.program {
+            TileProgram::Cube => tile_body(self, group, mi, ni, panel),
+            TileProgram::Epilogue(plan, bufs) => {
+                let mut body = tile_extent(self, group, mi, ni, false);
+                body.extend(plan.tile_body(bufs));
+                body
+            }
+        }
+    }
+}
+
+/// The one group of a single-group problem with static rows.
+fn single_group(problem: &GemmProblem, t: &GemmTiling, cn: &Counts) -> GroupRows {
+    let m = problem.groups[0];
+    let m_tiles = m.div_ceil(t.m1);
+    GroupRows {
+        index: c(0),
+        rows: c(m),
+        row_base: c(0),
+        start: c(0),
+        units: c(m_tiles * cn.n_tiles * cn.splits),
+        m_tiles: c(m_tiles),
+        min_m: if m.is_multiple_of(t.m1) {
+            t.m1
+        } else {
+            (m % t.m1).div_ceil(16) * 16
+        },
+    }
 }
 
 /// One group's rows: constants for a static profile, variables read at run time otherwise.
@@ -812,11 +945,13 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
     let (t, cn, blocks) = (ctx.t, ctx.cn, ctx.blocks);
     // First unit of this group owned by block `blk` (units are dealt round-robin globally).
     let first = match group.start.as_const() {
-        Some(start) if (start as u64).is_multiple_of(blocks) => v("blk"),
-        Some(start) => v("blk")
+        Some(start) if (start as u64).is_multiple_of(blocks) => ctx.block(),
+        Some(start) => ctx
+            .block()
             .add(c(blocks - start as u64 % blocks))
             .rem(c(blocks)),
-        None => v("blk")
+        None => ctx
+            .block()
             .add(c(blocks))
             .sub(group.start.clone().rem(c(blocks)))
             .rem(c(blocks)),
@@ -852,7 +987,7 @@ fn group_loop(ctx: &LoopCtx, group: &GroupRows) -> Stmt {
     } else {
         (v("major"), v("minor"))
     };
-    body.extend(tile_body(ctx, group, mi, ni, None));
+    body.extend(ctx.tile(group, mi, ni, None));
     for_("t", trips, true, body)
 }
 
@@ -892,18 +1027,34 @@ fn panel_loop(ctx: &LoopCtx) -> Vec<Stmt> {
     let last = c(1).sub(
         positive(v("u_hi").sub(v("u")).sub(c(1))).mul(positive(c(cn.n_tiles - 1).sub(v("ni")))),
     );
-    body.extend(tile_body(
-        ctx,
-        &group,
-        v("mi"),
-        v("ni"),
-        Some((reload, last)),
-    ));
+    body.extend(ctx.tile(&group, v("mi"), v("ni"), Some((reload, last))));
     vec![
-        let_("u_lo", v("blk").mul(c(total)).div(c(blocks))),
-        let_("u_hi", v("blk").add(c(1)).mul(c(total)).div(c(blocks))),
+        let_("u_lo", ctx.block().mul(c(total)).div(c(blocks))),
+        let_("u_hi", ctx.block().add(c(1)).mul(c(total)).div(c(blocks))),
         for_("t", v("u_hi").sub(v("u_lo")), true, body),
     ]
+}
+
+/// The first row `mo`, rows `ml`, first column `no` and columns `nl` of output tile
+/// (`mi`, `ni`) of `group`; with `rounded`, also `m16` and `n16`, the rows and columns
+/// rounded up to whole fractals.
+fn tile_extent(ctx: &LoopCtx, group: &GroupRows, mi: Expr, ni: Expr, rounded: bool) -> Vec<Stmt> {
+    let t = ctx.t;
+    let mut out = vec![
+        let_("mo", mi.mul(c(t.m1))),
+        let_("ml", group.rows.clone().sub(v("mo")).min(c(t.m1))),
+    ];
+    if rounded {
+        out.push(let_("m16", round16(v("ml"))));
+    }
+    out.extend([
+        let_("no", ni.mul(c(t.n1))),
+        let_("nl", c(ctx.problem.n).sub(v("no")).min(c(t.n1))),
+    ]);
+    if rounded {
+        out.push(let_("n16", round16(v("nl"))));
+    }
+    out
 }
 
 /// One output tile (M tile `mi`, N tile `ni`, K range `ks`): the K loop and the Fixpipe.
@@ -917,14 +1068,8 @@ fn tile_body(
     panel: Option<(Expr, Expr)>,
 ) -> Vec<Stmt> {
     let (problem, t, cn, bufs) = (ctx.problem, ctx.t, ctx.cn, ctx.bufs);
-    let mut body = Vec::new();
+    let mut body = tile_extent(ctx, group, mi, ni, true);
     body.extend([
-        let_("mo", mi.mul(c(t.m1))),
-        let_("ml", group.rows.clone().sub(v("mo")).min(c(t.m1))),
-        let_("m16", round16(v("ml"))),
-        let_("no", ni.mul(c(t.n1))),
-        let_("nl", c(problem.n).sub(v("no")).min(c(t.n1))),
-        let_("n16", round16(v("nl"))),
         let_("klo", v("ks").mul(c(cn.k_per_split * t.k1))),
         let_(
             "klen",
@@ -1085,19 +1230,35 @@ fn tile_body(
     body.extend([
         set(Pipe::M, Pipe::Fix, v("cs")),
         wait(Pipe::M, Pipe::Fix, v("cs")),
-        Stmt::Fixpipe {
-            dst: gm(
-                2,
-                c(0),
-                (group.row_base.clone().add(v("mo")), v("no")),
-                (v("ml"), v("nl")),
-            ),
-            src: tile(bufs.l0c, v("cs"), (c(0), c(0)), (v("ml"), v("nl"))),
-            relu: problem.relu,
-            atomic_add: cn.splits > 1,
-        },
-        set(Pipe::Fix, Pipe::M, v("cs")),
     ]);
+    let fixpipe = |dst| Stmt::Fixpipe {
+        dst,
+        src: tile(bufs.l0c, v("cs"), (c(0), c(0)), (v("ml"), v("nl"))),
+        relu: problem.relu,
+        atomic_add: cn.splits > 1,
+    };
+    if problem.epilogue.is_some() {
+        // Into this block's workspace slot for the AIVs (once they have read it two tiles ago).
+        let slot_row = v("blk").mul(c(2)).add(v("t").rem(c(2))).mul(c(t.m1));
+        body.extend([
+            Stmt::CrossCoreWait {
+                flag: epilogue::FREE,
+            },
+            fixpipe(gm(ctx.ws_param, c(0), (slot_row, c(0)), (v("ml"), v("nl")))),
+            Stmt::CrossCoreSet {
+                pipe: Pipe::Fix,
+                flag: epilogue::READY,
+            },
+        ]);
+    } else {
+        body.push(fixpipe(gm(
+            2,
+            c(0),
+            (group.row_base.clone().add(v("mo")), v("no")),
+            (v("ml"), v("nl")),
+        )));
+    }
+    body.push(set(Pipe::Fix, Pipe::M, v("cs")));
     body
 }
 
@@ -1174,9 +1335,11 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
                         let tiles = units(problem, &base);
                         let k_tiles = problem.k.div_ceil(k1);
                         for split_k in [1u64, 2, 3, 4, 6, 8] {
-                            // ReLU of partial sums is not ReLU of the sum: no split-K with ReLU.
+                            // ReLU (or an epilogue) of partial sums is not that of the sum:
+                            // no split-K with either.
                             if split_k > 1
                                 && (problem.relu
+                                    || problem.epilogue.is_some()
                                     || tiles >= target.cores.aic as u64
                                     || split_k > k_tiles)
                             {

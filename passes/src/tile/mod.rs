@@ -9,6 +9,7 @@
 //! Both produce verified [`cubevec_ir::kernel::Kernel`]s.
 
 pub(crate) mod build;
+pub mod epilogue;
 pub mod gemm;
 pub mod long_rows;
 pub mod vector;

@@ -44,6 +44,21 @@ pub struct ChainStep {
     pub srcs: Vec<ChainArg>,
 }
 
+impl ChainStep {
+    /// Whether the operands match the op's kinds (slices and immediates), with inputs below
+    /// `inputs`; a [`VecOp::Cast`] never does.
+    pub fn operands_fit(&self, inputs: usize) -> bool {
+        let kinds = self.op.operand_kinds();
+        self.op != VecOp::Cast
+            && kinds.len() == self.srcs.len()
+            && self.srcs.iter().zip(kinds).all(|(a, &is_slice)| match a {
+                ChainArg::Input(j) => is_slice && *j < inputs,
+                ChainArg::Temp(_) => is_slice,
+                ChainArg::Imm(_) => !is_slice,
+            })
+    }
+}
+
 /// An elementwise computation over equally shaped tensors, flattened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ElementwiseChain {
@@ -84,12 +99,7 @@ impl ElementwiseChain {
     }
 
     fn temps(&self) -> usize {
-        self.steps
-            .iter()
-            .map(|s| s.dst + 1)
-            .chain([self.output + 1])
-            .max()
-            .unwrap_or(1)
+        temps_used(&self.steps, self.output)
     }
 
     /// The useful work: one op per element per step; inputs and output once.
@@ -312,6 +322,16 @@ pub(super) fn check_dtype(name: &str, dtype: DType) -> Result<(), TileError> {
     }
 }
 
+/// The temporaries `steps` write, with the result in `output`.
+pub(super) fn temps_used(steps: &[ChainStep], output: usize) -> usize {
+    steps
+        .iter()
+        .map(|s| s.dst + 1)
+        .chain([output + 1])
+        .max()
+        .unwrap_or(1)
+}
+
 pub(super) fn ub_buffer(name: &str, dtype: DType, rows: u64, cols: u64, stages: u64) -> Buffer {
     Buffer {
         name: name.to_string(),
@@ -482,15 +502,7 @@ pub fn build_chain(
         return Err(invalid("empty chain".into()));
     }
     for (i, step) in chain.steps.iter().enumerate() {
-        let kinds = step.op.operand_kinds();
-        let ok = step.op != VecOp::Cast
-            && kinds.len() == step.srcs.len()
-            && step.srcs.iter().zip(kinds).all(|(a, &is_slice)| match a {
-                ChainArg::Input(j) => is_slice && *j < chain.inputs,
-                ChainArg::Temp(_) => is_slice,
-                ChainArg::Imm(_) => !is_slice,
-            });
-        if !ok {
+        if !step.operands_fit(chain.inputs) {
             return Err(invalid(format!(
                 "step {i} ({}) has wrong operands",
                 step.op.name()

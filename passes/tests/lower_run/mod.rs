@@ -31,6 +31,17 @@ pub fn lower_and_run(
 ) -> Lowered {
     let refs: Vec<Option<&Tensor>> = inputs.iter().map(Option::as_ref).collect();
     let expected = interp::eval_op(op, &refs, &DimBindings::new()).expect("reference");
+    lower_and_run_against(lower, op, inputs, expected)
+}
+
+/// [`lower_and_run`] with the expected results given (for lowerings of several nodes, whose
+/// reference is more than one interpreter op).
+pub fn lower_and_run_against(
+    lower: &dyn Fn(&OpContext) -> Result<Lowering, LowerError>,
+    op: &Op,
+    inputs: &[Option<Tensor>],
+    expected: Vec<Tensor>,
+) -> Lowered {
     let outputs: Vec<TensorShape> = expected.iter().map(shape_of).collect();
     let target = Target::by_name("ascend910b2").expect("target");
     let ctx = OpContext {

@@ -2,27 +2,11 @@
 //! with the kernel-IR reference executor ([`crate::lower_run`]), and compare the result with
 //! the graph interpreter (NaN only where the interpreter gives NaN).
 
-use cubevec_ir::{DType, Op, Tensor};
+use cubevec_ir::{Op, Tensor};
 use cubevec_passes::lower::{LowerError, Lowering, OpContext};
 
 use crate::lower_run::{Lowered, lower_and_run};
-
-/// Deterministic values in [-2, 2).
-pub fn random(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
-    Tensor::from_f32(dtype, shape.to_vec(), &v)
-}
+pub use crate::random_data::random;
 
 /// Lowers `op` with `lower`, runs every launch over GM data and compares result 0 with the
 /// interpreter within `tol · max(1, |reference|)` (NaN where the interpreter gives NaN);

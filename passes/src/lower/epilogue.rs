@@ -1,0 +1,202 @@
+//! A GEMM (`MatMul` or `Gemm`) with the elementwise nodes that follow it, as one MIX kernel
+//! (see [`crate::tile::epilogue`]).
+//!
+//! The partitioner finds the chains ([`EpilogueNode`]s: unary ops and binary ops whose other
+//! operand is a whole `[m, n]` tensor or an `[n]` row) and asks [`lower_gemm_epilogue`] for the
+//! fused launch; [`fusible_unary`] and [`fusible_binary`] say which ops a chain may hold.
+
+use cubevec_ir::Op;
+use cubevec_ir::op::{BinaryOp, UnaryOp};
+
+use super::elementwise::{binary_op, unary_steps};
+use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, TensorShape, linear};
+use crate::tile::epilogue::{Epilogue, EpilogueOperand};
+use crate::tile::gemm::plan;
+use crate::tile::vector::{ChainArg, ChainStep};
+
+/// One elementwise node applied to the running value of a GEMM epilogue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EpilogueNode {
+    /// A unary op of the running value.
+    Unary(UnaryOp),
+    /// A binary op of the running value and operand `operand` of the fused context.
+    Binary {
+        /// The op.
+        op: BinaryOp,
+        /// Index of the other operand in the fused context's inputs.
+        operand: usize,
+        /// The running value is the op's first operand (`x - b`, not `b - x`).
+        product_first: bool,
+    },
+}
+
+/// Whether an epilogue may apply unary op `op`.
+pub fn fusible_unary(op: UnaryOp) -> bool {
+    unary_steps(op).is_some()
+}
+
+/// Whether an epilogue may apply binary op `op`.
+pub fn fusible_binary(op: BinaryOp) -> bool {
+    binary_op(op).is_some()
+}
+
+/// The fused launch of a GEMM and its epilogue: `ctx` is the GEMM's context with the other
+/// operands of `nodes` appended to its inputs and the chain's last result as its one result.
+/// The product keeps the result's dtype between the GEMM and the chain, as unfused.
+pub fn lower_gemm_epilogue(
+    ctx: &OpContext,
+    nodes: &[EpilogueNode],
+) -> Result<Lowering, LowerError> {
+    let (mut problem, bias) = linear::gemm_problem(ctx)?;
+    let out = ctx.output(0)?;
+    let (m, n) = (problem.total_m(), problem.n);
+    if out.elements() != m * n || out.shape.last() != Some(&n) || out.dtype != problem.output {
+        return Err(LowerError::Unsupported(format!(
+            "`{}`: the epilogue result {:?} {} is not the {m} × {n} product",
+            ctx.name, out.shape, out.dtype
+        )));
+    }
+    let mut builder = ChainBuilder::default();
+    if let Some(c) = bias {
+        builder.binary(ctx, BinaryOp::Add, c, true)?;
+    }
+    for node in nodes {
+        match node {
+            EpilogueNode::Unary(op) => builder.unary(*op)?,
+            EpilogueNode::Binary {
+                op,
+                operand,
+                product_first,
+            } => builder.binary(ctx, *op, *operand, *product_first)?,
+        }
+    }
+    if builder.steps.is_empty() {
+        return Err(LowerError::Unsupported(format!(
+            "`{}`: an empty epilogue",
+            ctx.name
+        )));
+    }
+    let operands = builder.operands.clone();
+    problem.epilogue = Some(builder.finish());
+    let chosen = plan(&problem, ctx.target)?;
+    let ws = chosen
+        .kernel
+        .params
+        .last()
+        .map_or_else(Vec::new, |p| p.shape.clone());
+    let mut args = vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)];
+    args.extend(operands.iter().map(|&(i, _)| ArgRef::Operand(i)));
+    args.push(ArgRef::Scratch(0));
+    Ok(Lowering {
+        scratch: vec![Scratch {
+            name: "workspace".into(),
+            tensor: TensorShape::new(problem.output, ws),
+        }],
+        calls: vec![KernelCall::new(chosen.kernel, chosen.cost, args)],
+        view: false,
+    })
+}
+
+/// Builds the epilogue's steps node by node.
+#[derive(Default)]
+struct ChainBuilder {
+    steps: Vec<ChainStep>,
+    /// The running value: the product (input 0) or a temporary.
+    running: Option<usize>,
+    /// Context input index and kind of each epilogue operand, in parameter order.
+    operands: Vec<(usize, EpilogueOperand)>,
+}
+
+impl ChainBuilder {
+    fn current(&self) -> ChainArg {
+        self.running.map_or(ChainArg::Input(0), ChainArg::Temp)
+    }
+
+    /// The first temporary the next node may write: above the running value's.
+    fn base(&self) -> usize {
+        self.running.map_or(0, |t| t + 1)
+    }
+
+    fn unary(&mut self, op: UnaryOp) -> Result<(), LowerError> {
+        let (steps, result) = unary_steps(op).ok_or_else(|| {
+            LowerError::Unsupported(format!("no vector lowering of {op:?} in an epilogue"))
+        })?;
+        let (x, base) = (self.current(), self.base());
+        let shift = |a: &ChainArg| match *a {
+            ChainArg::Input(0) => x,
+            ChainArg::Temp(j) => ChainArg::Temp(base + j),
+            other => other,
+        };
+        self.steps.extend(steps.iter().map(|s| ChainStep {
+            op: s.op,
+            dst: base + s.dst,
+            srcs: s.srcs.iter().map(shift).collect(),
+        }));
+        self.running = Some(base + result);
+        Ok(())
+    }
+
+    fn binary(
+        &mut self,
+        ctx: &OpContext,
+        op: BinaryOp,
+        operand: usize,
+        product_first: bool,
+    ) -> Result<(), LowerError> {
+        let vec_op = binary_op(op).ok_or_else(|| {
+            LowerError::Unsupported(format!("no vector lowering of {op:?} in an epilogue"))
+        })?;
+        let other = ctx.input(operand)?;
+        let out = ctx.output(0)?;
+        let n = out.shape.last().copied().unwrap_or(0);
+        let kind = if other.elements() == out.elements() && other.shape.last() == Some(&n) {
+            EpilogueOperand::Full
+        } else if other.elements() == n && other.shape.last() == Some(&n) {
+            EpilogueOperand::Row
+        } else {
+            return Err(LowerError::Unsupported(format!(
+                "`{}`: an epilogue operand of shape {:?} is neither the product's shape nor a row",
+                ctx.name, other.shape
+            )));
+        };
+        if other.dtype != out.dtype {
+            return Err(LowerError::Unsupported(format!(
+                "`{}`: an epilogue operand of type {} with a {} product",
+                ctx.name, other.dtype, out.dtype
+            )));
+        }
+        let index = match self.operands.iter().position(|&(i, _)| i == operand) {
+            Some(p) => p,
+            None => {
+                self.operands.push((operand, kind));
+                self.operands.len() - 1
+            }
+        };
+        let (x, y) = (self.current(), ChainArg::Input(1 + index));
+        let dst = self.base();
+        self.steps.push(ChainStep {
+            op: vec_op,
+            dst,
+            srcs: if product_first {
+                vec![x, y]
+            } else {
+                vec![y, x]
+            },
+        });
+        self.running = Some(dst);
+        Ok(())
+    }
+
+    fn finish(self) -> Epilogue {
+        Epilogue {
+            operands: self.operands.iter().map(|&(_, kind)| kind).collect(),
+            steps: self.steps,
+            output: self.running.unwrap_or(0),
+        }
+    }
+}
+
+/// Whether `op` is a GEMM an epilogue can follow.
+pub fn fusible_gemm(op: &Op) -> bool {
+    matches!(op, Op::MatMul | Op::Gemm { .. })
+}

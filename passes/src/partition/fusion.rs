@@ -1,0 +1,154 @@
+//! GEMM epilogue chains: the elementwise nodes after a `MatMul` or `Gemm` that may run in the
+//! GEMM's own launch (a MIX kernel, see [`crate::lower::epilogue`]).
+//!
+//! A chain starts at a GEMM whose product is not a weight-only value and follows the product
+//! through nodes that are its only user: shape views that keep the last axis (the `[m, n]`
+//! rows of the product stay rows), unary ops with a vector lowering, and binary ops with a
+//! vector instruction whose other operand is a whole tensor of the product's shape or an `[n]`
+//! row. It stops at a value that is a graph output or has several users, and ends at its last
+//! elementwise node, where the fused launch goes (by then every other operand exists). Whether
+//! a chain is fused is the partitioner's decision, by modelled time.
+
+use cubevec_ir::{Graph, NodeId, Op, ValueId};
+
+use crate::lower::epilogue::{EpilogueNode, fusible_binary, fusible_gemm, fusible_unary};
+
+/// The most elementwise nodes one epilogue takes.
+const MAX_NODES: usize = 8;
+
+/// A GEMM and the nodes after it that one launch may compute.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    /// The GEMM node.
+    pub gemm: NodeId,
+    /// The nodes folded into the launch after the GEMM (views and elementwise ops), in order;
+    /// the launch takes the place of the last.
+    pub nodes: Vec<NodeId>,
+    /// The elementwise steps.
+    pub ops: Vec<EpilogueNode>,
+    /// The fused launch's operands: the GEMM's, then the steps' other operands.
+    pub inputs: Vec<Option<ValueId>>,
+    /// The value the launch writes.
+    pub output: ValueId,
+}
+
+/// Every chain of `graph` (see the module documentation); `shape` is a value's bound shape
+/// and `constant` says which values depend on weights alone.
+pub fn find_chains(
+    graph: &Graph,
+    constant: &[bool],
+    shape: &dyn Fn(ValueId) -> Option<Vec<u64>>,
+) -> Vec<Chain> {
+    let mut users: Vec<Vec<NodeId>> = vec![Vec::new(); graph.values.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for v in node.inputs.iter().flatten() {
+            users[v.index()].push(NodeId(i as u32));
+        }
+    }
+    let mut is_output = vec![false; graph.values.len()];
+    for v in &graph.outputs {
+        is_output[v.index()] = true;
+    }
+    (0..graph.nodes.len() as u32)
+        .map(NodeId)
+        .filter_map(|id| chain_from(graph, id, &users, &is_output, constant, shape))
+        .collect()
+}
+
+fn chain_from(
+    graph: &Graph,
+    gemm: NodeId,
+    users: &[Vec<NodeId>],
+    is_output: &[bool],
+    constant: &[bool],
+    shape: &dyn Fn(ValueId) -> Option<Vec<u64>>,
+) -> Option<Chain> {
+    let node = graph.node(gemm);
+    let &product = node.outputs.first()?;
+    if !fusible_gemm(&node.op) || constant[product.index()] {
+        return None;
+    }
+    let n = *shape(product)?.last()?;
+    let dtype = graph.value(product).ty.dtype;
+    let mut chain = Chain {
+        gemm,
+        nodes: Vec::new(),
+        ops: Vec::new(),
+        inputs: node.inputs.clone(),
+        output: product,
+    };
+    // (nodes, ops, inputs) as they were after the last elementwise node.
+    let mut kept = (0, 0, chain.inputs.len(), product);
+    let mut current = product;
+    while chain.ops.len() < MAX_NODES && !is_output[current.index()] {
+        let [user] = users[current.index()].as_slice() else {
+            break;
+        };
+        let next = graph.node(*user);
+        let (Some(&result), Some(current_shape)) = (next.outputs.first(), shape(current)) else {
+            break;
+        };
+        let result_shape = shape(result)?;
+        if graph.value(result).ty.dtype != dtype {
+            break;
+        }
+        match &next.op {
+            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
+                if result_shape.last() == Some(&n) => {}
+            Op::Unary(op) if fusible_unary(*op) && result_shape == current_shape => {
+                chain.ops.push(EpilogueNode::Unary(*op));
+            }
+            Op::Binary(op) if fusible_binary(*op) && result_shape == current_shape => {
+                let slots: Vec<usize> = (0..next.inputs.len())
+                    .filter(|&i| next.inputs[i] == Some(current))
+                    .collect();
+                let ([slot], [Some(a), Some(b)]) = (slots.as_slice(), next.inputs.as_slice())
+                else {
+                    break;
+                };
+                let other = if *slot == 0 { *b } else { *a };
+                let other_shape = shape(other)?;
+                let elements: u64 = other_shape.iter().product();
+                let full = other_shape == current_shape;
+                let row = elements == n && other_shape.last() == Some(&n);
+                if !(full || row) || graph.value(other).ty.dtype != dtype {
+                    break;
+                }
+                let operand = match chain.inputs.iter().position(|v| *v == Some(other)) {
+                    Some(i) if i >= node.inputs.len() => i,
+                    _ => {
+                        chain.inputs.push(Some(other));
+                        chain.inputs.len() - 1
+                    }
+                };
+                chain.ops.push(EpilogueNode::Binary {
+                    op: *op,
+                    operand,
+                    product_first: *slot == 0,
+                });
+            }
+            _ => break,
+        }
+        chain.nodes.push(*user);
+        current = result;
+        if !matches!(
+            next.op,
+            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
+        ) {
+            kept = (
+                chain.nodes.len(),
+                chain.ops.len(),
+                chain.inputs.len(),
+                current,
+            );
+        }
+    }
+    if kept.1 == 0 {
+        return None;
+    }
+    chain.nodes.truncate(kept.0);
+    chain.ops.truncate(kept.1);
+    chain.inputs.truncate(kept.2);
+    chain.output = kept.3;
+    Some(chain)
+}

@@ -1,0 +1,364 @@
+//! Vector epilogues fused into a GEMM: one MIX kernel (an AIC and its two AIVs per block)
+//! instead of a Cube kernel that stores the product and a vector kernel that reads it back.
+//!
+//! The AIC computes each output tile as the plain GEMM does, but its Fixpipe writes the tile,
+//! rounded to the output dtype exactly as the unfused product would be, into one of two
+//! workspace slots of its block and raises cross-core flag [`READY`]. Each AIV takes half of
+//! the tile's rows: it waits on `READY`, streams its rows through UB in chunks together with the
+//! epilogue's other operands (whole `[m, n]` tensors such as a residual, or an `[n]` row such as
+//! a bias), applies the chain in f32, stores the result, and raises [`FREE`] once it has read
+//! the slot. The AIC waits on `FREE` before it writes a slot again, two tiles later. The AIVs
+//! raise `FREE` twice before their first tile (both slots start free) and the AIC takes those
+//! two back after its last, so every flag is balanced. The workspace is a few tiles per block
+//! and stays in L2; the product never makes the HBM round trip.
+
+use cubevec_ir::DType;
+use cubevec_ir::kernel::{BufId, BufferPlanner, Expr, Param, ParamRole, Pipe, Stmt, VecArg, VecOp};
+use cubevec_ir::target::Target;
+
+use super::TileError;
+use super::build::{c, for_, gm, let_, set, tile, v, wait};
+use super::vector::{
+    ChainArg, ChainStep, slice, stream_epilogue, stream_prologue, temps_used, ub_buffer, vec_op,
+};
+
+/// Cross-core flag the AIC raises when a product tile is in its workspace slot.
+pub const READY: u8 = 0;
+/// Cross-core flag both AIVs raise when they have read a workspace slot.
+pub const FREE: u8 = 1;
+
+/// How an epilogue operand lines up with the `[m, n]` product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpilogueOperand {
+    /// A whole `[m, n]` tensor (a residual).
+    Full,
+    /// One `[n]` row for every row of the product (a bias).
+    Row,
+}
+
+/// An elementwise chain applied to every product tile: [`ChainArg::Input`] 0 is the product,
+/// input `1 + i` is operand `i`; operands have the output dtype, the chain computes in f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    /// The other operands, in kernel parameter order after the output.
+    pub operands: Vec<EpilogueOperand>,
+    /// The steps, in order (no [`VecOp::Cast`]: the tiler converts).
+    pub steps: Vec<ChainStep>,
+    /// The temporary holding the result after the last step.
+    pub output: usize,
+}
+
+impl Epilogue {
+    /// Elements of the other operands for an `m × n` product.
+    pub fn operand_elements(&self, m: u64, n: u64) -> u64 {
+        self.operands
+            .iter()
+            .map(|o| match o {
+                EpilogueOperand::Full => m * n,
+                EpilogueOperand::Row => n,
+            })
+            .sum()
+    }
+
+    fn temps(&self) -> usize {
+        temps_used(&self.steps, self.output)
+    }
+
+    /// Checks the steps' operands and the output dtype.
+    pub(super) fn check(&self, name: &str, output: DType) -> Result<(), TileError> {
+        let invalid = |message: String| TileError::Invalid {
+            name: name.to_string(),
+            message,
+        };
+        if !matches!(output, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(TileError::Unsupported {
+                name: name.to_string(),
+                dtype: output,
+                what: "epilogue output (f32, f16 or bf16)".into(),
+            });
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !step.operands_fit(1 + self.operands.len()) {
+                return Err(invalid(format!(
+                    "epilogue step {i} ({}) has wrong operands",
+                    step.op.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows per UB chunk for `n1`-column tiles of `m1` rows (at most half a tile: each AIV
+    /// takes half), or `None` when not even one row fits UB.
+    pub(super) fn chunk_rows(
+        &self,
+        output: DType,
+        m1: u64,
+        n1: u64,
+        target: &Target,
+    ) -> Option<u64> {
+        let eb = (output.bits() / 8) as u64;
+        let widened = if output == DType::F32 { 0 } else { 4 };
+        let (mut fixed, mut per_row) = (0, 0);
+        for o in &self.operands {
+            let bytes = n1 * (2 * eb + widened);
+            match o {
+                EpilogueOperand::Full => per_row += bytes,
+                EpilogueOperand::Row => fixed += bytes,
+            }
+        }
+        // The product (two stages, widened once), the temporaries and the result (two stages).
+        per_row += n1 * (2 * eb + widened + 4 * self.temps() as u64 + 2 * eb);
+        let usable = target.buffers.ub.usable_bytes();
+        let most = usable.checked_sub(fixed)? / per_row;
+        // Equal chunks of an AIV's half tile.
+        let half = m1.div_ceil(2);
+        (most > 0).then(|| half.div_ceil(half.div_ceil(most)))
+    }
+
+    /// The kernel parameters after the output: the operands (inputs), then the workspace of
+    /// `blocks` blocks × two `m1 × n1` slots.
+    pub(super) fn params(
+        &self,
+        output: DType,
+        m: u64,
+        n: u64,
+        blocks: u64,
+        m1: u64,
+        n1: u64,
+    ) -> Vec<Param> {
+        let mut params: Vec<Param> = self
+            .operands
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Param {
+                name: format!("e{i}"),
+                dtype: output,
+                shape: match o {
+                    EpilogueOperand::Full => vec![m, n],
+                    EpilogueOperand::Row => vec![n],
+                },
+                role: ParamRole::Input,
+            })
+            .collect();
+        params.push(Param {
+            name: "ws".into(),
+            dtype: output,
+            shape: vec![blocks * 2 * m1, n1],
+            role: ParamRole::Workspace,
+        });
+        params
+    }
+}
+
+/// The UB buffers of an epilogue.
+pub(super) struct EpilogueBufs {
+    product: BufId,
+    product_f32: Option<BufId>,
+    operands: Vec<(BufId, Option<BufId>)>,
+    temps: Vec<BufId>,
+    result: BufId,
+}
+
+/// An epilogue laid out for one tiling: what the AIV program needs.
+pub(super) struct EpiloguePlan<'a> {
+    /// The chain.
+    pub epilogue: &'a Epilogue,
+    /// Output dtype (of the workspace, the operands and the result).
+    pub output: DType,
+    /// Rows of an output tile.
+    pub m1: u64,
+    /// Columns of an output tile (the UB row pitch).
+    pub n1: u64,
+    /// Rows per UB chunk.
+    pub rows: u64,
+    /// Every tile is `n1` wide and no operand is a row: each step runs once over a chunk.
+    pub whole_chunks: bool,
+    /// Kernel parameter of the workspace.
+    pub ws_param: usize,
+}
+
+impl EpiloguePlan<'_> {
+    /// Places the UB buffers.
+    pub(super) fn buffers(&self, planner: &mut BufferPlanner, target: &Target) -> EpilogueBufs {
+        let (rows, n1) = (self.rows, self.n1);
+        let wide = self.output != DType::F32;
+        let mut add = |name: &str, dtype, rows, stages| {
+            planner.add(target, ub_buffer(name, dtype, rows, n1, stages))
+        };
+        let product = add("ep_c", self.output, rows, 2);
+        let product_f32 = wide.then(|| add("ep_cf", DType::F32, rows, 1));
+        let operands = self
+            .epilogue
+            .operands
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let r = match o {
+                    EpilogueOperand::Full => rows,
+                    EpilogueOperand::Row => 1,
+                };
+                let x = add(&format!("ep_x{i}"), self.output, r, 2);
+                (x, wide.then(|| add(&format!("ep_xf{i}"), DType::F32, r, 1)))
+            })
+            .collect();
+        let temps = (0..self.epilogue.temps())
+            .map(|j| add(&format!("ep_t{j}"), DType::F32, rows, 1))
+            .collect();
+        let result = add("ep_y", self.output, rows, 2);
+        EpilogueBufs {
+            product,
+            product_f32,
+            operands,
+            temps,
+            result,
+        }
+    }
+
+    /// Statements before the tile loop: the stream flags, and both workspace slots free.
+    pub(super) fn prologue(&self) -> Vec<Stmt> {
+        let mut out = vec![
+            let_("cb", v("blk").div(c(2))),
+            let_("sub", v("blk").rem(c(2))),
+        ];
+        out.extend(stream_prologue());
+        for _ in 0..2 {
+            out.push(Stmt::CrossCoreSet {
+                pipe: Pipe::Mte2,
+                flag: FREE,
+            });
+        }
+        out
+    }
+
+    /// Statements after the tile loop.
+    pub(super) fn finish(&self) -> Vec<Stmt> {
+        stream_epilogue()
+    }
+
+    /// One tile's epilogue on this AIV, after `mo`, `ml`, `no` and `nl` (the tile's first
+    /// row, rows, first column and columns) are bound and inside the tile loop over `t`.
+    pub(super) fn tile_body(&self, b: &EpilogueBufs) -> Vec<Stmt> {
+        let rows = self.rows;
+        let mut chunk = vec![
+            let_("er", v("r0").add(v("ch").mul(c(rows)))),
+            let_("en", v("vrows").sub(v("ch").mul(c(rows))).min(c(rows))),
+            let_("es", v("ch").rem(c(2))),
+            wait(Pipe::V, Pipe::Mte2, v("es")),
+            Stmt::CopyIn {
+                dst: tile(b.product, v("es"), (c(0), c(0)), (v("en"), v("nl"))),
+                src: gm(
+                    self.ws_param,
+                    c(0),
+                    (v("slot_row").add(v("er")), c(0)),
+                    (v("en"), v("nl")),
+                ),
+            },
+        ];
+        for (i, (o, &(x, _))) in self.epilogue.operands.iter().zip(&b.operands).enumerate() {
+            let (at, size) = match o {
+                EpilogueOperand::Full => ((v("mo").add(v("er")), v("no")), (v("en"), v("nl"))),
+                EpilogueOperand::Row => ((c(0), v("no")), (c(1), v("nl"))),
+            };
+            chunk.push(Stmt::CopyIn {
+                dst: tile(x, v("es"), (c(0), c(0)), size.clone()),
+                src: gm(3 + i, c(0), at, size),
+            });
+        }
+        chunk.extend([
+            set(Pipe::Mte2, Pipe::V, v("es")),
+            wait(Pipe::Mte2, Pipe::V, v("es")),
+            wait(Pipe::Mte3, Pipe::V, v("es")),
+        ]);
+        if self.whole_chunks {
+            chunk.extend(self.compute(b, c(0), v("en").mul(c(self.n1))));
+        } else {
+            chunk.push(for_(
+                "row",
+                v("en"),
+                false,
+                self.compute(b, v("row").mul(c(self.n1)), v("nl")),
+            ));
+        }
+        chunk.extend([
+            set(Pipe::V, Pipe::Mte2, v("es")),
+            set(Pipe::V, Pipe::Mte3, v("es")),
+            wait(Pipe::V, Pipe::Mte3, v("es")),
+            Stmt::CopyOut {
+                dst: gm(2, c(0), (v("mo").add(v("er")), v("no")), (v("en"), v("nl"))),
+                src: tile(b.result, v("es"), (c(0), c(0)), (v("en"), v("nl"))),
+            },
+            set(Pipe::Mte3, Pipe::V, v("es")),
+        ]);
+        vec![
+            // AIV 0 takes the first ⌈ml/2⌉ rows, AIV 1 the rest.
+            let_("half", v("ml").add(c(1)).div(c(2))),
+            let_("r0", v("sub").mul(v("half"))),
+            let_("vrows", v("ml").sub(v("r0")).min(v("half"))),
+            let_(
+                "slot_row",
+                v("cb").mul(c(2)).add(v("t").rem(c(2))).mul(c(self.m1)),
+            ),
+            Stmt::CrossCoreWait { flag: READY },
+            for_("ch", v("vrows").add(c(rows - 1)).div(c(rows)), true, chunk),
+            Stmt::CrossCoreSet {
+                pipe: Pipe::Mte2,
+                flag: FREE,
+            },
+        ]
+    }
+
+    /// The chain over `count` elements at `offset` of a chunk's full-row buffers (row
+    /// operands are read from their start), into the result stage.
+    fn compute(&self, b: &EpilogueBufs, offset: Expr, count: Expr) -> Vec<Stmt> {
+        let stage = || v("es");
+        let at = |buf: BufId, stage: Expr, full: bool| {
+            slice(buf, stage, if full { offset.clone() } else { c(0) })
+        };
+        let mut out = Vec::new();
+        let mut inputs = Vec::new();
+        let widen = |out: &mut Vec<Stmt>, from: BufId, to: Option<BufId>, full: bool| match to {
+            Some(wide) => {
+                out.push(vec_op(
+                    VecOp::Cast,
+                    at(wide, c(0), full),
+                    vec![VecArg::Slice(at(from, stage(), full))],
+                    count.clone(),
+                ));
+                at(wide, c(0), full)
+            }
+            None => at(from, stage(), full),
+        };
+        inputs.push(widen(&mut out, b.product, b.product_f32, true));
+        for (o, &(x, xf)) in self.epilogue.operands.iter().zip(&b.operands) {
+            inputs.push(widen(&mut out, x, xf, *o == EpilogueOperand::Full));
+        }
+        let widened = b.product_f32.is_some();
+        for step in &self.epilogue.steps {
+            let srcs = step
+                .srcs
+                .iter()
+                .map(|a| match a {
+                    ChainArg::Input(i) => VecArg::Slice(inputs[*i].clone()),
+                    ChainArg::Temp(j) => VecArg::Slice(at(b.temps[*j], c(0), true)),
+                    ChainArg::Imm(x) => VecArg::Imm(*x),
+                })
+                .collect();
+            out.push(vec_op(
+                step.op,
+                at(b.temps[step.dst], c(0), true),
+                srcs,
+                count.clone(),
+            ));
+        }
+        let result = VecArg::Slice(at(b.temps[self.epilogue.output], c(0), true));
+        let dst = at(b.result, stage(), true);
+        out.push(if widened {
+            vec_op(VecOp::Cast, dst, vec![result], count)
+        } else {
+            // A copy as `x · 1`, which keeps the sign of a zero result.
+            vec_op(VecOp::Muls, dst, vec![result, VecArg::Imm(1.0)], count)
+        });
+        out
+    }
+}

@@ -1,0 +1,317 @@
+//! GEMMs with fused vector epilogues (MIX kernels), run with the kernel-IR reference executor
+//! and compared with the graph interpreter evaluating the GEMM and then each epilogue node.
+
+mod lower_run;
+mod random_data;
+
+use cubevec_ir::kernel::{CoreType, GmData, VecOp, execute, verify};
+use cubevec_ir::op::{BinaryOp, UnaryOp};
+use cubevec_ir::shape::DimBindings;
+use cubevec_ir::target::Target;
+use cubevec_ir::{DType, Op, Tensor, interp};
+use cubevec_passes::lower::epilogue::{EpilogueNode, lower_gemm_epilogue};
+use cubevec_passes::lower::{OpContext, linear};
+use cubevec_passes::tile::epilogue::{Epilogue, EpilogueOperand};
+use cubevec_passes::tile::gemm::{GemmProblem, GemmTiling, build};
+use cubevec_passes::tile::vector::{ChainArg, ChainStep};
+use lower_run::{Lowered, lower_and_run, lower_and_run_against};
+use proptest::prelude::*;
+use random_data::random;
+
+/// The interpreter's value of `gemm` over `inputs[..gemm_inputs]` followed by `nodes`.
+fn reference(gemm: &Op, gemm_inputs: usize, inputs: &[Tensor], nodes: &[EpilogueNode]) -> Tensor {
+    let bindings = DimBindings::new();
+    let refs: Vec<Option<&Tensor>> = inputs[..gemm_inputs].iter().map(Some).collect();
+    let mut x = interp::eval_op(gemm, &refs, &bindings)
+        .expect("gemm")
+        .remove(0);
+    for node in nodes {
+        x = match node {
+            EpilogueNode::Unary(u) => interp::eval_op(&Op::Unary(*u), &[Some(&x)], &bindings),
+            EpilogueNode::Binary {
+                op,
+                operand,
+                product_first,
+            } => {
+                let y = &inputs[*operand];
+                let args = if *product_first {
+                    [Some(&x), Some(y)]
+                } else {
+                    [Some(y), Some(&x)]
+                };
+                interp::eval_op(&Op::Binary(*op), &args, &bindings)
+            }
+        }
+        .expect("epilogue node")
+        .remove(0);
+    }
+    x
+}
+
+/// Lowers the fused GEMM + `nodes`, checks it is one MIX launch, runs it and compares with the
+/// interpreter within `tol · max(1, |reference|)`.
+fn check(gemm: Op, gemm_inputs: usize, inputs: Vec<Tensor>, nodes: &[EpilogueNode], tol: f64) {
+    let want = reference(&gemm, gemm_inputs, &inputs, nodes);
+    let operands: Vec<Option<Tensor>> = inputs.into_iter().map(Some).collect();
+    let Lowered {
+        lowering,
+        mut got,
+        expected,
+    } = lower_and_run_against(
+        &|ctx: &OpContext| lower_gemm_epilogue(ctx, nodes),
+        &gemm,
+        &operands,
+        vec![want],
+    );
+    assert_eq!(lowering.calls.len(), 1);
+    let kernel = &lowering.calls[0].kernel;
+    assert_eq!(kernel.core, CoreType::Mix1To2);
+    compare(&got.remove(0), &expected[0], tol, &kernel.to_string());
+}
+
+/// `got` is `want` within `tol · max(1, |want|)`.
+fn compare(got: &Tensor, want: &Tensor, tol: f64, context: &str) {
+    assert_eq!(got.shape(), want.shape());
+    for (j, (a, b)) in got.to_f64_vec().iter().zip(want.to_f64_vec()).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * b.abs().max(1.0),
+            "element {j}: {a} vs {b}\n{context}"
+        );
+    }
+}
+
+fn binary(op: BinaryOp, operand: usize, product_first: bool) -> EpilogueNode {
+    EpilogueNode::Binary {
+        op,
+        operand,
+        product_first,
+    }
+}
+
+#[test]
+fn residual_add_after_a_bf16_matmul() {
+    check(
+        Op::MatMul,
+        2,
+        vec![
+            random(DType::BF16, &[2, 40, 96], 1),
+            random(DType::BF16, &[96, 80], 2),
+            random(DType::BF16, &[2, 40, 80], 3),
+        ],
+        &[binary(BinaryOp::Add, 2, false)],
+        1e-2,
+    );
+}
+
+#[test]
+fn silu_times_up_after_a_matmul_with_tails() {
+    check(
+        Op::MatMul,
+        2,
+        vec![
+            random(DType::BF16, &[333, 64], 4),
+            random(DType::BF16, &[64, 300], 5),
+            random(DType::BF16, &[333, 300], 6),
+        ],
+        &[
+            EpilogueNode::Unary(UnaryOp::Silu),
+            binary(BinaryOp::Mul, 2, true),
+        ],
+        2e-2,
+    );
+}
+
+#[test]
+fn bias_row_then_gelu_and_reversed_operands() {
+    check(
+        Op::MatMul,
+        2,
+        vec![
+            random(DType::F16, &[50, 32], 7),
+            random(DType::F16, &[32, 72], 8),
+            random(DType::F16, &[72], 9),
+            random(DType::F16, &[1, 72], 10),
+        ],
+        &[
+            binary(BinaryOp::Add, 2, true),
+            EpilogueNode::Unary(UnaryOp::Gelu),
+            binary(BinaryOp::Sub, 3, false),
+            binary(BinaryOp::Max, 2, false),
+        ],
+        1e-2,
+    );
+}
+
+#[test]
+fn gemm_bias_and_relu_in_f32() {
+    let gemm = Op::Gemm {
+        alpha_bits: 1f32.to_bits(),
+        beta_bits: 1f32.to_bits(),
+        trans_a: false,
+        trans_b: true,
+    };
+    check(
+        gemm,
+        3,
+        vec![
+            random(DType::F32, &[70, 48], 11),
+            random(DType::F32, &[56, 48], 12),
+            random(DType::F32, &[56], 13),
+        ],
+        &[EpilogueNode::Unary(UnaryOp::Relu)],
+        1e-5,
+    );
+}
+
+/// `Gemm`'s own bias: fused or as a second kernel, whichever is modelled faster; either way
+/// the interpreter's result.
+#[test]
+fn gemm_with_a_bias_term_matches_the_interpreter() {
+    let gemm = Op::Gemm {
+        alpha_bits: 1f32.to_bits(),
+        beta_bits: 1f32.to_bits(),
+        trans_a: false,
+        trans_b: true,
+    };
+    for (m, seed) in [(8, 20), (300, 30)] {
+        let inputs = vec![
+            Some(random(DType::F32, &[m, 64], seed)),
+            Some(random(DType::F32, &[40, 64], seed + 1)),
+            Some(random(DType::F32, &[1, 40], seed + 2)),
+        ];
+        let Lowered {
+            lowering,
+            got,
+            expected,
+        } = lower_and_run(&linear::lower_gemm, &gemm, &inputs);
+        compare(
+            &got[0],
+            &expected[0],
+            1e-5,
+            &format!("{} launches", lowering.calls.len()),
+        );
+    }
+}
+
+#[test]
+fn operands_of_other_shapes_or_types_are_refused() {
+    let target = Target::by_name("ascend910b2").expect("target");
+    let shape = |dtype, dims: &[u64]| cubevec_passes::lower::TensorShape::new(dtype, dims.to_vec());
+    let bf16 = DType::BF16;
+    let refuse = |extra: cubevec_passes::lower::TensorShape| {
+        let ctx = OpContext {
+            name: "k3_fused",
+            op: &Op::MatMul,
+            inputs: vec![
+                Some(shape(bf16, &[32, 64])),
+                Some(shape(bf16, &[64, 48])),
+                Some(extra),
+            ],
+            outputs: vec![shape(bf16, &[32, 48])],
+            target: &target,
+        };
+        lower_gemm_epilogue(&ctx, &[binary(BinaryOp::Add, 2, true)])
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(refuse(shape(bf16, &[32, 1])).contains("neither the product's shape nor a row"));
+    assert!(refuse(shape(DType::F32, &[32, 48])).contains("of type f32 with a bf16 product"));
+}
+
+/// At prefill size the product's HBM round trip and the second launch's reads cost more than
+/// the epilogue on the AIVs, which overlaps the Cube: the fused kernel is modelled faster than
+/// the GEMM and the vector kernel together.
+#[test]
+fn fusing_a_residual_add_is_modelled_faster_at_prefill_size() {
+    let target = Target::by_name("ascend910b2").expect("target");
+    let bf16 = DType::BF16;
+    let t = |dims: &[u64]| cubevec_passes::lower::TensorShape::new(bf16, dims.to_vec());
+    let fused_ctx = OpContext {
+        name: "k3_fused",
+        op: &Op::MatMul,
+        inputs: vec![
+            Some(t(&[4096, 7168])),
+            Some(t(&[7168, 2048])),
+            Some(t(&[4096, 2048])),
+        ],
+        outputs: vec![t(&[4096, 2048])],
+        target: &target,
+    };
+    let fused = lower_gemm_epilogue(&fused_ctx, &[binary(BinaryOp::Add, 2, true)]).expect("fused");
+    let gemm_ctx = OpContext {
+        inputs: fused_ctx.inputs[..2].to_vec(),
+        ..fused_ctx.clone()
+    };
+    let add = Op::Binary(BinaryOp::Add);
+    let add_ctx = OpContext {
+        op: &add,
+        inputs: vec![Some(t(&[4096, 2048])), Some(t(&[4096, 2048]))],
+        ..fused_ctx.clone()
+    };
+    let apart = linear::lower_matmul(&gemm_ctx)
+        .expect("gemm")
+        .modeled_time_us()
+        + cubevec_passes::lower::elementwise::lower_elementwise(&add_ctx)
+            .expect("add")
+            .modeled_time_us();
+    let together = fused.modeled_time_us();
+    assert!(together < apart, "fused {together} µs, apart {apart} µs");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// For any fitting tiling (tails, A panel, two L0C stages, either swizzle), the MIX kernel
+    /// computes exactly what the plain GEMM of the same tiling followed by the epilogue in f32
+    /// does: `relu(a·b + e)` rounded once to f16.
+    #[test]
+    fn any_fitting_tiling_gives_the_unfused_result_exactly(
+        m in 1u64..90,
+        n in 1u64..90,
+        k in 1u64..100,
+        m1 in prop_oneof![Just(16u64), Just(32), Just(48)],
+        n1 in prop_oneof![Just(16u64), Just(32), Just(64)],
+        k0 in prop_oneof![Just(16u64), Just(32)],
+        k1_mult in 1u64..3,
+        l0c_stages in 1u64..3,
+        swizzle in 1u64..4,
+        swizzle_n_major in any::<bool>(),
+        a_panel in any::<bool>(),
+    ) {
+        let target = Target::by_name("ascend910b4").expect("target");
+        let f16 = DType::F16;
+        let plain = GemmProblem::plain("plain", m, n, k, f16, false);
+        let fused = GemmProblem {
+            epilogue: Some(Epilogue {
+                operands: vec![EpilogueOperand::Full],
+                steps: vec![
+                    ChainStep { op: VecOp::Add, dst: 0, srcs: vec![ChainArg::Input(0), ChainArg::Input(1)] },
+                    ChainStep { op: VecOp::Relu, dst: 1, srcs: vec![ChainArg::Temp(0)] },
+                ],
+                output: 1,
+            }),
+            ..plain.clone()
+        };
+        let tiling = GemmTiling {
+            m1, n1, k1: k0 * k1_mult, k0, split_k: 1, l0c_stages, swizzle, swizzle_n_major,
+            a_panel,
+        };
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let a = GmData::from_tensor(&random(f16, &[mu, ku], m + 7 * k));
+        let b = GmData::from_tensor(&random(f16, &[ku, nu], n + 3));
+        let e = GmData::from_tensor(&random(f16, &[mu, nu], k + 11));
+        let kernel = build(&plain, &tiling, &target).expect("plain");
+        let mut params = [a.clone(), b.clone(), GmData::zeros(f16, mu * nu)];
+        execute(&kernel, &mut params).expect("plain runs");
+        let want: Vec<f64> = (0..mu * nu)
+            .map(|i| f64::from((params[2].get(i) as f32 + e.get(i) as f32).max(0.0)))
+            .collect();
+        let want = GmData::from_f64(f16, &want);
+        let kernel = build(&fused, &tiling, &target).expect("fused");
+        verify(&kernel, &target).expect("verify");
+        let ws: u64 = kernel.params[4].shape.iter().product();
+        let mut params = [a, b, GmData::zeros(f16, mu * nu), e, GmData::zeros(f16, ws as usize)];
+        execute(&kernel, &mut params).expect("fused runs");
+        prop_assert_eq!(params[2].to_f64_vec(), want.to_f64_vec());
+    }
+}
