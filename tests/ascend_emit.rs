@@ -610,6 +610,7 @@ fn cases() -> Cases {
             b_transposed: true,
             relu: false,
             epilogue: None,
+            halves: None,
         },
         random(DType::BF16, &[92, 64], 7),
         random(DType::BF16, &[4, 48, 64], 8),

@@ -456,16 +456,17 @@ fn emit_kernel_ir_for_a_target_with_a_json_report() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    // norm, gate/up (one kernel), SwiGLU, and down with the residual add fused.
-    assert_eq!(text.matches("\nkernel ").count() + 1, 5, "{text}");
-    assert!(text.contains("core=aic"), "a Cube kernel");
-    assert!(text.contains("core=aiv"), "a Vector kernel");
+    // The norm, then two MIX kernels: gate and up projections with their SwiGLU, and the down
+    // projection with the residual add.
+    assert_eq!(text.matches("\nkernel ").count() + 1, 4, "{text}");
+    assert!(text.contains("kernel k0_norm core=aiv"), "{text}");
+    assert!(text.contains("kernel k1_gate_proj core=mix1:2"), "{text}");
     assert!(text.contains("kernel k4_down_proj core=mix1:2"), "{text}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["target"], "ascend910b2");
     let kernels = json["kernels"].as_array().unwrap();
-    assert_eq!(kernels.len(), 5);
+    assert_eq!(kernels.len(), 3);
     for k in kernels {
         for field in [
             "name",
@@ -486,6 +487,8 @@ fn emit_kernel_ir_for_a_target_with_a_json_report() {
         .find(|k| k["name"] == "k1_gate_proj")
         .unwrap();
     assert_eq!(gate["bound"], "Compute");
+    // Both projections' work: 2 · tokens · 2 · 14336 · 4096.
+    assert_eq!(gate["flops"], 2.0 * 4096.0 * 2.0 * 14336.0 * 4096.0);
     let down = kernels
         .iter()
         .find(|k| k["name"] == "k4_down_proj")

@@ -1,10 +1,14 @@
 //! Prints the chosen GEMM tilings and their modelled performance for DeepSeek-V3 and Mixtral
-//! projection shapes on a target (default `ascend910b2`):
+//! projection shapes on a target (default `ascend910b2`), and what fusing the vector work after
+//! a projection into its kernel (a MIX epilogue) saves:
 //! `cargo run -p cubevec-passes --release --example gemm_tiling [target]`.
 
-use cubevec_ir::DType;
+use cubevec_ir::op::BinaryOp;
 use cubevec_ir::target::Target;
+use cubevec_ir::{DType, Op};
 use cubevec_passes::cost::KernelCost;
+use cubevec_passes::lower::epilogue::{EpilogueNode, lower_gemm_epilogue};
+use cubevec_passes::lower::{Lowering, OpContext, TensorShape, elementwise, linear};
 use cubevec_passes::tile::gemm::{GemmPlan, GemmProblem, GemmTiling, evaluate, plan};
 
 /// What sets the modelled time: the slowest core, the L2 traffic or the HBM traffic.
@@ -113,6 +117,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!();
+    fused_epilogues(&target)?;
+    println!();
     let started = std::time::Instant::now();
     for s in [1024u64, 2048, 4096, 8192] {
         plan(
@@ -124,5 +130,94 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "planning the square GEMMs again (cached): {:.3} ms",
         started.elapsed().as_secs_f64() * 1e3
     );
+    Ok(())
+}
+
+/// The projection and its vector work as separate kernels against one MIX kernel: a dense
+/// SwiGLU MLP's gate/up projection (stacked weights) and an output projection with its
+/// residual add, bf16.
+fn fused_epilogues(target: &Target) -> Result<(), Box<dyn std::error::Error>> {
+    println!("fused epilogues (bf16): modelled time apart (launches) -> one MIX kernel");
+    // (model, what, N of the product, K, stacked SwiGLU halves or a residual add).
+    let cases: [(&str, &str, u64, u64, bool); 4] = [
+        (
+            "deepseek-v3",
+            "dense gate/up + swiglu",
+            2 * 18432,
+            7168,
+            true,
+        ),
+        ("deepseek-v3", "o_proj + residual", 7168, 16384, false),
+        (
+            "qwen2-57b-a14b",
+            "shared gate/up + swiglu",
+            2 * 20480,
+            3584,
+            true,
+        ),
+        ("mixtral-8x7b", "o_proj + residual", 4096, 4096, false),
+    ];
+    let t = |dims: &[u64]| TensorShape::new(DType::BF16, dims.to_vec());
+    for (model, what, n, k, swiglu) in cases {
+        for m in [16u64, 256, 4096] {
+            let out_n = if swiglu { n / 2 } else { n };
+            let mut inputs = vec![Some(t(&[m, k])), Some(t(&[k, n]))];
+            if !swiglu {
+                inputs.push(Some(t(&[m, n])));
+            }
+            let ctx = OpContext {
+                name: "fused",
+                op: &Op::MatMul,
+                inputs,
+                outputs: vec![t(&[m, out_n])],
+                target,
+            };
+            let nodes = if swiglu {
+                vec![EpilogueNode::SwiGlu { up: None }]
+            } else {
+                vec![EpilogueNode::Binary {
+                    op: BinaryOp::Add,
+                    operand: 2,
+                    product_first: true,
+                }]
+            };
+            let fused = lower_gemm_epilogue(&ctx, &nodes)?;
+            let gemm = linear::lower_matmul(&OpContext {
+                inputs: ctx.inputs[..2].to_vec(),
+                outputs: vec![t(&[m, n])],
+                ..ctx.clone()
+            })?;
+            let vector = if swiglu {
+                let op = Op::SwiGlu {
+                    split: true,
+                    limit_bits: None,
+                };
+                elementwise::lower_split_swiglu(&OpContext {
+                    op: &op,
+                    inputs: vec![Some(t(&[m, n]))],
+                    ..ctx.clone()
+                })?
+            } else {
+                let op = Op::Binary(BinaryOp::Add);
+                elementwise::lower_elementwise(&OpContext {
+                    op: &op,
+                    inputs: vec![Some(t(&[m, n])), Some(t(&[m, n]))],
+                    ..ctx.clone()
+                })?
+            };
+            let launches = |l: &Lowering| l.calls.len();
+            let apart = gemm.modeled_time_us() + vector.modeled_time_us();
+            println!(
+                "{:<14} {:<24} M {:>4}: {:>9.2} us ({}) -> {:>9.2} us ({:+.1}%)",
+                model,
+                what,
+                m,
+                apart,
+                launches(&gemm) + launches(&vector),
+                fused.modeled_time_us(),
+                (fused.modeled_time_us() / apart - 1.0) * 100.0
+            );
+        }
+    }
     Ok(())
 }

@@ -229,6 +229,7 @@ fn grouped_gemm_matches_the_interpreter() {
         b_transposed: true,
         relu: false,
         epilogue: None,
+        halves: None,
     };
     let kernel = plan(&problem, &target()).expect("tiles").kernel;
     let t = groups.iter().sum::<u64>() as usize;

@@ -45,6 +45,7 @@ fn grouped_expert_gemm() {
         b_transposed: true,
         relu: false,
         epilogue: None,
+        halves: None,
     };
     insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
 }
@@ -62,6 +63,7 @@ fn grouped_expert_gemm_with_runtime_offsets() {
         b_transposed: true,
         relu: false,
         epilogue: None,
+        halves: None,
     };
     let table = GroupTable {
         kind: GroupTableKind::Offsets,

@@ -12,28 +12,57 @@ use cubevec_ir::{DType, Op, Tensor, interp};
 use cubevec_passes::lower::epilogue::{EpilogueNode, lower_gemm_epilogue};
 use cubevec_passes::lower::{OpContext, linear};
 use cubevec_passes::tile::epilogue::{Epilogue, EpilogueOperand};
-use cubevec_passes::tile::gemm::{GemmProblem, GemmTiling, build};
-use cubevec_passes::tile::vector::{ChainArg, ChainStep};
+use cubevec_passes::tile::gemm::{GemmProblem, GemmTiling, Halves, build};
+use cubevec_passes::tile::vector::{ChainArg, ChainStep, ElementwiseChain};
 use lower_run::{Lowered, lower_and_run, lower_and_run_against};
 use proptest::prelude::*;
 use random_data::random;
 
 /// The interpreter's value of `gemm` over `inputs[..gemm_inputs]` followed by `nodes`.
-fn reference(gemm: &Op, gemm_inputs: usize, inputs: &[Tensor], nodes: &[EpilogueNode]) -> Tensor {
+fn reference(
+    gemm: &Op,
+    gemm_inputs: usize,
+    inputs: &[Option<Tensor>],
+    nodes: &[EpilogueNode],
+) -> Tensor {
     let bindings = DimBindings::new();
-    let refs: Vec<Option<&Tensor>> = inputs[..gemm_inputs].iter().map(Some).collect();
+    let refs: Vec<Option<&Tensor>> = inputs[..gemm_inputs].iter().map(Option::as_ref).collect();
+    let input = |i: usize| inputs[i].as_ref().expect("operand present");
     let mut x = interp::eval_op(gemm, &refs, &bindings)
         .expect("gemm")
         .remove(0);
     for node in nodes {
         x = match node {
+            EpilogueNode::SwiGlu { up: None } => interp::eval_op(
+                &Op::SwiGlu {
+                    split: true,
+                    limit_bits: None,
+                },
+                &[Some(&x)],
+                &bindings,
+            ),
+            EpilogueNode::SwiGlu { up: Some(i) } => {
+                let mut up_inputs = refs.clone();
+                up_inputs[1] = Some(input(*i));
+                let up = interp::eval_op(gemm, &up_inputs, &bindings)
+                    .expect("up")
+                    .remove(0);
+                interp::eval_op(
+                    &Op::SwiGlu {
+                        split: false,
+                        limit_bits: None,
+                    },
+                    &[Some(&x), Some(&up)],
+                    &bindings,
+                )
+            }
             EpilogueNode::Unary(u) => interp::eval_op(&Op::Unary(*u), &[Some(&x)], &bindings),
             EpilogueNode::Binary {
                 op,
                 operand,
                 product_first,
             } => {
-                let y = &inputs[*operand];
+                let y = input(*operand);
                 let args = if *product_first {
                     [Some(&x), Some(y)]
                 } else {
@@ -49,10 +78,15 @@ fn reference(gemm: &Op, gemm_inputs: usize, inputs: &[Tensor], nodes: &[Epilogue
 }
 
 /// Lowers the fused GEMM + `nodes`, checks it is one MIX launch, runs it and compares with the
-/// interpreter within `tol · max(1, |reference|)`.
+/// interpreter within `tol · max(1, |reference|)`. The first `gemm_inputs` tensors are the
+/// GEMM's operands; a `Gemm` without its C operand gets an absent one, so the epilogue's
+/// operands start at context input 3 for `Gemm` and 2 for `MatMul`.
 fn check(gemm: Op, gemm_inputs: usize, inputs: Vec<Tensor>, nodes: &[EpilogueNode], tol: f64) {
-    let want = reference(&gemm, gemm_inputs, &inputs, nodes);
-    let operands: Vec<Option<Tensor>> = inputs.into_iter().map(Some).collect();
+    let mut operands: Vec<Option<Tensor>> = inputs.into_iter().map(Some).collect();
+    if matches!(gemm, Op::Gemm { .. }) && gemm_inputs == 2 {
+        operands.insert(2, None);
+    }
+    let want = reference(&gemm, gemm_inputs, &operands, nodes);
     let Lowered {
         lowering,
         mut got,
@@ -77,6 +111,16 @@ fn compare(got: &Tensor, want: &Tensor, tol: f64, context: &str) {
             (a - b).abs() <= tol * b.abs().max(1.0),
             "element {j}: {a} vs {b}\n{context}"
         );
+    }
+}
+
+/// `Gemm` as `nn.Linear` computes it: `a · bᵀ (+ c)`.
+fn linear_layer() -> Op {
+    Op::Gemm {
+        alpha_bits: 1f32.to_bits(),
+        beta_bits: 1f32.to_bits(),
+        trans_a: false,
+        trans_b: true,
     }
 }
 
@@ -144,12 +188,7 @@ fn bias_row_then_gelu_and_reversed_operands() {
 
 #[test]
 fn gemm_bias_and_relu_in_f32() {
-    let gemm = Op::Gemm {
-        alpha_bits: 1f32.to_bits(),
-        beta_bits: 1f32.to_bits(),
-        trans_a: false,
-        trans_b: true,
-    };
+    let gemm = linear_layer();
     check(
         gemm,
         3,
@@ -163,16 +202,46 @@ fn gemm_bias_and_relu_in_f32() {
     );
 }
 
+#[test]
+fn swiglu_of_stacked_gate_and_up_then_a_residual() {
+    check(
+        Op::MatMul,
+        2,
+        vec![
+            random(DType::BF16, &[75, 64], 50),
+            // [gate | up]: 2 × 90 columns, so the last tiles have tails in both halves.
+            random(DType::BF16, &[64, 180], 51),
+            random(DType::BF16, &[75, 90], 52),
+        ],
+        &[
+            EpilogueNode::SwiGlu { up: None },
+            binary(BinaryOp::Add, 2, false),
+        ],
+        2e-2,
+    );
+}
+
+#[test]
+fn swiglu_of_two_f32_gemms_sharing_their_input() {
+    let gemm = linear_layer();
+    check(
+        gemm,
+        2,
+        vec![
+            random(DType::F32, &[33, 40], 53),
+            random(DType::F32, &[50, 40], 54),
+            random(DType::F32, &[50, 40], 55),
+        ],
+        &[EpilogueNode::SwiGlu { up: Some(3) }],
+        1e-5,
+    );
+}
+
 /// `Gemm`'s own bias: fused or as a second kernel, whichever is modelled faster; either way
 /// the interpreter's result.
 #[test]
 fn gemm_with_a_bias_term_matches_the_interpreter() {
-    let gemm = Op::Gemm {
-        alpha_bits: 1f32.to_bits(),
-        beta_bits: 1f32.to_bits(),
-        trans_a: false,
-        trans_b: true,
-    };
+    let gemm = linear_layer();
     for (m, seed) in [(8, 20), (300, 30)] {
         let inputs = vec![
             Some(random(DType::F32, &[m, 64], seed)),
@@ -283,6 +352,7 @@ proptest! {
         let plain = GemmProblem::plain("plain", m, n, k, f16, false);
         let fused = GemmProblem {
             epilogue: Some(Epilogue {
+                paired: false,
                 operands: vec![EpilogueOperand::Full],
                 steps: vec![
                     ChainStep { op: VecOp::Add, dst: 0, srcs: vec![ChainArg::Input(0), ChainArg::Input(1)] },
@@ -313,5 +383,79 @@ proptest! {
         let mut params = [a, b, GmData::zeros(f16, mu * nu), e, GmData::zeros(f16, ws as usize)];
         execute(&kernel, &mut params).expect("fused runs");
         prop_assert_eq!(params[2].to_f64_vec(), want.to_f64_vec());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Paired (SwiGLU) tiles for any fitting tiling, gate and up stacked in one B or apart:
+    /// `silu(a·g) · (a·u)` from the plain GEMM's f16 products, within one f16 rounding.
+    #[test]
+    fn paired_tiles_combine_the_matching_columns_of_gate_and_up(
+        m in 1u64..70,
+        n in 1u64..70,
+        k in 1u64..80,
+        m1 in prop_oneof![Just(16u64), Just(32), Just(48)],
+        n1 in prop_oneof![Just(32u64), Just(64)],
+        k0 in prop_oneof![Just(16u64), Just(32)],
+        l0c_stages in 1u64..3,
+        swizzle_n_major in any::<bool>(),
+        a_panel in any::<bool>(),
+        stacked in any::<bool>(),
+    ) {
+        let target = Target::by_name("ascend910b4").expect("target");
+        let f16 = DType::F16;
+        let swiglu = ElementwiseChain::swiglu("", 1, DType::F32);
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let a = GmData::from_tensor(&random(f16, &[mu, ku], m + 5 * k));
+        let b = random(f16, &[ku, 2 * nu], n + 1);
+        let fused = GemmProblem {
+            epilogue: Some(Epilogue {
+                paired: true,
+                operands: Vec::new(),
+                steps: swiglu.steps,
+                output: swiglu.output,
+            }),
+            halves: Some(if stacked { Halves::Stacked } else { Halves::Separate }),
+            ..GemmProblem::plain("paired", m, n, k, f16, false)
+        };
+        let tiling = GemmTiling {
+            m1, n1, k1: k0, k0, split_k: 1, l0c_stages, swizzle: 2, swizzle_n_major, a_panel,
+        };
+        // The plain product of all 2n columns: gate in the first n, up in the rest.
+        let plain = GemmProblem::plain("plain", m, 2 * n, k, f16, false);
+        let kernel = build(&plain, &GemmTiling { n1: 32, ..tiling }, &target).expect("plain");
+        let mut params = [a.clone(), GmData::from_tensor(&b), GmData::zeros(f16, mu * 2 * nu)];
+        execute(&kernel, &mut params).expect("plain runs");
+        let product = params[2].to_f64_vec();
+        let kernel = build(&fused, &tiling, &target).expect("fused");
+        verify(&kernel, &target).expect("verify");
+        let ws: usize = kernel.params.last().expect("ws").shape.iter().product::<u64>() as usize;
+        // a, B (or the gate's), the result, then the up projection's B apart.
+        let values = b.to_f64_vec();
+        let columns = |from: usize| {
+            let v: Vec<f64> = (0..ku * nu)
+                .map(|i| values[(i / nu) * 2 * nu + from + i % nu])
+                .collect();
+            GmData::from_f64(f16, &v)
+        };
+        let mut params = vec![a];
+        if stacked {
+            params.push(GmData::from_tensor(&b));
+            params.push(GmData::zeros(f16, mu * nu));
+        } else {
+            params.extend([columns(0), GmData::zeros(f16, mu * nu), columns(nu)]);
+        }
+        params.push(GmData::zeros(f16, ws));
+        execute(&kernel, &mut params).expect("fused runs");
+        for i in 0..mu * nu {
+            let (row, col) = (i / nu, i % nu);
+            let g = product[row * 2 * nu + col] as f32;
+            let u = product[row * 2 * nu + nu + col] as f32;
+            let want = f64::from(g / (1.0 + (-g).exp()) * u);
+            let got = params[2].get(i);
+            prop_assert!((got - want).abs() <= 2e-3 * want.abs().max(1.0), "{i}: {got} vs {want}");
+        }
     }
 }

@@ -190,6 +190,7 @@ proptest! {
             b_transposed,
             relu: false,
             epilogue: None,
+            halves: None,
         };
         let chosen = plan(&problem, &target).expect("plan");
         verify(&chosen.kernel, &target).expect("verify");

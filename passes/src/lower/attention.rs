@@ -520,6 +520,7 @@ pub fn lower_attention(ctx: &OpContext) -> Result<Lowering, LowerError> {
         b_transposed,
         relu: false,
         epilogue: None,
+        halves: None,
     };
     let score_gemm = plan_gemm(&gemm("scores", t, d, DType::F32, true), ctx.target)?;
     calls.push(KernelCall::new(

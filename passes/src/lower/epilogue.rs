@@ -5,18 +5,25 @@
 //! operand is a whole `[m, n]` tensor or an `[n]` row) and asks [`lower_gemm_epilogue`] for the
 //! fused launch; [`fusible_unary`] and [`fusible_binary`] say which ops a chain may hold.
 
-use cubevec_ir::Op;
 use cubevec_ir::op::{BinaryOp, UnaryOp};
+use cubevec_ir::{DType, Op};
 
 use super::elementwise::{binary_op, unary_steps};
 use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, TensorShape, linear};
 use crate::tile::epilogue::{Epilogue, EpilogueOperand};
-use crate::tile::gemm::plan;
-use crate::tile::vector::{ChainArg, ChainStep};
+use crate::tile::gemm::{GemmProblem, Halves, plan};
+use crate::tile::vector::{ChainArg, ChainStep, ElementwiseChain};
 
 /// One elementwise node applied to the running value of a GEMM epilogue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EpilogueNode {
+    /// `silu(gate) · up` of two products of the same A, as the first node: the GEMM's B stacks
+    /// the gate and up matrices along N (`up: None`, `SwiGlu` of one operand), or context
+    /// input `up` is the up projection's B (`SwiGlu` of two GEMMs).
+    SwiGlu {
+        /// The up projection's B, when it is not stacked with the gate's.
+        up: Option<usize>,
+    },
     /// A unary op of the running value.
     Unary(UnaryOp),
     /// A binary op of the running value and operand `operand` of the fused context.
@@ -48,6 +55,13 @@ pub fn lower_gemm_epilogue(
     nodes: &[EpilogueNode],
 ) -> Result<Lowering, LowerError> {
     let (mut problem, bias) = linear::gemm_problem(ctx)?;
+    let up = match nodes.first() {
+        Some(EpilogueNode::SwiGlu { up }) => {
+            let paired = pair_halves(ctx, &mut problem, *up, bias.is_some())?;
+            Some(paired)
+        }
+        _ => None,
+    };
     let out = ctx.output(0)?;
     let (m, n) = (problem.total_m(), problem.n);
     if out.elements() != m * n || out.shape.last() != Some(&n) || out.dtype != problem.output {
@@ -62,6 +76,7 @@ pub fn lower_gemm_epilogue(
     }
     for node in nodes {
         match node {
+            EpilogueNode::SwiGlu { .. } => builder.swiglu()?,
             EpilogueNode::Unary(op) => builder.unary(*op)?,
             EpilogueNode::Binary {
                 op,
@@ -85,6 +100,7 @@ pub fn lower_gemm_epilogue(
         .last()
         .map_or_else(Vec::new, |p| p.shape.clone());
     let mut args = vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)];
+    args.extend(up.flatten().map(ArgRef::Operand));
     args.extend(operands.iter().map(|&(i, _)| ArgRef::Operand(i)));
     args.push(ArgRef::Scratch(0));
     Ok(Lowering {
@@ -97,10 +113,41 @@ pub fn lower_gemm_epilogue(
     })
 }
 
+/// Makes `problem` the paired GEMM of a SwiGLU epilogue: B's two stacked halves, or B and
+/// context input `up`. Returns `up`.
+fn pair_halves(
+    ctx: &OpContext,
+    problem: &mut GemmProblem,
+    up: Option<usize>,
+    bias: bool,
+) -> Result<Option<usize>, LowerError> {
+    let refuse = |why: &str| {
+        Err(LowerError::Unsupported(format!(
+            "`{}`: no SwiGLU epilogue: {why}",
+            ctx.name
+        )))
+    };
+    if bias || problem.groups.len() != 1 {
+        return refuse("the GEMM has a bias or several groups");
+    }
+    match up {
+        None if problem.n.is_multiple_of(2) => {
+            problem.n /= 2;
+            problem.halves = Some(Halves::Stacked);
+        }
+        None => return refuse("the product has an odd number of columns"),
+        Some(i) if ctx.input(i)? == ctx.input(1)? => problem.halves = Some(Halves::Separate),
+        Some(_) => return refuse("the up projection's weight differs from the gate's in shape"),
+    }
+    Ok(up)
+}
+
 /// Builds the epilogue's steps node by node.
 #[derive(Default)]
 struct ChainBuilder {
     steps: Vec<ChainStep>,
+    /// The product is paired (a SwiGLU came first).
+    paired: bool,
     /// The running value: the product (input 0) or a temporary.
     running: Option<usize>,
     /// Context input index and kind of each epilogue operand, in parameter order.
@@ -115,6 +162,20 @@ impl ChainBuilder {
     /// The first temporary the next node may write: above the running value's.
     fn base(&self) -> usize {
         self.running.map_or(0, |t| t + 1)
+    }
+
+    /// `silu(gate) · up` of the paired product's halves (inputs 0 and 1).
+    fn swiglu(&mut self) -> Result<(), LowerError> {
+        if self.paired || !self.steps.is_empty() {
+            return Err(LowerError::Unsupported(
+                "a SwiGLU epilogue must come first".into(),
+            ));
+        }
+        self.paired = true;
+        let chain = ElementwiseChain::swiglu("", 1, DType::F32);
+        self.steps = chain.steps;
+        self.running = Some(chain.output);
+        Ok(())
     }
 
     fn unary(&mut self, op: UnaryOp) -> Result<(), LowerError> {
@@ -172,7 +233,8 @@ impl ChainBuilder {
                 self.operands.len() - 1
             }
         };
-        let (x, y) = (self.current(), ChainArg::Input(1 + index));
+        let first = 1 + usize::from(self.paired);
+        let (x, y) = (self.current(), ChainArg::Input(first + index));
         let dst = self.base();
         self.steps.push(ChainStep {
             op: vec_op,
@@ -189,6 +251,7 @@ impl ChainBuilder {
 
     fn finish(self) -> Epilogue {
         Epilogue {
+            paired: self.paired,
             operands: self.operands.iter().map(|&(_, kind)| kind).collect(),
             steps: self.steps,
             output: self.running.unwrap_or(0),

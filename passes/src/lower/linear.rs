@@ -46,6 +46,7 @@ pub(crate) fn gemm_problem(ctx: &OpContext) -> Result<(GemmProblem, Option<usize
                         b_transposed: false,
                         relu: false,
                         epilogue: None,
+                        halves: None,
                     }
                 }
                 _ => return Err(unsupported()),

@@ -168,6 +168,7 @@ pub fn lower_broadcast_matmul(ctx: &OpContext) -> Result<Lowering, LowerError> {
         b_transposed,
         relu: false,
         epilogue: None,
+        halves: None,
     };
     let chosen = plan(&problem, ctx.target)?;
     out.calls.push(KernelCall::new(

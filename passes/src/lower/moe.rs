@@ -98,6 +98,7 @@ fn grouped_gemm(
         b_transposed: true,
         relu,
         epilogue: None,
+        halves: None,
     };
     Ok(plan_runtime(&problem, &table, ctx.target)?)
 }

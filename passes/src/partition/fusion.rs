@@ -5,10 +5,13 @@
 //! through nodes that are its only user: shape views that keep the last axis (the `[m, n]`
 //! rows of the product stay rows), unary ops with a vector lowering, and binary ops with a
 //! vector instruction whose other operand is a whole tensor of the product's shape or an `[n]`
-//! row. It stops at a value that is a graph output or has several users, and ends at its last
-//! elementwise node, where the fused launch goes (by then every other operand exists). Whether
-//! a chain is fused is the partitioner's decision, by modelled time.
+//! row. First in the chain may come a SwiGLU: of the product's two halves, or of the product
+//! (the gate) and the product of a second GEMM of the same input (the up projection, which the
+//! launch computes too). It stops at a value that is a graph output or has several users, and
+//! ends at its last elementwise node, where the fused launch goes (by then every other operand
+//! exists). Whether a chain is fused is the partitioner's decision, by modelled time.
 
+use cubevec_ir::graph::Node;
 use cubevec_ir::{Graph, NodeId, Op, ValueId};
 
 use crate::lower::epilogue::{EpilogueNode, fusible_binary, fusible_gemm, fusible_unary};
@@ -24,6 +27,8 @@ pub struct Chain {
     /// The nodes folded into the launch after the GEMM (views and elementwise ops), in order;
     /// the launch takes the place of the last.
     pub nodes: Vec<NodeId>,
+    /// The up projection's GEMM of a two-GEMM SwiGLU, also computed by the launch.
+    pub up_gemm: Option<NodeId>,
     /// The elementwise steps.
     pub ops: Vec<EpilogueNode>,
     /// The fused launch's operands: the GEMM's, then the steps' other operands.
@@ -40,39 +45,82 @@ pub fn find_chains(
     shape: &dyn Fn(ValueId) -> Option<Vec<u64>>,
 ) -> Vec<Chain> {
     let mut users: Vec<Vec<NodeId>> = vec![Vec::new(); graph.values.len()];
+    let mut producer: Vec<Option<NodeId>> = vec![None; graph.values.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
         for v in node.inputs.iter().flatten() {
             users[v.index()].push(NodeId(i as u32));
+        }
+        for v in &node.outputs {
+            producer[v.index()] = Some(NodeId(i as u32));
         }
     }
     let mut is_output = vec![false; graph.values.len()];
     for v in &graph.outputs {
         is_output[v.index()] = true;
     }
+    let uses = Uses {
+        users: &users,
+        producer: &producer,
+        is_output: &is_output,
+        constant,
+    };
     (0..graph.nodes.len() as u32)
         .map(NodeId)
-        .filter_map(|id| chain_from(graph, id, &users, &is_output, constant, shape))
+        .filter_map(|id| chain_from(graph, id, &uses, shape))
         .collect()
+}
+
+/// How values are used, by value index.
+struct Uses<'a> {
+    users: &'a [Vec<NodeId>],
+    producer: &'a [Option<NodeId>],
+    is_output: &'a [bool],
+    constant: &'a [bool],
+}
+
+impl Uses<'_> {
+    /// Whether `user` alone reads `value`, which is neither a graph output nor weight-only: a
+    /// value a fused launch may keep to itself.
+    fn private_to(&self, value: ValueId, user: NodeId) -> bool {
+        self.users[value.index()] == [user]
+            && !self.is_output[value.index()]
+            && !self.constant[value.index()]
+    }
+}
+
+/// The up projection of a two-GEMM SwiGLU `swiglu` whose gate is `gate`: a GEMM with the same
+/// op, the same A and no C, whose product only the SwiGLU reads.
+fn up_projection(graph: &Graph, gate: &Node, swiglu: NodeId, uses: &Uses) -> Option<NodeId> {
+    let up_value = graph.node(swiglu).inputs.get(1).copied().flatten()?;
+    let up = uses.producer[up_value.index()]?;
+    let node = graph.node(up);
+    let no_c = |n: &Node| n.inputs.get(2).is_none_or(Option::is_none);
+    (node.op == gate.op
+        && node.inputs.first() == gate.inputs.first()
+        && no_c(node)
+        && no_c(gate)
+        && node.inputs.get(1).is_some_and(Option::is_some)
+        && uses.private_to(up_value, swiglu))
+    .then_some(up)
 }
 
 fn chain_from(
     graph: &Graph,
     gemm: NodeId,
-    users: &[Vec<NodeId>],
-    is_output: &[bool],
-    constant: &[bool],
+    uses: &Uses,
     shape: &dyn Fn(ValueId) -> Option<Vec<u64>>,
 ) -> Option<Chain> {
     let node = graph.node(gemm);
     let &product = node.outputs.first()?;
-    if !fusible_gemm(&node.op) || constant[product.index()] {
+    if !fusible_gemm(&node.op) || uses.constant[product.index()] {
         return None;
     }
-    let n = *shape(product)?.last()?;
+    let mut n = *shape(product)?.last()?;
     let dtype = graph.value(product).ty.dtype;
     let mut chain = Chain {
         gemm,
         nodes: Vec::new(),
+        up_gemm: None,
         ops: Vec::new(),
         inputs: node.inputs.clone(),
         output: product,
@@ -80,8 +128,8 @@ fn chain_from(
     // (nodes, ops, inputs) as they were after the last elementwise node.
     let mut kept = (0, 0, chain.inputs.len(), product);
     let mut current = product;
-    while chain.ops.len() < MAX_NODES && !is_output[current.index()] {
-        let [user] = users[current.index()].as_slice() else {
+    while chain.ops.len() < MAX_NODES && !uses.is_output[current.index()] {
+        let [user] = uses.users[current.index()].as_slice() else {
             break;
         };
         let next = graph.node(*user);
@@ -95,6 +143,30 @@ fn chain_from(
         match &next.op {
             Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
                 if result_shape.last() == Some(&n) => {}
+            Op::SwiGlu {
+                split: true,
+                limit_bits: None,
+            } if chain.ops.is_empty() && result_shape.last() == Some(&(n / 2)) => {
+                n /= 2;
+                chain.ops.push(EpilogueNode::SwiGlu { up: None });
+            }
+            Op::SwiGlu {
+                split: false,
+                limit_bits: None,
+            } if chain.ops.is_empty()
+                && next.inputs.first() == Some(&Some(current))
+                && result_shape == current_shape =>
+            {
+                let Some(up) = up_projection(graph, node, *user, uses) else {
+                    break;
+                };
+                let up_node = graph.node(up);
+                chain.inputs.push(up_node.inputs[1]);
+                chain.up_gemm = Some(up);
+                chain.ops.push(EpilogueNode::SwiGlu {
+                    up: Some(chain.inputs.len() - 1),
+                });
+            }
             Op::Unary(op) if fusible_unary(*op) && result_shape == current_shape => {
                 chain.ops.push(EpilogueNode::Unary(*op));
             }
@@ -146,6 +218,7 @@ fn chain_from(
     if kept.1 == 0 {
         return None;
     }
+
     chain.nodes.truncate(kept.0);
     chain.ops.truncate(kept.1);
     chain.inputs.truncate(kept.2);

@@ -403,6 +403,7 @@ impl ProgramBuilder<'_> {
             return false;
         };
         let apart: f64 = std::iter::once(chain.gemm)
+            .chain(chain.up_gemm)
             .chain(chain.nodes.iter().copied())
             .filter(|&id| {
                 !matches!(
@@ -550,6 +551,7 @@ pub fn partition_with(
         if let (true, Some((&last, before))) = (fuse, chain.nodes.split_last()) {
             fused_at.insert(last, chain);
             absorbed.insert(chain.gemm);
+            absorbed.extend(chain.up_gemm);
             absorbed.extend(before.iter().copied());
         }
     }

@@ -36,10 +36,14 @@ pub enum EpilogueOperand {
     Row,
 }
 
-/// An elementwise chain applied to every product tile: [`ChainArg::Input`] 0 is the product,
-/// input `1 + i` is operand `i`; operands have the output dtype, the chain computes in f32.
+/// An elementwise chain applied to every product tile: [`ChainArg::Input`] 0 is the product
+/// (of a paired GEMM: the first matrix's half, input 1 the second's), the operands follow;
+/// operands have the output dtype, the chain computes in f32.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Epilogue {
+    /// The product tile holds two halves that the chain pairs up (SwiGLU's gate and up, see
+    /// [`super::gemm::GemmProblem::halves`]).
+    pub paired: bool,
     /// The other operands, in kernel parameter order after the output.
     pub operands: Vec<EpilogueOperand>,
     /// The steps, in order (no [`VecOp::Cast`]: the tiler converts).
@@ -60,6 +64,11 @@ impl Epilogue {
             .sum()
     }
 
+    /// The chain input of operand 0.
+    pub fn first_operand_input(&self) -> usize {
+        1 + usize::from(self.paired)
+    }
+
     fn temps(&self) -> usize {
         temps_used(&self.steps, self.output)
     }
@@ -78,7 +87,7 @@ impl Epilogue {
             });
         }
         for (i, step) in self.steps.iter().enumerate() {
-            if !step.operands_fit(1 + self.operands.len()) {
+            if !step.operands_fit(self.first_operand_input() + self.operands.len()) {
                 return Err(invalid(format!(
                     "epilogue step {i} ({}) has wrong operands",
                     step.op.name()
@@ -172,8 +181,11 @@ pub(super) struct EpiloguePlan<'a> {
     pub n1: u64,
     /// Rows per UB chunk.
     pub rows: u64,
-    /// Every tile is `n1` wide and no operand is a row: each step runs once over a chunk.
+    /// Every tile is `n1` wide, the product unpaired and no operand a row: each step runs
+    /// once over a chunk.
     pub whole_chunks: bool,
+    /// Kernel parameter of operand 0.
+    pub operand_param: usize,
     /// Kernel parameter of the workspace.
     pub ws_param: usize,
 }
@@ -240,18 +252,29 @@ impl EpiloguePlan<'_> {
     /// row, rows, first column and columns) are bound and inside the tile loop over `t`.
     pub(super) fn tile_body(&self, b: &EpilogueBufs) -> Vec<Stmt> {
         let rows = self.rows;
+        // A paired tile stores the first half whole, then the second's `nl` columns.
+        let product_cols = if self.epilogue.paired {
+            c(self.n1 / 2).add(v("nl"))
+        } else {
+            v("nl")
+        };
         let mut chunk = vec![
             let_("er", v("r0").add(v("ch").mul(c(rows)))),
             let_("en", v("vrows").sub(v("ch").mul(c(rows))).min(c(rows))),
             let_("es", v("ch").rem(c(2))),
             wait(Pipe::V, Pipe::Mte2, v("es")),
             Stmt::CopyIn {
-                dst: tile(b.product, v("es"), (c(0), c(0)), (v("en"), v("nl"))),
+                dst: tile(
+                    b.product,
+                    v("es"),
+                    (c(0), c(0)),
+                    (v("en"), product_cols.clone()),
+                ),
                 src: gm(
                     self.ws_param,
                     c(0),
                     (v("slot_row").add(v("er")), c(0)),
-                    (v("en"), v("nl")),
+                    (v("en"), product_cols),
                 ),
             },
         ];
@@ -262,7 +285,7 @@ impl EpiloguePlan<'_> {
             };
             chunk.push(Stmt::CopyIn {
                 dst: tile(x, v("es"), (c(0), c(0)), size.clone()),
-                src: gm(3 + i, c(0), at, size),
+                src: gm(self.operand_param + i, c(0), at, size),
             });
         }
         chunk.extend([
@@ -330,6 +353,22 @@ impl EpiloguePlan<'_> {
             None => at(from, stage(), full),
         };
         inputs.push(widen(&mut out, b.product, b.product_f32, true));
+        if self.epilogue.paired {
+            let second =
+                |buf: BufId, stage: Expr| slice(buf, stage, offset.clone().add(c(self.n1 / 2)));
+            inputs.push(match b.product_f32 {
+                Some(wide) => {
+                    out.push(vec_op(
+                        VecOp::Cast,
+                        second(wide, c(0)),
+                        vec![VecArg::Slice(second(b.product, stage()))],
+                        count.clone(),
+                    ));
+                    second(wide, c(0))
+                }
+                None => second(b.product, stage()),
+            });
+        }
         for (o, &(x, xf)) in self.epilogue.operands.iter().zip(&b.operands) {
             inputs.push(widen(&mut out, x, xf, *o == EpilogueOperand::Full));
         }

@@ -66,6 +66,19 @@ pub struct GemmProblem {
     /// A vector epilogue applied to each output tile before it is stored: the kernel becomes
     /// a MIX kernel (see [`super::epilogue`]). Single-group problems without split-K only.
     pub epilogue: Option<Epilogue>,
+    /// B is two matrices of `n` columns whose products pair up column by column (SwiGLU's
+    /// gate and up projections): each tile computes `n1 / 2` columns of both, side by side,
+    /// for a paired epilogue to combine. Needs such an epilogue.
+    pub halves: Option<Halves>,
+}
+
+/// Where the second matrix of a paired GEMM ([`GemmProblem::halves`]) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halves {
+    /// B holds both, stacked along N: `[2n, k]` (or `[k, 2n]`), the second from column `n`.
+    Stacked,
+    /// The second is parameter 3 (`b2`), shaped like B.
+    Separate,
 }
 
 impl GemmProblem {
@@ -88,6 +101,21 @@ impl GemmProblem {
             b_transposed,
             relu: false,
             epilogue: None,
+            halves: None,
+        }
+    }
+
+    /// Output columns of an `n1`-wide tile: half of it for a paired problem.
+    pub fn tile_cols(&self, n1: u64) -> u64 {
+        if self.halves.is_some() { n1 / 2 } else { n1 }
+    }
+
+    /// Columns of B and of the product (both matrices of a paired problem).
+    fn product_cols(&self) -> u64 {
+        if self.halves.is_some() {
+            2 * self.n
+        } else {
+            self.n
         }
     }
 
@@ -108,9 +136,10 @@ impl GemmProblem {
             self.epilogue
                 .as_ref()
                 .map_or(0, |e| e.operand_elements(self.total_m(), self.n)) as f64;
+        let pn = self.product_cols() as f64;
         Work {
-            flops: 2.0 * m * n * k,
-            bytes: (m * k + used * k * n) * ib + (m * n + epilogue_elements) * ob,
+            flops: 2.0 * m * pn * k,
+            bytes: (m * k + used * k * pn) * ib + (m * n + epilogue_elements) * ob,
             cube: true,
             dtype: self.input,
         }
@@ -249,10 +278,10 @@ fn check(problem: &GemmProblem, target: &Target) -> Result<(u64, u64), TileError
             what: "B stored [k, n]: the L1→L0B fractal transpose exists for 16-bit types only; store B as [n, k]".into(),
         });
     }
-    let ld_b = if problem.b_transposed {
-        problem.k
-    } else {
-        problem.n
+    let ld_b = match (problem.b_transposed, problem.halves) {
+        (true, _) => problem.k,
+        (false, Some(Halves::Stacked)) => 2 * problem.n,
+        (false, _) => problem.n,
     };
     if problem.k > 65535 || ld_b > 65535 {
         return Err(invalid(
@@ -266,6 +295,11 @@ fn check(problem: &GemmProblem, target: &Target) -> Result<(u64, u64), TileError
             ));
         }
         epilogue.check(&problem.name, problem.output)?;
+    }
+    if problem.halves.is_some() != problem.epilogue.as_ref().is_some_and(|e| e.paired) {
+        return Err(invalid(
+            "a paired GEMM needs a paired epilogue, and a paired epilogue a paired GEMM".into(),
+        ));
     }
     Ok((frac.k, (problem.input.bits() / 8) as u64))
 }
@@ -283,7 +317,7 @@ fn counts(problem: &GemmProblem, t: &GemmTiling) -> Counts {
     Counts {
         k_per_split,
         splits: k_tiles.div_ceil(k_per_split),
-        n_tiles: problem.n.div_ceil(t.n1),
+        n_tiles: problem.n.div_ceil(problem.tile_cols(t.n1)),
     }
 }
 
@@ -325,7 +359,7 @@ pub fn fits(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> bool {
     };
     let epilogue_ok = problem.epilogue.as_ref().is_none_or(|e| {
         t.split_k == 1 && e.chunk_rows(problem.output, t.m1, t.n1, target).is_some()
-    });
+    }) && (problem.halves.is_none() || t.n1.is_multiple_of(32));
     shape_ok
         && l1
         && epilogue_ok
@@ -401,9 +435,13 @@ fn build_kernel(
     }
 
     let m_total = problem.total_m();
+    let b_cols = match problem.halves {
+        Some(Halves::Stacked) => 2 * problem.n,
+        _ => problem.n,
+    };
     let b_shape = match (groups, problem.b_transposed) {
-        (1, false) => vec![problem.k, problem.n],
-        (1, true) => vec![problem.n, problem.k],
+        (1, false) => vec![problem.k, b_cols],
+        (1, true) => vec![b_cols, problem.k],
         (g, false) => vec![g, problem.k, problem.n],
         (g, true) => vec![g, problem.n, problem.k],
     };
@@ -502,7 +540,8 @@ fn build_kernel(
         t.n1,
         t.l0c_stages,
     );
-    let ws_param = 3 + problem.epilogue.as_ref().map_or(0, |e| e.operands.len());
+    let operand_param = 3 + usize::from(problem.halves == Some(Halves::Separate));
+    let ws_param = operand_param + problem.epilogue.as_ref().map_or(0, |e| e.operands.len());
     let epilogue_plan = problem.epilogue.as_ref().map(|e| EpiloguePlan {
         epilogue: e,
         output: problem.output,
@@ -511,15 +550,23 @@ fn build_kernel(
         rows: e
             .chunk_rows(problem.output, t.m1, t.n1, target)
             .unwrap_or(1),
-        whole_chunks: problem.n.is_multiple_of(t.n1)
+        whole_chunks: !e.paired
+            && problem.n.is_multiple_of(t.n1)
             && e.operands
                 .iter()
                 .all(|o| *o == epilogue::EpilogueOperand::Full),
+        operand_param,
         ws_param,
     });
     let epilogue_bufs = epilogue_plan
         .as_ref()
         .map(|p| p.buffers(&mut planner, target));
+    if problem.halves == Some(Halves::Separate) {
+        params.push(Param {
+            name: "b2".into(),
+            ..params[1].clone()
+        });
+    }
     if let Some(e) = &problem.epilogue {
         params.extend(e.params(problem.output, m_total, problem.n, blocks, t.m1, t.n1));
     }
@@ -1040,6 +1087,7 @@ fn panel_loop(ctx: &LoopCtx) -> Vec<Stmt> {
 /// rounded up to whole fractals.
 fn tile_extent(ctx: &LoopCtx, group: &GroupRows, mi: Expr, ni: Expr, rounded: bool) -> Vec<Stmt> {
     let t = ctx.t;
+    let cols = ctx.problem.tile_cols(t.n1);
     let mut out = vec![
         let_("mo", mi.mul(c(t.m1))),
         let_("ml", group.rows.clone().sub(v("mo")).min(c(t.m1))),
@@ -1048,11 +1096,16 @@ fn tile_extent(ctx: &LoopCtx, group: &GroupRows, mi: Expr, ni: Expr, rounded: bo
         out.push(let_("m16", round16(v("ml"))));
     }
     out.extend([
-        let_("no", ni.mul(c(t.n1))),
-        let_("nl", c(ctx.problem.n).sub(v("no")).min(c(t.n1))),
+        let_("no", ni.mul(c(cols))),
+        let_("nl", c(ctx.problem.n).sub(v("no")).min(c(cols))),
     ]);
     if rounded {
-        out.push(let_("n16", round16(v("nl"))));
+        // A paired tile holds the first matrix's columns in its first half.
+        let n16 = match ctx.problem.halves {
+            Some(_) => c(cols).add(round16(v("nl"))),
+            None => round16(v("nl")),
+        };
+        out.push(let_("n16", n16));
     }
     out
 }
@@ -1101,20 +1154,25 @@ fn tile_body(
     }
     let l0_per_l1 = t.k1 / t.k0;
     let step = v("t").mul(c(cn.k_per_split)).add(v("kk"));
-    let b_region_l1 = |rows: Expr, cols: Expr| tile(bufs.l1b, v("s1"), (c(0), c(0)), (rows, cols));
-    let (b_gm_at, b_gm_size, b_l1) = if problem.b_transposed {
-        (
-            (v("no"), v("ko")),
-            (v("nl"), v("kl1")),
-            b_region_l1(v("nl"), v("kl1")),
-        )
-    } else {
-        (
-            (v("ko"), v("no")),
-            (v("kl1"), v("nl")),
-            b_region_l1(v("kl1"), v("nl")),
-        )
+    // The B columns `at..at + nl` of `param` into the L1 tile from column `into`.
+    let b_copy = |param: usize, at: Expr, into: u64| {
+        let (gm_at, l1_at, size) = if problem.b_transposed {
+            ((at, v("ko")), (c(into), c(0)), (v("nl"), v("kl1")))
+        } else {
+            ((v("ko"), at), (c(0), c(into)), (v("kl1"), v("nl")))
+        };
+        Stmt::CopyIn {
+            dst: tile(bufs.l1b, v("s1"), l1_at, size.clone()),
+            src: gm(param, group.index.clone(), gm_at, size),
+        }
     };
+    let tile_cols = problem.tile_cols(t.n1);
+    let mut b_copies = vec![b_copy(1, v("no"), 0)];
+    match problem.halves {
+        Some(Halves::Stacked) => b_copies.push(b_copy(1, v("no").add(c(problem.n)), tile_cols)),
+        Some(Halves::Separate) => b_copies.push(b_copy(3, v("no"), tile_cols)),
+        None => {}
+    }
     let l0b_src = if problem.b_transposed {
         tile(
             bufs.l1b,
@@ -1131,10 +1189,10 @@ fn tile_body(
         )
     };
     // Accumulating Mmads with fewer than 10 fractals need a PIPE_M barrier between them.
-    let min_n = if problem.n.is_multiple_of(t.n1) {
+    let min_n = if problem.n.is_multiple_of(tile_cols) {
         t.n1
     } else {
-        (problem.n % t.n1).div_ceil(16) * 16
+        t.n1 - tile_cols + (problem.n % tile_cols).div_ceil(16) * 16
     };
     let small = (group.min_m / 16) * (min_n / 16) < 10;
     let mut l0_body = vec![
@@ -1203,11 +1261,8 @@ fn tile_body(
             ),
         });
     }
+    k_body.extend(b_copies);
     k_body.extend([
-        Stmt::CopyIn {
-            dst: b_l1,
-            src: gm(1, group.index.clone(), b_gm_at, b_gm_size),
-        },
         set(Pipe::Mte2, Pipe::Mte1, v("s1")),
         wait(Pipe::Mte2, Pipe::Mte1, v("s1")),
         for_("j", v("kl1").add(c(t.k0 - 1)).div(c(t.k0)), true, l0_body),
@@ -1231,32 +1286,36 @@ fn tile_body(
         set(Pipe::M, Pipe::Fix, v("cs")),
         wait(Pipe::M, Pipe::Fix, v("cs")),
     ]);
-    let fixpipe = |dst| Stmt::Fixpipe {
-        dst,
-        src: tile(bufs.l0c, v("cs"), (c(0), c(0)), (v("ml"), v("nl"))),
+    let fixpipe = |param: usize, at: (Expr, Expr), cols: Expr| Stmt::Fixpipe {
+        dst: gm(param, c(0), at, (v("ml"), cols.clone())),
+        src: tile(bufs.l0c, v("cs"), (c(0), c(0)), (v("ml"), cols)),
         relu: problem.relu,
         atomic_add: cn.splits > 1,
     };
     if problem.epilogue.is_some() {
-        // Into this block's workspace slot for the AIVs (once they have read it two tiles ago).
+        // Into this block's workspace slot for the AIVs (once they have read it two tiles ago);
+        // a paired tile with both halves.
         let slot_row = v("blk").mul(c(2)).add(v("t").rem(c(2))).mul(c(t.m1));
+        let cols = match problem.halves {
+            Some(_) => c(tile_cols).add(v("nl")),
+            None => v("nl"),
+        };
         body.extend([
             Stmt::CrossCoreWait {
                 flag: epilogue::FREE,
             },
-            fixpipe(gm(ctx.ws_param, c(0), (slot_row, c(0)), (v("ml"), v("nl")))),
+            fixpipe(ctx.ws_param, (slot_row, c(0)), cols),
             Stmt::CrossCoreSet {
                 pipe: Pipe::Fix,
                 flag: epilogue::READY,
             },
         ]);
     } else {
-        body.push(fixpipe(gm(
+        body.push(fixpipe(
             2,
-            c(0),
             (group.row_base.clone().add(v("mo")), v("no")),
-            (v("ml"), v("nl")),
-        )));
+            v("nl"),
+        ));
     }
     body.push(set(Pipe::Fix, Pipe::M, v("cs")));
     body
@@ -1278,7 +1337,7 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
     // Tiles far below the problem size only multiply the work units; keep m1 ≥ 64 and
     // n1 ≥ 32 unless the dimension itself is smaller.
     let m_exact = max_m.div_ceil(16) * 16;
-    let n_exact = problem.n.div_ceil(16) * 16;
+    let n_exact = problem.n.div_ceil(16) * 16 * (problem.product_cols() / problem.n);
     let m1s: Vec<u64> = with_exact(
         &[16, 32, 64, 96, 112, 128, 144, 160, 176, 192, 224, 256],
         m_exact,
@@ -1511,17 +1570,25 @@ pub fn lower_bound_us(problem: &GemmProblem, t: &GemmTiling, target: &Target) ->
     let (mut min_cube, mut min_mte2) = (f64::INFINITY, f64::INFINITY);
     for &m_g in &problem.groups {
         for (ml, cm) in pieces(m_g, t.m1) {
-            for (nl, cnn) in pieces(problem.n, t.n1) {
+            let tile_cols = problem.tile_cols(t.n1);
+            for (nl, cnn) in pieces(problem.n, tile_cols) {
+                // A paired tile multiplies the first matrix's whole half and the second's
+                // `nl` columns, and reads `nl` columns of each.
+                let (out_cols, (nl, b_cols)) = match problem.halves {
+                    Some(_) => (nl, (tile_cols + nl, 2 * nl)),
+                    None => (nl, (nl, nl)),
+                };
                 for (kl, ck) in pieces(problem.k, cn.k_per_split * t.k1) {
                     let count = (cm * cnn * ck) as f64;
-                    let (ml, nl, kl) = (ml as f64, nl as f64, kl as f64);
+                    let (ml, kl) = (ml as f64, kl as f64);
+                    let (nl, b_cols, out_cols) = (nl as f64, b_cols as f64, out_cols as f64);
                     let unit_cube = (ml / 16.0).ceil() * (nl / 16.0).ceil() * 256.0 * kl / macs;
                     let a_rows = if t.a_panel { 0.0 } else { ml };
-                    let unit_read = (a_rows + nl) * kl * eb;
+                    let unit_read = (a_rows + b_cols) * kl * eb;
                     cube += count * unit_cube;
                     mte2 += count * unit_read / bw;
                     reads += count * unit_read;
-                    writes += count * ml * nl * ob;
+                    writes += count * ml * out_cols * ob;
                     min_cube = min_cube.min(unit_cube);
                     min_mte2 = min_mte2.min(unit_read / bw);
                 }
@@ -1557,7 +1624,11 @@ fn reuse_bytes(problem: &GemmProblem, t: &GemmTiling, target: &Target) -> f64 {
     }
     let eb = problem.input.bits() as f64 / 8.0;
     let ob = problem.output.bits() as f64 / 8.0;
-    let (m, n, k) = (problem.total_m() as f64, problem.n as f64, problem.k as f64);
+    let (m, n, k) = (
+        problem.total_m() as f64,
+        problem.product_cols() as f64,
+        problem.k as f64,
+    );
     let (m1, n1) = (t.m1 as f64, t.n1 as f64);
     let reuse = if t.a_panel {
         let blocks = units(problem, t).min(target.cores.aic as u64) as f64;
