@@ -23,8 +23,7 @@ const MIXTRAL: &[&str] = &[
     "model_layers_0_block_sparse_moe_experts_route",
     "model_layers_0_block_sparse_moe_experts_sort",
     "model_layers_0_block_sparse_moe_experts_scatter",
-    "model_layers_0_block_sparse_moe_experts_gate",
-    "model_layers_0_block_sparse_moe_experts_act",
+    "model_layers_0_block_sparse_moe_experts_gate_up",
     "model_layers_0_block_sparse_moe_experts_combine",
 ];
 const DEEPSEEK_V3: &[&str] = &[

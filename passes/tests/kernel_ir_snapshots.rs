@@ -1,10 +1,15 @@
 //! Snapshots of the kernel IR text of representative kernels. Every kernel is verified first.
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{Kernel, verify};
+use cubevec_ir::kernel::{Kernel, VecOp, verify};
 use cubevec_ir::target::Target;
-use cubevec_passes::tile::gemm::{GemmProblem, GroupTable, GroupTableKind, plan, plan_runtime};
-use cubevec_passes::tile::vector::{ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows};
+use cubevec_passes::tile::epilogue::{Epilogue, EpilogueOperand};
+use cubevec_passes::tile::gemm::{
+    GemmProblem, GroupTable, GroupTableKind, Halves, plan, plan_runtime,
+};
+use cubevec_passes::tile::vector::{
+    ChainArg, ChainStep, ElementwiseChain, RowKind, RowWise, plan_chain, plan_rows,
+};
 
 fn target() -> Target {
     Target::by_name("ascend910b2").expect("target")
@@ -72,6 +77,56 @@ fn grouped_expert_gemm_with_runtime_offsets() {
     insta::assert_snapshot!(checked(
         plan_runtime(&p, &table, &target()).expect("plan").kernel
     ));
+}
+
+/// The routed experts' gate and up projections with their SwiGLU on the AIVs: a paired MIX
+/// kernel over runtime group offsets.
+#[test]
+fn expert_gate_up_swiglu_mix() {
+    let swiglu = ElementwiseChain::swiglu("", 1, DType::BF16);
+    let p = GemmProblem {
+        name: "moe_gate_up_swiglu".into(),
+        groups: vec![4; 4],
+        n: 96,
+        k: 64,
+        input: DType::BF16,
+        output: DType::BF16,
+        b_transposed: true,
+        relu: false,
+        epilogue: Some(Epilogue {
+            paired: true,
+            operands: Vec::new(),
+            steps: swiglu.steps,
+            output: swiglu.output,
+        }),
+        halves: Some(Halves::Separate),
+    };
+    let table = GroupTable {
+        kind: GroupTableKind::Offsets,
+        dtype: DType::I32,
+    };
+    insta::assert_snapshot!(checked(
+        plan_runtime(&p, &table, &target()).expect("plan").kernel
+    ));
+}
+
+/// An output projection with the residual add on the AIVs.
+#[test]
+fn o_proj_with_residual_mix() {
+    let p = GemmProblem {
+        epilogue: Some(Epilogue {
+            paired: false,
+            operands: vec![EpilogueOperand::Full],
+            steps: vec![ChainStep {
+                op: VecOp::Add,
+                dst: 0,
+                srcs: vec![ChainArg::Input(0), ChainArg::Input(1)],
+            }],
+            output: 0,
+        }),
+        ..GemmProblem::plain("o_proj_residual", 64, 512, 1024, DType::BF16, true)
+    };
+    insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
 }
 
 #[test]

@@ -330,9 +330,10 @@ fn fusing_a_residual_add_is_modelled_faster_at_prefill_size() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// For any fitting tiling (tails, A panel, two L0C stages, either swizzle), the MIX kernel
-    /// computes exactly what the plain GEMM of the same tiling followed by the epilogue in f32
-    /// does: `relu(a·b + e)` rounded once to f16.
+    /// For any fitting tiling (tails, A panel, two L0C stages, either swizzle) of one group,
+    /// equal groups (a batch) or uneven groups with an empty one, the MIX kernel computes
+    /// exactly what the plain GEMM of the same tiling followed by the epilogue in f32 does:
+    /// `relu(a·b + e)` rounded once to f16.
     #[test]
     fn any_fitting_tiling_gives_the_unfused_result_exactly(
         m in 1u64..90,
@@ -346,10 +347,20 @@ proptest! {
         swizzle in 1u64..4,
         swizzle_n_major in any::<bool>(),
         a_panel in any::<bool>(),
+        grouping in 0u8..3,
     ) {
         let target = Target::by_name("ascend910b4").expect("target");
         let f16 = DType::F16;
-        let plain = GemmProblem::plain("plain", m, n, k, f16, false);
+        let groups = match grouping {
+            0 => vec![m],
+            1 => vec![m; 3],
+            _ => vec![m, 0, m / 2 + 1],
+        };
+        let a_panel = a_panel && groups.len() == 1;
+        let plain = GemmProblem {
+            groups: groups.clone(),
+            ..GemmProblem::plain("plain", m, n, k, f16, false)
+        };
         let fused = GemmProblem {
             epilogue: Some(Epilogue {
                 paired: false,
@@ -366,9 +377,9 @@ proptest! {
             m1, n1, k1: k0 * k1_mult, k0, split_k: 1, l0c_stages, swizzle, swizzle_n_major,
             a_panel,
         };
-        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let (mu, nu, ku) = (plain.total_m() as usize, n as usize, k as usize);
         let a = GmData::from_tensor(&random(f16, &[mu, ku], m + 7 * k));
-        let b = GmData::from_tensor(&random(f16, &[ku, nu], n + 3));
+        let b = GmData::from_tensor(&random(f16, &[groups.len(), ku, nu], n + 3));
         let e = GmData::from_tensor(&random(f16, &[mu, nu], k + 11));
         let kernel = build(&plain, &tiling, &target).expect("plain");
         let mut params = [a.clone(), b.clone(), GmData::zeros(f16, mu * nu)];

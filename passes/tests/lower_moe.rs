@@ -4,8 +4,8 @@
 //! (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3), in f32 and bf16, with random and with skewed
 //! routing (experts without tokens).
 
-use cubevec_ir::kernel::ParamRole;
 use cubevec_ir::kernel::eval::{GmData, execute};
+use cubevec_ir::kernel::{CoreType, ParamRole};
 use cubevec_ir::op::{ExpertActivation, RoutingMode};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
@@ -434,8 +434,10 @@ fn other_routings_and_activations_match_the_interpreter() {
     }
 }
 
+/// The gate and up projections and the SwiGLU run as one paired MIX kernel when that is
+/// modelled faster, as it is here: six launches instead of eight.
 #[test]
-fn a_moe_block_is_eight_launches_with_the_routing_profile_stated() {
+fn a_moe_block_is_six_launches_with_the_routing_profile_stated() {
     let target = target();
     let b = mixtral();
     let inputs = operands(&b, DType::BF16, false, 1);
@@ -452,14 +454,13 @@ fn a_moe_block_is_eight_launches_with_the_routing_profile_stated() {
             "k3_moe_route",
             "k3_moe_sort",
             "k3_moe_scatter",
-            "k3_moe_gate",
-            "k3_moe_up",
-            "k3_moe_act",
+            "k3_moe_gate_up",
             "k3_moe_down",
             "k3_moe_combine"
         ]
     );
-    for name in ["k3_moe_gate", "k3_moe_up", "k3_moe_down"] {
+    assert_eq!(lowering.calls[3].kernel.core, CoreType::Mix1To2);
+    for name in ["k3_moe_gate_up", "k3_moe_down"] {
         let call = lowering
             .calls
             .iter()

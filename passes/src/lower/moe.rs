@@ -14,7 +14,9 @@
 //! 3. `scatter` (vector, all AIVs): `rows[places[t, j]] = x[t]`.
 //! 4. `gate`, `up` (Cube): grouped GEMMs over `rows` reading `offsets` at run time.
 //! 5. `act` (vector): the expert activation ([`ExpertActivation`]); ReLU is applied by the up
-//!    GEMM's Fixpipe instead.
+//!    GEMM's Fixpipe instead. A gated activation runs instead on the AIVs of one paired MIX
+//!    kernel that computes both projections (`gate_up`, see [`crate::tile::epilogue`]) when
+//!    the cost model finds that faster: 4 and 5 become one launch.
 //! 6. `down` (Cube): grouped GEMM to `y f32 [T·k, H]`.
 //! 7. `combine` (vector, all AIVs): `out[t] = Σ_j weights[t, j] · y[places[t, j]]`.
 //!
@@ -35,7 +37,8 @@ use cubevec_ir::{DType, Op};
 use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, TensorShape};
 use crate::cost::{Work, estimate};
 use crate::tile::TileError;
-use crate::tile::gemm::{GemmPlan, GemmProblem, GroupTable, GroupTableKind, plan_runtime};
+use crate::tile::epilogue::Epilogue;
+use crate::tile::gemm::{GemmPlan, GemmProblem, GroupTable, GroupTableKind, Halves, plan_runtime};
 use crate::tile::vector::plan_chain;
 
 /// Operand positions of [`Op::Moe`].
@@ -364,9 +367,13 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
         Ok(call)
     };
     let relu = *activation == ExpertActivation::Relu;
+    let chain = activation::chain(&name("act"), pairs * inter, dtype, activation);
+    // Apart: gate and up GEMMs, then the activation kernel, with their own scratch.
+    let mut apart = Vec::new();
+    let mut apart_scratch = Scratches(scratch.0.clone());
     let gated = if gate.is_some() {
-        let g = scratch.add("gate", dtype, vec![pairs, inter]);
-        calls.push(gemm(
+        let g = apart_scratch.add("gate", dtype, vec![pairs, inter]);
+        apart.push(gemm(
             "gate",
             GATE,
             (inter, hidden),
@@ -378,18 +385,74 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
     } else {
         None
     };
-    let u = scratch.add("up", dtype, vec![pairs, inter]);
-    calls.push(gemm("up", UP, (inter, hidden), rows, u, (dtype, relu))?);
-    let hidden_act = match activation::chain(&name("act"), pairs * inter, dtype, activation) {
+    let u = apart_scratch.add("up", dtype, vec![pairs, inter]);
+    apart.push(gemm("up", UP, (inter, hidden), rows, u, (dtype, relu))?);
+    let apart_act = match &chain {
         Some(chain) => {
-            let h = scratch.add("act", dtype, vec![pairs, inter]);
-            let plan = plan_chain(&chain, ctx.target)?;
+            let h = apart_scratch.add("act", dtype, vec![pairs, inter]);
+            let plan = plan_chain(chain, ctx.target)?;
             let mut args: Vec<ArgRef> = gated.into_iter().collect();
             args.extend([u, h]);
-            calls.push(KernelCall::new(plan.kernel, plan.cost, args));
+            apart.push(KernelCall::new(plan.kernel, plan.cost, args));
             h
         }
         None => u,
+    };
+    // Together: one paired grouped GEMM whose AIVs apply a gated activation.
+    let fused = match (&chain, gated) {
+        (Some(chain), Some(_)) if chain.inputs == 2 => {
+            let problem = GemmProblem {
+                name: name("gate_up"),
+                groups: planned.clone(),
+                n: inter,
+                k: hidden,
+                input: dtype,
+                output: dtype,
+                b_transposed: true,
+                relu: false,
+                epilogue: Some(Epilogue {
+                    paired: true,
+                    operands: Vec::new(),
+                    steps: chain.steps.clone(),
+                    output: chain.output,
+                }),
+                halves: Some(Halves::Separate),
+            };
+            plan_runtime(&problem, &table, ctx.target).ok()
+        }
+        _ => None,
+    };
+    let apart_us: f64 = apart.iter().map(|c| c.cost.modeled_time_us).sum();
+    let hidden_act = match fused {
+        Some(plan) if plan.cost.modeled_time_us < apart_us => {
+            let h = scratch.add("act", dtype, vec![pairs, inter]);
+            let ws = plan
+                .kernel
+                .params
+                .last()
+                .map_or_else(Vec::new, |p| p.shape.clone());
+            let ws = scratch.add("workspace", dtype, ws);
+            let mut call = KernelCall::new(
+                plan.kernel,
+                plan.cost,
+                vec![
+                    rows,
+                    ArgRef::Operand(GATE),
+                    h,
+                    offsets,
+                    ArgRef::Operand(UP),
+                    ws,
+                ],
+            );
+            call.assumptions = assumption.clone();
+            calls.push(call);
+            h
+        }
+        _ => {
+            scratch = apart_scratch;
+            calls.extend(apart);
+            apart_act
+        }
     };
     let y = scratch.add("y", DType::F32, vec![pairs, hidden]);
     calls.push(gemm(

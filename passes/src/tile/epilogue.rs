@@ -2,14 +2,16 @@
 //! instead of a Cube kernel that stores the product and a vector kernel that reads it back.
 //!
 //! The AIC computes each output tile as the plain GEMM does, but its Fixpipe writes the tile,
-//! rounded to the output dtype exactly as the unfused product would be, into one of two
-//! workspace slots of its block and raises cross-core flag [`READY`]. Each AIV takes half of
-//! the tile's rows: it waits on `READY`, streams its rows through UB in chunks together with the
-//! epilogue's other operands (whole `[m, n]` tensors such as a residual, or an `[n]` row such as
-//! a bias), applies the chain in f32, stores the result, and raises [`FREE`] once it has read
-//! the slot. The AIC waits on `FREE` before it writes a slot again, two tiles later. The AIVs
-//! raise `FREE` twice before their first tile (both slots start free) and the AIC takes those
-//! two back after its last, so every flag is balanced. The workspace is a few tiles per block
+//! rounded to the output dtype exactly as the unfused product would be, into workspace slot
+//! `slot = t % 2` of its block (`t` counts the block's tiles of a group) and raises that slot's
+//! cross-core flag [`READY`]. Each AIV takes half of the tile's rows: it waits on the slot's
+//! `READY`, streams its rows through UB in chunks together with the epilogue's other operands
+//! (whole `[m, n]` tensors such as a residual, or an `[n]` row such as a bias), applies the
+//! chain in f32, stores the result, and raises the slot's [`FREE`] once it has read it. The AIC
+//! waits on a slot's `FREE` before it writes the slot again. Each slot has its own pair of
+//! flags, so consecutive tiles may use the same slot (the tile count restarts per group). The
+//! AIVs raise both `FREE`s before their first tile (both slots start free) and the AIC takes
+//! them back after its last, so every flag is balanced. The workspace is a few tiles per block
 //! and stays in L2; the product never makes the HBM round trip.
 
 use cubevec_ir::DType;
@@ -22,10 +24,19 @@ use super::vector::{
     ChainArg, ChainStep, slice, stream_epilogue, stream_prologue, temps_used, ub_buffer, vec_op,
 };
 
-/// Cross-core flag the AIC raises when a product tile is in its workspace slot.
-pub const READY: u8 = 0;
-/// Cross-core flag both AIVs raise when they have read a workspace slot.
-pub const FREE: u8 = 1;
+/// Cross-core flags the AIC raises when a product tile is in workspace slot 0 or 1.
+pub const READY: [u8; 2] = [0, 1];
+/// Cross-core flags both AIVs raise when they have read workspace slot 0 or 1.
+pub const FREE: [u8; 2] = [2, 3];
+
+/// `stmt(flags[slot])` for the run-time `slot` (0 or 1) bound by the enclosing program: one
+/// loop of one or no trips per flag.
+pub(super) fn on_slot(flags: [u8; 2], stmt: impl Fn(u8) -> Stmt) -> Vec<Stmt> {
+    vec![
+        for_("on0", c(1).sub(v("slot")), false, vec![stmt(flags[0])]),
+        for_("on1", v("slot"), false, vec![stmt(flags[1])]),
+    ]
+}
 
 /// How an epilogue operand lines up with the `[m, n]` product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,12 +245,10 @@ impl EpiloguePlan<'_> {
             let_("sub", v("blk").rem(c(2))),
         ];
         out.extend(stream_prologue());
-        for _ in 0..2 {
-            out.push(Stmt::CrossCoreSet {
-                pipe: Pipe::Mte2,
-                flag: FREE,
-            });
-        }
+        out.extend(FREE.map(|flag| Stmt::CrossCoreSet {
+            pipe: Pipe::Mte2,
+            flag,
+        }));
         out
     }
 
@@ -248,8 +257,9 @@ impl EpiloguePlan<'_> {
         stream_epilogue()
     }
 
-    /// One tile's epilogue on this AIV, after `mo`, `ml`, `no` and `nl` (the tile's first
-    /// row, rows, first column and columns) are bound and inside the tile loop over `t`.
+    /// One tile's epilogue on this AIV, after `rb` (the group's first row), `mo`, `ml`, `no`
+    /// and `nl` (the tile's first row in the group, rows, first column and columns) are bound,
+    /// inside the tile loop over `t`.
     pub(super) fn tile_body(&self, b: &EpilogueBufs) -> Vec<Stmt> {
         let rows = self.rows;
         // A paired tile stores the first half whole, then the second's `nl` columns.
@@ -280,7 +290,10 @@ impl EpiloguePlan<'_> {
         ];
         for (i, (o, &(x, _))) in self.epilogue.operands.iter().zip(&b.operands).enumerate() {
             let (at, size) = match o {
-                EpilogueOperand::Full => ((v("mo").add(v("er")), v("no")), (v("en"), v("nl"))),
+                EpilogueOperand::Full => (
+                    (v("rb").add(v("mo")).add(v("er")), v("no")),
+                    (v("en"), v("nl")),
+                ),
                 EpilogueOperand::Row => ((c(0), v("no")), (c(1), v("nl"))),
             };
             chunk.push(Stmt::CopyIn {
@@ -308,7 +321,12 @@ impl EpiloguePlan<'_> {
             set(Pipe::V, Pipe::Mte3, v("es")),
             wait(Pipe::V, Pipe::Mte3, v("es")),
             Stmt::CopyOut {
-                dst: gm(2, c(0), (v("mo").add(v("er")), v("no")), (v("en"), v("nl"))),
+                dst: gm(
+                    2,
+                    c(0),
+                    (v("rb").add(v("mo")).add(v("er")), v("no")),
+                    (v("en"), v("nl")),
+                ),
                 src: tile(b.result, v("es"), (c(0), c(0)), (v("en"), v("nl"))),
             },
             set(Pipe::Mte3, Pipe::V, v("es")),
@@ -318,17 +336,22 @@ impl EpiloguePlan<'_> {
             let_("half", v("ml").add(c(1)).div(c(2))),
             let_("r0", v("sub").mul(v("half"))),
             let_("vrows", v("ml").sub(v("r0")).min(v("half"))),
-            let_(
-                "slot_row",
-                v("cb").mul(c(2)).add(v("t").rem(c(2))).mul(c(self.m1)),
-            ),
-            Stmt::CrossCoreWait { flag: READY },
-            for_("ch", v("vrows").add(c(rows - 1)).div(c(rows)), true, chunk),
-            Stmt::CrossCoreSet {
-                pipe: Pipe::Mte2,
-                flag: FREE,
-            },
+            let_("slot", v("t").rem(c(2))),
+            let_("slot_row", v("cb").mul(c(2)).add(v("slot")).mul(c(self.m1))),
         ]
+        .into_iter()
+        .chain(on_slot(READY, |flag| Stmt::CrossCoreWait { flag }))
+        .chain([for_(
+            "ch",
+            v("vrows").add(c(rows - 1)).div(c(rows)),
+            true,
+            chunk,
+        )])
+        .chain(on_slot(FREE, |flag| Stmt::CrossCoreSet {
+            pipe: Pipe::Mte2,
+            flag,
+        }))
+        .collect()
     }
 
     /// The chain over `count` elements at `offset` of a chunk's full-row buffers (row

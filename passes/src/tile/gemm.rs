@@ -289,10 +289,8 @@ fn check(problem: &GemmProblem, target: &Target) -> Result<(u64, u64), TileError
         ));
     }
     if let Some(epilogue) = &problem.epilogue {
-        if problem.groups.len() != 1 || problem.relu {
-            return Err(invalid(
-                "an epilogue needs a single-group GEMM without ReLU".into(),
-            ));
+        if problem.relu {
+            return Err(invalid("an epilogue replaces the Fixpipe's ReLU".into()));
         }
         epilogue.check(&problem.name, problem.output)?;
     }
@@ -540,7 +538,8 @@ fn build_kernel(
         t.n1,
         t.l0c_stages,
     );
-    let operand_param = 3 + usize::from(problem.halves == Some(Halves::Separate));
+    let b2_param = 3 + usize::from(table.is_some());
+    let operand_param = b2_param + usize::from(problem.halves == Some(Halves::Separate));
     let ws_param = operand_param + problem.epilogue.as_ref().map_or(0, |e| e.operands.len());
     let epilogue_plan = problem.epilogue.as_ref().map(|e| EpiloguePlan {
         epilogue: e,
@@ -561,6 +560,17 @@ fn build_kernel(
     let epilogue_bufs = epilogue_plan
         .as_ref()
         .map(|p| p.buffers(&mut planner, target));
+    if let Some(table) = table {
+        params.push(Param {
+            name: match table.kind {
+                GroupTableKind::Sizes => "group_sizes".into(),
+                GroupTableKind::Offsets => "group_offsets".into(),
+            },
+            dtype: table.dtype,
+            shape: table.shape(groups),
+            role: ParamRole::Input,
+        });
+    }
     if problem.halves == Some(Halves::Separate) {
         params.push(Param {
             name: "b2".into(),
@@ -598,64 +608,9 @@ fn build_kernel(
         blocks,
         program: TileProgram::Cube,
         ws_param,
+        b2_param,
     };
-    match table {
-        None if t.a_panel => cube.extend(panel_loop(&ctx)),
-        None if groups > 1
-            && problem
-                .groups
-                .iter()
-                .all(|&m| m == problem.groups[0] && m > 0) =>
-        {
-            cube.push(equal_groups_loop(&ctx));
-        }
-        None => {
-            let mut start = 0u64;
-            let mut row_base = 0u64;
-            for (g, &m_g) in problem.groups.iter().enumerate() {
-                let m_tiles = m_g.div_ceil(t.m1);
-                let group_units = m_tiles * cn.n_tiles * cn.splits;
-                if group_units > 0 {
-                    let min_m = if m_g.is_multiple_of(t.m1) {
-                        t.m1
-                    } else {
-                        (m_g % t.m1).div_ceil(16) * 16
-                    };
-                    cube.push(group_loop(
-                        &ctx,
-                        &GroupRows {
-                            index: c(g as u64),
-                            rows: c(m_g),
-                            row_base: c(row_base),
-                            start: c(start),
-                            units: c(group_units),
-                            m_tiles: c(m_tiles),
-                            min_m,
-                        },
-                    ));
-                }
-                start += group_units;
-                row_base += m_g;
-            }
-        }
-        Some(table) => {
-            params.push(Param {
-                name: match table.kind {
-                    GroupTableKind::Sizes => "group_sizes".into(),
-                    GroupTableKind::Offsets => "group_offsets".into(),
-                },
-                dtype: table.dtype,
-                shape: table.shape(groups),
-                role: ParamRole::Input,
-            });
-            match balanced_profile(&problem.groups) {
-                Some(profile) if table.kind == GroupTableKind::Offsets => {
-                    cube.push(offset_groups_loop(&ctx, profile));
-                }
-                _ => cube.extend(runtime_groups(&ctx, table)),
-            }
-        }
-    }
+    cube.extend(schedule(&ctx, table));
     for s in 0..2 {
         cube.push(wait(Pipe::Mte1, Pipe::Mte2, c(s)));
         cube.push(wait(Pipe::M, Pipe::Mte1, c(s)));
@@ -668,22 +623,14 @@ fn build_kernel(
     }
     let mut vector = Vec::new();
     if let (Some(plan), Some(ebufs)) = (&epilogue_plan, &epilogue_bufs) {
-        // The AIVs' two initial "slot free" signals, taken back after the last tile.
-        for _ in 0..2 {
-            cube.push(Stmt::CrossCoreWait {
-                flag: epilogue::FREE,
-            });
-        }
+        // The AIVs' initial "slot free" signals, taken back after the last tile.
+        cube.extend(epilogue::FREE.map(|flag| Stmt::CrossCoreWait { flag }));
         let aiv = LoopCtx {
             program: TileProgram::Epilogue(plan, ebufs),
             ..ctx
         };
         vector.extend(plan.prologue());
-        if t.a_panel {
-            vector.extend(panel_loop(&aiv));
-        } else {
-            vector.push(group_loop(&aiv, &single_group(problem, t, &cn)));
-        }
+        vector.extend(schedule(&aiv, table));
         vector.extend(plan.finish());
     }
 
@@ -747,6 +694,8 @@ struct LoopCtx<'a> {
     program: TileProgram<'a>,
     /// Kernel parameter of the epilogue workspace (unused without an epilogue).
     ws_param: usize,
+    /// Kernel parameter of a paired GEMM's second B (unused unless it is apart).
+    b2_param: usize,
 }
 
 /// Which core's program a schedule loop is built for: both walk the same tiles in the same
@@ -779,30 +728,12 @@ impl LoopCtx<'_> {
         match self.program {
             TileProgram::Cube => tile_body(self, group, mi, ni, panel),
             TileProgram::Epilogue(plan, bufs) => {
-                let mut body = tile_extent(self, group, mi, ni, false);
+                let mut body = vec![let_("rb", group.row_base.clone())];
+                body.extend(tile_extent(self, group, mi, ni, false));
                 body.extend(plan.tile_body(bufs));
                 body
             }
         }
-    }
-}
-
-/// The one group of a single-group problem with static rows.
-fn single_group(problem: &GemmProblem, t: &GemmTiling, cn: &Counts) -> GroupRows {
-    let m = problem.groups[0];
-    let m_tiles = m.div_ceil(t.m1);
-    GroupRows {
-        index: c(0),
-        rows: c(m),
-        row_base: c(0),
-        start: c(0),
-        units: c(m_tiles * cn.n_tiles * cn.splits),
-        m_tiles: c(m_tiles),
-        min_m: if m.is_multiple_of(t.m1) {
-            t.m1
-        } else {
-            (m % t.m1).div_ceil(16) * 16
-        },
     }
 }
 
@@ -822,6 +753,56 @@ struct GroupRows {
     m_tiles: Expr,
     /// Rows (rounded up to 16) of the group's smallest M tile (16 when unknown).
     min_m: u64,
+}
+
+/// The loops over the tiles of every group, for the program `ctx` is built for: the A-panel
+/// runs, one loop over equal static groups, a loop per static group, or the groups of a
+/// runtime table (parameter 3).
+fn schedule(ctx: &LoopCtx, table: Option<&GroupTable>) -> Vec<Stmt> {
+    let (problem, t, cn) = (ctx.problem, ctx.t, ctx.cn);
+    let groups = &problem.groups;
+    match table {
+        None if t.a_panel => panel_loop(ctx),
+        None if groups.len() > 1 && groups.iter().all(|&m| m == groups[0] && m > 0) => {
+            vec![equal_groups_loop(ctx)]
+        }
+        None => {
+            let mut out = Vec::new();
+            let (mut start, mut row_base) = (0u64, 0u64);
+            for (g, &m_g) in groups.iter().enumerate() {
+                let m_tiles = m_g.div_ceil(t.m1);
+                let group_units = m_tiles * cn.n_tiles * cn.splits;
+                if group_units > 0 {
+                    let min_m = if m_g.is_multiple_of(t.m1) {
+                        t.m1
+                    } else {
+                        (m_g % t.m1).div_ceil(16) * 16
+                    };
+                    out.push(group_loop(
+                        ctx,
+                        &GroupRows {
+                            index: c(g as u64),
+                            rows: c(m_g),
+                            row_base: c(row_base),
+                            start: c(start),
+                            units: c(group_units),
+                            m_tiles: c(m_tiles),
+                            min_m,
+                        },
+                    ));
+                }
+                start += group_units;
+                row_base += m_g;
+            }
+            out
+        }
+        Some(table) => match balanced_profile(groups) {
+            Some(profile) if table.kind == GroupTableKind::Offsets => {
+                vec![offset_groups_loop(ctx, profile)]
+            }
+            _ => runtime_groups(ctx, table),
+        },
+    }
 }
 
 /// One loop over groups of equal static rows (a batched GEMM): group `g` starts at row
@@ -1170,7 +1151,7 @@ fn tile_body(
     let mut b_copies = vec![b_copy(1, v("no"), 0)];
     match problem.halves {
         Some(Halves::Stacked) => b_copies.push(b_copy(1, v("no").add(c(problem.n)), tile_cols)),
-        Some(Halves::Separate) => b_copies.push(b_copy(3, v("no"), tile_cols)),
+        Some(Halves::Separate) => b_copies.push(b_copy(ctx.b2_param, v("no"), tile_cols)),
         None => {}
     }
     let l0b_src = if problem.b_transposed {
@@ -1295,21 +1276,22 @@ fn tile_body(
     if problem.epilogue.is_some() {
         // Into this block's workspace slot for the AIVs (once they have read it two tiles ago);
         // a paired tile with both halves.
-        let slot_row = v("blk").mul(c(2)).add(v("t").rem(c(2))).mul(c(t.m1));
+        let slot_row = v("blk").mul(c(2)).add(v("slot")).mul(c(t.m1));
         let cols = match problem.halves {
             Some(_) => c(tile_cols).add(v("nl")),
             None => v("nl"),
         };
-        body.extend([
-            Stmt::CrossCoreWait {
-                flag: epilogue::FREE,
-            },
-            fixpipe(ctx.ws_param, (slot_row, c(0)), cols),
+        body.push(let_("slot", v("t").rem(c(2))));
+        body.extend(epilogue::on_slot(epilogue::FREE, |flag| {
+            Stmt::CrossCoreWait { flag }
+        }));
+        body.push(fixpipe(ctx.ws_param, (slot_row, c(0)), cols));
+        body.extend(epilogue::on_slot(epilogue::READY, |flag| {
             Stmt::CrossCoreSet {
                 pipe: Pipe::Fix,
-                flag: epilogue::READY,
-            },
-        ]);
+                flag,
+            }
+        }));
     } else {
         body.push(fixpipe(
             2,
