@@ -4,8 +4,10 @@
 //!
 //! Every helper is `extern "C"`, registered with the JIT under its name, and never panics.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+
+use corosensei::Yielder;
 
 use cubevec_ir::DType;
 
@@ -125,8 +127,6 @@ struct Flags {
     to_vector: [[u32; 2]; CROSS_FLAGS],
     /// Pending AIV → AIC signals per flag and AIV.
     to_cube: [[u32; 2]; CROSS_FLAGS],
-    /// Which of cube, AIV 0, AIV 1 have returned.
-    done: [bool; 3],
     /// The flag each of cube, AIV 0, AIV 1 is blocked on.
     waiting: [Option<usize>; 3],
     /// Every instance still running is blocked: nobody can set a flag any more.
@@ -140,75 +140,77 @@ impl Flags {
             Role::Vector(i) => self.to_vector[flag][i] > 0,
         }
     }
-
-    /// No instance can make progress: each has returned or waits on an unset flag.
-    fn stuck(&self) -> bool {
-        [Role::Cube, Role::Vector(0), Role::Vector(1)]
-            .into_iter()
-            .all(|r| match self.waiting[r.slot()] {
-                Some(flag) => !self.ready(r, flag),
-                None => self.done[r.slot()],
-            })
-    }
 }
 
 /// The cross-core flag counters of one MIX block (`CrossCoreSetFlag<2, …>` semantics: an AIC
-/// set signals both AIVs, an AIC wait needs a set from each AIV).
+/// set signals both AIVs, an AIC wait needs a set from each AIV). The block's three instances
+/// run as coroutines on one thread: a wait whose flag is not set suspends its instance, and the
+/// launcher resumes whichever instance can go on.
 #[derive(Default)]
 pub struct BlockSync {
-    flags: Mutex<Flags>,
-    changed: Condvar,
+    flags: RefCell<Flags>,
 }
 
 impl BlockSync {
-    /// Records that `role` returned, so waits that only it could answer fail instead of
-    /// hanging.
-    pub fn finish(&self, role: Role) {
-        let mut f = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
-        f.done[role.slot()] = true;
-        f.waiting[role.slot()] = None;
-        self.changed.notify_all();
-    }
-
     fn set(&self, role: Role, flag: usize) {
-        let mut f = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = self.flags.borrow_mut();
         match role {
             Role::Cube => f.to_vector[flag].iter_mut().for_each(|c| *c += 1),
             Role::Vector(i) => f.to_cube[flag][i] += 1,
         }
-        self.changed.notify_all();
     }
 
-    /// Waits for the partner's signal; `false` when it can never come (every instance still
-    /// running is blocked on a flag nobody set).
-    fn wait(&self, role: Role, flag: usize) -> bool {
-        let mut f = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Whether `role` can go on: it waits on nothing, its flag is set, or the block is stuck
+    /// (its wait then fails).
+    pub fn runnable(&self, role: Role) -> bool {
+        let f = self.flags.borrow();
+        f.deadlock || f.waiting[role.slot()].is_none_or(|flag| f.ready(role, flag))
+    }
+
+    /// Every instance still running waits on a flag nobody set: their waits fail from now on.
+    pub fn fail_waits(&self) {
+        self.flags.borrow_mut().deadlock = true;
+    }
+
+    /// Waits for the partner's signal, suspending the instance's coroutine until it comes;
+    /// `false` when it never can ([`BlockSync::fail_waits`]).
+    fn wait(&self, role: Role, flag: usize, yielder: &Yielder<(), ()>) -> bool {
         loop {
-            if f.ready(role, flag) {
-                match role {
-                    Role::Cube => f.to_cube[flag].iter_mut().for_each(|c| *c -= 1),
-                    Role::Vector(i) => f.to_vector[flag][i] -= 1,
+            {
+                let mut f = self.flags.borrow_mut();
+                if f.ready(role, flag) {
+                    match role {
+                        Role::Cube => f.to_cube[flag].iter_mut().for_each(|c| *c -= 1),
+                        Role::Vector(i) => f.to_vector[flag][i] -= 1,
+                    }
+                    f.waiting[role.slot()] = None;
+                    return true;
                 }
-                f.waiting[role.slot()] = None;
-                return true;
+                if f.deadlock {
+                    return false;
+                }
+                f.waiting[role.slot()] = Some(flag);
             }
-            f.waiting[role.slot()] = Some(flag);
-            if f.deadlock || f.stuck() {
-                f.deadlock = true;
-                self.changed.notify_all();
-                return false;
-            }
-            f = self.changed.wait(f).unwrap_or_else(PoisonError::into_inner);
+            yielder.suspend(());
         }
     }
+}
+
+/// What a MIX instance's code reaches of its block: the flags and its own coroutine.
+#[derive(Clone, Copy)]
+pub struct BlockLink<'a> {
+    /// The block's flags.
+    pub sync: &'a BlockSync,
+    /// Suspends the instance's coroutine.
+    pub yielder: &'a Yielder<(), ()>,
 }
 
 /// What the generated code of one instance can reach through its context pointer.
 pub struct InstanceCtx<'a> {
     /// The instance's role in its block.
     pub role: Role,
-    /// The block's flags (MIX kernels only).
-    pub sync: Option<&'a BlockSync>,
+    /// Its block (MIX kernels only).
+    pub block: Option<BlockLink<'a>>,
     /// One lock per kernel parameter, taken around atomic Fixpipes.
     pub locks: &'a [AtomicBool],
 }
@@ -220,8 +222,8 @@ pub struct InstanceCtx<'a> {
 pub unsafe extern "C" fn cv_cross_set(ctx: *const InstanceCtx, flag: i64) {
     // SAFETY: guaranteed by the caller.
     let ctx = unsafe { &*ctx };
-    if let Some(sync) = ctx.sync {
-        sync.set(ctx.role, flag as usize % CROSS_FLAGS);
+    if let Some(block) = ctx.block {
+        block.sync.set(ctx.role, flag as usize % CROSS_FLAGS);
     }
 }
 
@@ -232,8 +234,13 @@ pub unsafe extern "C" fn cv_cross_set(ctx: *const InstanceCtx, flag: i64) {
 pub unsafe extern "C" fn cv_cross_wait(ctx: *const InstanceCtx, flag: i64) -> i64 {
     // SAFETY: guaranteed by the caller.
     let ctx = unsafe { &*ctx };
-    match ctx.sync {
-        Some(sync) if sync.wait(ctx.role, flag as usize % CROSS_FLAGS) => 0,
+    match ctx.block {
+        Some(b)
+            if b.sync
+                .wait(ctx.role, flag as usize % CROSS_FLAGS, b.yielder) =>
+        {
+            0
+        }
         _ => 1,
     }
 }
@@ -272,6 +279,8 @@ pub unsafe extern "C" fn cv_unlock(ctx: *const InstanceCtx, param: i64) {
 
 #[cfg(test)]
 mod tests {
+    use corosensei::{CoroutineResult, ScopedCoroutine};
+
     use super::*;
 
     #[test]
@@ -298,34 +307,57 @@ mod tests {
         assert_eq!((f16_to_f32(two[0]), two[1]), (3.0, 3));
     }
 
-    #[test]
-    fn a_cube_wait_needs_both_vector_sets_and_fails_when_they_are_gone() {
-        let sync = BlockSync::default();
-        sync.set(Role::Vector(0), 3);
-        sync.set(Role::Vector(1), 3);
-        assert!(sync.wait(Role::Cube, 3));
-        sync.set(Role::Cube, 1);
-        assert!(sync.wait(Role::Vector(0), 1) && sync.wait(Role::Vector(1), 1));
-        sync.set(Role::Vector(0), 3);
-        sync.finish(Role::Vector(0));
-        sync.finish(Role::Vector(1));
-        assert!(!sync.wait(Role::Cube, 3));
+    /// Runs `wait(role, flag)` in a coroutine: `None` while it is suspended after `steps`
+    /// (run between resumes), else what it returned.
+    fn wait_in_coroutine(
+        sync: &BlockSync,
+        role: Role,
+        flag: usize,
+        steps: &[&dyn Fn()],
+    ) -> Vec<Option<bool>> {
+        let co =
+            ScopedCoroutine::new(|yielder: &Yielder<(), ()>, ()| sync.wait(role, flag, yielder));
+        co.scope(|mut co| {
+            let mut seen = Vec::new();
+            let mut step = steps.iter();
+            loop {
+                match co.as_mut().resume(()) {
+                    CoroutineResult::Yield(()) => seen.push(None),
+                    CoroutineResult::Return(ok) => {
+                        seen.push(Some(ok));
+                        return seen;
+                    }
+                }
+                // Suspended on an unset flag: the launcher must not resume it yet.
+                assert!(!sync.runnable(role));
+                match step.next() {
+                    Some(f) => f(),
+                    None => return seen,
+                }
+            }
+        })
     }
 
     #[test]
-    fn instances_waiting_on_each_other_are_a_deadlock_not_a_hang() {
-        let sync = &BlockSync::default();
-        std::thread::scope(|s| {
-            let waits: Vec<_> = [Role::Vector(0), Role::Vector(1)]
-                .into_iter()
-                .map(|r| s.spawn(move || sync.wait(r, 2)))
-                .collect();
-            let cube = sync.wait(Role::Cube, 1);
-            let vectors: Vec<bool> = waits
-                .into_iter()
-                .map(|h| h.join().unwrap_or(true))
-                .collect();
-            assert_eq!((cube, vectors), (false, vec![false, false]));
-        });
+    fn a_cube_wait_suspends_until_both_vectors_set() {
+        let sync = BlockSync::default();
+        sync.set(Role::Vector(0), 3);
+        let seen = wait_in_coroutine(&sync, Role::Cube, 3, &[&|| sync.set(Role::Vector(1), 3)]);
+        assert_eq!(seen, [None, Some(true)]);
+        // Consumed: a second wait suspends again.
+        assert_eq!(wait_in_coroutine(&sync, Role::Cube, 3, &[]), [None]);
+        sync.set(Role::Cube, 1);
+        assert_eq!(
+            wait_in_coroutine(&sync, Role::Vector(1), 1, &[]),
+            [Some(true)]
+        );
+    }
+
+    #[test]
+    fn a_suspended_wait_fails_once_the_block_is_stuck() {
+        let sync = BlockSync::default();
+        let seen = wait_in_coroutine(&sync, Role::Vector(0), 2, &[&|| sync.fail_waits()]);
+        assert_eq!(seen, [None, Some(false)]);
+        assert!(sync.runnable(Role::Vector(1)));
     }
 }

@@ -1,6 +1,6 @@
 //! A compiled kernel and its launcher: blocks run in parallel on threads, each core instance
 //! with its own arena of on-chip memory; the cube and the two vector instances of a MIX block
-//! run concurrently and meet at their cross-core flags.
+//! are coroutines on one thread that hand it over at their cross-core waits.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +10,10 @@ use cranelift_jit::JITModule;
 use cubevec_ir::kernel::{CoreType, Kernel, ParamRole, Side};
 
 use crate::error::CpuError;
-use crate::helpers::{BlockSync, InstanceCtx, Role};
+use corosensei::stack::DefaultStack;
+use corosensei::{CoroutineResult, ScopedCoroutine, Yielder};
+
+use crate::helpers::{BlockLink, BlockSync, InstanceCtx, Role};
 use crate::lower::Check;
 use crate::plan::LocalPlan;
 
@@ -86,7 +89,7 @@ type Failure = Mutex<Option<(Side, u64, i64)>>;
 static MAX_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Caps the number of threads that take blocks of a launch (`0` restores the default: one per
-/// available core). A MIX block still runs its cube and two vector instances concurrently.
+/// available core).
 pub fn set_max_threads(threads: usize) {
     MAX_THREADS.store(threads, Ordering::Relaxed);
 }
@@ -178,6 +181,12 @@ impl CompiledKernel {
     }
 
     fn runtime_error(&self, side: Side, instance: u64, code: i64) -> CpuError {
+        if code == NO_STACK {
+            return CpuError::Argument {
+                context: format!("kernel `{}`", self.kernel.name),
+                message: "no memory for the coroutine stacks of a MIX block".into(),
+            };
+        }
         let check = self
             .code(side)
             .and_then(|c| c.checks.get(code as usize - 1));
@@ -219,7 +228,7 @@ impl CompiledKernel {
             let mut arena = Arena::new(self.plan.arena(side).bytes);
             let ctx = InstanceCtx {
                 role: Role::Cube,
-                sync: None,
+                block: None,
                 locks,
             };
             while !stop.load(Ordering::Relaxed) {
@@ -247,55 +256,149 @@ impl CompiledKernel {
     }
 
     /// MIX kernels: each worker takes blocks in turn and runs the block's cube instance and
-    /// both vector instances on three concurrent threads.
+    /// both vector instances as coroutines on its own thread ([`CompiledKernel::run_block`]).
     fn run_mix(&self, params: Params, locks: &[AtomicBool], failure: &Failure) {
         let blocks = self.kernel.blocks as u64;
         let next = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
         let work = || {
-            let mut cube = Arena::new(self.plan.cube.bytes);
-            let mut vecs = [
+            let mut arenas = [
+                Arena::new(self.plan.cube.bytes),
                 Arena::new(self.plan.vector.bytes),
                 Arena::new(self.plan.vector.bytes),
             ];
+            let stacks = [(); 3].map(|()| DefaultStack::new(COROUTINE_STACK));
+            let [Ok(s0), Ok(s1), Ok(s2)] = stacks else {
+                record(failure, (Side::Cube, 0, NO_STACK));
+                stop.store(true, Ordering::Relaxed);
+                return;
+            };
+            let mut stacks = [s0, s1, s2];
             while !stop.load(Ordering::Relaxed) {
                 let blk = next.fetch_add(1, Ordering::Relaxed);
                 if blk >= blocks {
                     break;
                 }
-                let sync = BlockSync::default();
-                let run = |side: Side, role: Role, arena: &mut Arena, instance: u64| {
-                    let ctx = InstanceCtx {
-                        role,
-                        sync: Some(&sync),
-                        locks,
-                    };
-                    let code = self.instance(side, params, arena, instance, &ctx);
-                    if code != 0 {
-                        record(failure, (side, instance, code));
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    sync.finish(role);
-                };
-                thread::scope(|s| {
-                    for (i, arena) in vecs.iter_mut().enumerate() {
-                        let run = &run;
-                        s.spawn(move || {
-                            run(Side::Vector, Role::Vector(i), arena, 2 * blk + i as u64)
-                        });
-                    }
-                    run(Side::Cube, Role::Cube, &mut cube, blk);
-                });
+                let failed = self
+                    .run_block(blk, params, locks, &mut arenas, &mut stacks)
+                    .into_iter()
+                    .find(|&(_, _, code)| code != 0);
+                if let Some(first) = failed {
+                    record(failure, first);
+                    stop.store(true, Ordering::Relaxed);
+                }
             }
         };
         let n = self.workers(blocks);
-        thread::scope(|s| {
-            for _ in 0..n {
-                s.spawn(work);
-            }
-        });
+        if n == 1 {
+            work();
+        } else {
+            thread::scope(|s| {
+                for _ in 0..n {
+                    s.spawn(work);
+                }
+            });
+        }
+    }
+
+    /// Runs block `blk` of a MIX kernel: its three instances are coroutines resumed in turn
+    /// whenever they can go on, like the cores meeting at their cross-core flags; when all
+    /// that are left wait on flags nobody set, their waits fail. Returns `(side, instance,
+    /// code)` of each instance in the order they finished.
+    fn run_block(
+        &self,
+        blk: u64,
+        params: Params,
+        locks: &[AtomicBool],
+        [cube, aiv0, aiv1]: &mut [Arena; 3],
+        [s0, s1, s2]: &mut [DefaultStack; 3],
+    ) -> Vec<(Side, u64, i64)> {
+        let sync = BlockSync::default();
+        let roles = [Role::Cube, Role::Vector(0), Role::Vector(1)];
+        let body = |role: Role, arena| InstanceBody {
+            kernel: self,
+            role,
+            blk,
+            params,
+            locks,
+            sync: &sync,
+            arena,
+        };
+        let c0 = ScopedCoroutine::with_stack(s0, body(roles[0], cube).into_fn());
+        let c1 = ScopedCoroutine::with_stack(s1, body(roles[1], aiv0).into_fn());
+        let c2 = ScopedCoroutine::with_stack(s2, body(roles[2], aiv1).into_fn());
+        c0.scope(|r0| {
+            c1.scope(|r1| {
+                c2.scope(|r2| {
+                    let mut coroutines = [r0, r1, r2];
+                    let mut finished = Vec::new();
+                    while finished.len() < 3 {
+                        let mut resumed = false;
+                        for (i, co) in coroutines.iter_mut().enumerate() {
+                            if co.done() || !sync.runnable(roles[i]) {
+                                continue;
+                            }
+                            resumed = true;
+                            if let CoroutineResult::Return(code) = co.as_mut().resume(()) {
+                                let (side, instance) = place(roles[i], blk);
+                                finished.push((side, instance, code));
+                            }
+                        }
+                        if !resumed {
+                            sync.fail_waits();
+                        }
+                    }
+                    finished
+                })
+            })
+        })
     }
 }
+
+/// What one instance coroutine of a MIX block runs.
+struct InstanceBody<'a> {
+    kernel: &'a CompiledKernel,
+    role: Role,
+    blk: u64,
+    params: Params<'a>,
+    locks: &'a [AtomicBool],
+    sync: &'a BlockSync,
+    arena: &'a mut Arena,
+}
+
+impl<'a> InstanceBody<'a> {
+    /// The coroutine's function: runs the instance, returns its failure code.
+    fn into_fn(self) -> impl FnOnce(&Yielder<(), ()>, ()) -> i64 + 'a {
+        move |yielder, ()| {
+            let ctx = InstanceCtx {
+                role: self.role,
+                block: Some(BlockLink {
+                    sync: self.sync,
+                    yielder,
+                }),
+                locks: self.locks,
+            };
+            let (side, instance) = place(self.role, self.blk);
+            self.kernel
+                .instance(side, self.params, self.arena, instance, &ctx)
+        }
+    }
+}
+
+/// The side and instance index of `role` in block `blk`.
+fn place(role: Role, blk: u64) -> (Side, u64) {
+    match role {
+        Role::Cube => (Side::Cube, blk),
+        Role::Vector(i) => (Side::Vector, 2 * blk + i as u64),
+    }
+}
+
+/// Stack of each instance coroutine of a MIX block: the generated code keeps its data in its
+/// arena, so its frames and the helpers' are small.
+const COROUTINE_STACK: usize = 256 << 10;
+
+/// The failure code of a worker that could not allocate its coroutine stacks.
+const NO_STACK: i64 = -1;
 
 fn record(failure: &Failure, what: (Side, u64, i64)) {
     let mut f = failure

@@ -186,6 +186,44 @@ fn bias_row_then_gelu_and_reversed_operands() {
     );
 }
 
+/// A per-token scale (`[m, 1]`, like Qwen2-MoE's shared-expert gate), then the routed
+/// experts' output and the residual added: the shared expert's whole tail in one kernel.
+#[test]
+fn column_scale_then_two_residual_adds() {
+    check(
+        Op::MatMul,
+        2,
+        vec![
+            random(DType::BF16, &[2, 37, 48], 60),
+            random(DType::BF16, &[48, 70], 61),
+            random(DType::BF16, &[2, 37, 1], 62),
+            random(DType::BF16, &[2, 37, 70], 63),
+            random(DType::BF16, &[2, 37, 70], 64),
+        ],
+        &[
+            binary(BinaryOp::Mul, 2, false),
+            binary(BinaryOp::Add, 3, false),
+            binary(BinaryOp::Add, 4, true),
+        ],
+        2e-2,
+    );
+}
+
+#[test]
+fn f32_product_divided_by_a_column() {
+    check(
+        linear_layer(),
+        2,
+        vec![
+            random(DType::F32, &[20, 32], 65),
+            random(DType::F32, &[24, 32], 66),
+            random(DType::F32, &[20, 1], 67),
+        ],
+        &[binary(BinaryOp::Div, 3, true)],
+        1e-5,
+    );
+}
+
 #[test]
 fn gemm_bias_and_relu_in_f32() {
     let gemm = linear_layer();
@@ -283,7 +321,7 @@ fn operands_of_other_shapes_or_types_are_refused() {
             .expect_err("refused")
             .to_string()
     };
-    assert!(refuse(shape(bf16, &[32, 1])).contains("neither the product's shape nor a row"));
+    assert!(refuse(shape(bf16, &[16, 2])).contains("not the product's shape, a row or a column"));
     assert!(refuse(shape(DType::F32, &[32, 48])).contains("of type f32 with a bf16 product"));
 }
 

@@ -2,7 +2,7 @@
 //! (see [`crate::tile::epilogue`]).
 //!
 //! The partitioner finds the chains ([`EpilogueNode`]s: unary ops and binary ops whose other
-//! operand is a whole `[m, n]` tensor or an `[n]` row) and asks [`lower_gemm_epilogue`] for the
+//! operand is a whole `[m, n]` tensor, an `[n]` row or an `[m, 1]` column) and asks [`lower_gemm_epilogue`] for the
 //! fused launch; [`fusible_unary`] and [`fusible_binary`] say which ops a chain may hold.
 
 use cubevec_ir::op::{BinaryOp, UnaryOp};
@@ -214,9 +214,12 @@ impl ChainBuilder {
             EpilogueOperand::Full
         } else if other.elements() == n && other.shape.last() == Some(&n) {
             EpilogueOperand::Row
+        } else if other.shape.last() == Some(&1) && other.elements() * n == out.elements() {
+            EpilogueOperand::Column
         } else {
             return Err(LowerError::Unsupported(format!(
-                "`{}`: an epilogue operand of shape {:?} is neither the product's shape nor a row",
+                "`{}`: an epilogue operand of shape {:?} is not the product's shape, a row or a \
+                 column",
                 ctx.name, other.shape
             )));
         };

@@ -4,8 +4,8 @@
 //! A chain starts at a GEMM whose product is not a weight-only value and follows the product
 //! through nodes that are its only user: shape views that keep the last axis (the `[m, n]`
 //! rows of the product stay rows), unary ops with a vector lowering, and binary ops with a
-//! vector instruction whose other operand is a whole tensor of the product's shape or an `[n]`
-//! row. First in the chain may come a SwiGLU: of the product's two halves, or of the product
+//! vector instruction whose other operand is a whole tensor of the product's shape, an `[n]`
+//! row or a `[.., 1]` column (one value per row). First in the chain may come a SwiGLU: of the product's two halves, or of the product
 //! (the gate) and the product of a second GEMM of the same input (the up projection, which the
 //! launch computes too). It stops at a value that is a graph output or has several users, and
 //! ends at its last elementwise node, where the fused launch goes (by then every other operand
@@ -183,7 +183,10 @@ fn chain_from(
                 let elements: u64 = other_shape.iter().product();
                 let full = other_shape == current_shape;
                 let row = elements == n && other_shape.last() == Some(&n);
-                if !(full || row) || graph.value(other).ty.dtype != dtype {
+                let column = other_shape.len() == current_shape.len()
+                    && other_shape.split_last().map(|(l, lead)| (*l, lead))
+                        == current_shape.split_last().map(|(_, lead)| (1, lead));
+                if !(full || row || column) || graph.value(other).ty.dtype != dtype {
                     break;
                 }
                 let operand = match chain.inputs.iter().position(|v| *v == Some(other)) {

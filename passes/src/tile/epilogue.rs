@@ -45,6 +45,8 @@ pub enum EpilogueOperand {
     Full,
     /// One `[n]` row for every row of the product (a bias).
     Row,
+    /// One value per row of the product, `[m, 1]` (a per-token scale).
+    Column,
 }
 
 /// An elementwise chain applied to every product tile: [`ChainArg::Input`] 0 is the product
@@ -71,6 +73,7 @@ impl Epilogue {
             .map(|o| match o {
                 EpilogueOperand::Full => m * n,
                 EpilogueOperand::Row => n,
+                EpilogueOperand::Column => m,
             })
             .sum()
     }
@@ -125,6 +128,12 @@ impl Epilogue {
             match o {
                 EpilogueOperand::Full => per_row += bytes,
                 EpilogueOperand::Row => fixed += bytes,
+                // Two stages of values, and one row of the value broadcast (in f32, and in the
+                // output dtype first when that is narrower).
+                EpilogueOperand::Column => {
+                    per_row += 2 * eb;
+                    fixed += n1 * (4 + if widened > 0 { eb } else { 0 }) + 64;
+                }
             }
         }
         // The product (two stages, widened once), the temporaries and the result (two stages).
@@ -157,6 +166,7 @@ impl Epilogue {
                 shape: match o {
                     EpilogueOperand::Full => vec![m, n],
                     EpilogueOperand::Row => vec![n],
+                    EpilogueOperand::Column => vec![1, m],
                 },
                 role: ParamRole::Input,
             })
@@ -171,11 +181,21 @@ impl Epilogue {
     }
 }
 
+/// The UB buffers of one epilogue operand.
+struct OperandBufs {
+    /// Where its values arrive (two stages).
+    load: BufId,
+    /// Its values in f32, for an operand narrower than f32; a column's broadcast row always.
+    wide: Option<BufId>,
+    /// A column's value broadcast along a row in the output dtype, when that is narrower.
+    dup: Option<BufId>,
+}
+
 /// The UB buffers of an epilogue.
 pub(super) struct EpilogueBufs {
     product: BufId,
     product_f32: Option<BufId>,
-    operands: Vec<(BufId, Option<BufId>)>,
+    operands: Vec<OperandBufs>,
     temps: Vec<BufId>,
     result: BufId,
 }
@@ -206,29 +226,34 @@ impl EpiloguePlan<'_> {
     pub(super) fn buffers(&self, planner: &mut BufferPlanner, target: &Target) -> EpilogueBufs {
         let (rows, n1) = (self.rows, self.n1);
         let wide = self.output != DType::F32;
-        let mut add = |name: &str, dtype, rows, stages| {
-            planner.add(target, ub_buffer(name, dtype, rows, n1, stages))
+        let mut add = |name: String, dtype, rows, cols, stages| {
+            planner.add(target, ub_buffer(&name, dtype, rows, cols, stages))
         };
-        let product = add("ep_c", self.output, rows, 2);
-        let product_f32 = wide.then(|| add("ep_cf", DType::F32, rows, 1));
-        let operands = self
-            .epilogue
-            .operands
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                let r = match o {
-                    EpilogueOperand::Full => rows,
-                    EpilogueOperand::Row => 1,
-                };
-                let x = add(&format!("ep_x{i}"), self.output, r, 2);
-                (x, wide.then(|| add(&format!("ep_xf{i}"), DType::F32, r, 1)))
-            })
-            .collect();
+        let product = add("ep_c".into(), self.output, rows, n1, 2);
+        let product_f32 = wide.then(|| add("ep_cf".into(), DType::F32, rows, n1, 1));
+        let mut operands = Vec::new();
+        for (i, o) in self.epilogue.operands.iter().enumerate() {
+            let bufs = match o {
+                EpilogueOperand::Full | EpilogueOperand::Row => {
+                    let r = if *o == EpilogueOperand::Full { rows } else { 1 };
+                    OperandBufs {
+                        load: add(format!("ep_x{i}"), self.output, r, n1, 2),
+                        wide: wide.then(|| add(format!("ep_xf{i}"), DType::F32, r, n1, 1)),
+                        dup: None,
+                    }
+                }
+                EpilogueOperand::Column => OperandBufs {
+                    load: add(format!("ep_x{i}"), self.output, 1, rows, 2),
+                    dup: wide.then(|| add(format!("ep_xd{i}"), self.output, 1, n1, 1)),
+                    wide: Some(add(format!("ep_xf{i}"), DType::F32, 1, n1, 1)),
+                },
+            };
+            operands.push(bufs);
+        }
         let temps = (0..self.epilogue.temps())
-            .map(|j| add(&format!("ep_t{j}"), DType::F32, rows, 1))
+            .map(|j| add(format!("ep_t{j}"), DType::F32, rows, n1, 1))
             .collect();
-        let result = add("ep_y", self.output, rows, 2);
+        let result = add("ep_y".into(), self.output, rows, n1, 2);
         EpilogueBufs {
             product,
             product_f32,
@@ -288,16 +313,15 @@ impl EpiloguePlan<'_> {
                 ),
             },
         ];
-        for (i, (o, &(x, _))) in self.epilogue.operands.iter().zip(&b.operands).enumerate() {
+        for (i, (o, x)) in self.epilogue.operands.iter().zip(&b.operands).enumerate() {
+            let first_row = || v("rb").add(v("mo")).add(v("er"));
             let (at, size) = match o {
-                EpilogueOperand::Full => (
-                    (v("rb").add(v("mo")).add(v("er")), v("no")),
-                    (v("en"), v("nl")),
-                ),
+                EpilogueOperand::Full => ((first_row(), v("no")), (v("en"), v("nl"))),
                 EpilogueOperand::Row => ((c(0), v("no")), (c(1), v("nl"))),
+                EpilogueOperand::Column => ((c(0), first_row()), (c(1), v("en"))),
             };
             chunk.push(Stmt::CopyIn {
-                dst: tile(x, v("es"), (c(0), c(0)), size.clone()),
+                dst: tile(x.load, v("es"), (c(0), c(0)), size.clone()),
                 src: gm(self.operand_param + i, c(0), at, size),
             });
         }
@@ -313,7 +337,7 @@ impl EpiloguePlan<'_> {
                 "row",
                 v("en"),
                 false,
-                self.compute(b, v("row").mul(c(self.n1)), v("nl")),
+                self.compute(b, v("row"), v("nl")),
             ));
         }
         chunk.extend([
@@ -354,9 +378,11 @@ impl EpiloguePlan<'_> {
         .collect()
     }
 
-    /// The chain over `count` elements at `offset` of a chunk's full-row buffers (row
-    /// operands are read from their start), into the result stage.
-    fn compute(&self, b: &EpilogueBufs, offset: Expr, count: Expr) -> Vec<Stmt> {
+    /// The chain over `count` elements into the result stage: from the start of a chunk's
+    /// full-row buffers (`row` = 0, whole chunks), or over its row `row` (row operands are read
+    /// from their start, a column's value `row` is broadcast).
+    fn compute(&self, b: &EpilogueBufs, row: Expr, count: Expr) -> Vec<Stmt> {
+        let offset = row.clone().mul(c(self.n1));
         let stage = || v("es");
         let at = |buf: BufId, stage: Expr, full: bool| {
             slice(buf, stage, if full { offset.clone() } else { c(0) })
@@ -392,8 +418,38 @@ impl EpiloguePlan<'_> {
                 None => second(b.product, stage()),
             });
         }
-        for (o, &(x, xf)) in self.epilogue.operands.iter().zip(&b.operands) {
-            inputs.push(widen(&mut out, x, xf, *o == EpilogueOperand::Full));
+        for (o, x) in self.epilogue.operands.iter().zip(&b.operands) {
+            let (EpilogueOperand::Column, Some(wide)) = (o, x.wide) else {
+                inputs.push(widen(&mut out, x.load, x.wide, *o == EpilogueOperand::Full));
+                continue;
+            };
+            let value = VecArg::Element(slice(x.load, stage(), row.clone()));
+            let to_f32 = |out: &mut Vec<Stmt>, from: BufId| {
+                out.push(vec_op(
+                    VecOp::Cast,
+                    slice(wide, c(0), c(0)),
+                    vec![VecArg::Slice(slice(from, c(0), c(0)))],
+                    count.clone(),
+                ));
+            };
+            match x.dup {
+                Some(dup) => {
+                    out.push(vec_op(
+                        VecOp::Duplicate,
+                        slice(dup, c(0), c(0)),
+                        vec![value],
+                        count.clone(),
+                    ));
+                    to_f32(&mut out, dup);
+                }
+                None => out.push(vec_op(
+                    VecOp::Duplicate,
+                    slice(wide, c(0), c(0)),
+                    vec![value],
+                    count.clone(),
+                )),
+            }
+            inputs.push(slice(wide, c(0), c(0)));
         }
         let widened = b.product_f32.is_some();
         for step in &self.epilogue.steps {
