@@ -243,16 +243,7 @@ impl CompiledKernel {
                 }
             }
         };
-        let n = self.workers(instances);
-        if n == 1 {
-            work();
-        } else {
-            thread::scope(|s| {
-                for _ in 0..n {
-                    s.spawn(work);
-                }
-            });
-        }
+        on_workers(self.workers(instances), work);
     }
 
     /// MIX kernels: each worker takes blocks in turn and runs the block's cube instance and
@@ -289,16 +280,7 @@ impl CompiledKernel {
                 }
             }
         };
-        let n = self.workers(blocks);
-        if n == 1 {
-            work();
-        } else {
-            thread::scope(|s| {
-                for _ in 0..n {
-                    s.spawn(work);
-                }
-            });
-        }
+        on_workers(self.workers(blocks), work);
     }
 
     /// Runs block `blk` of a MIX kernel: its three instances are coroutines resumed in turn
@@ -399,6 +381,19 @@ const COROUTINE_STACK: usize = 256 << 10;
 
 /// The failure code of a worker that could not allocate its coroutine stacks.
 const NO_STACK: i64 = -1;
+
+/// Runs `work` on `n` threads (on the caller's when `n` is 1).
+fn on_workers(n: u64, work: impl Fn() + Sync) {
+    if n == 1 {
+        work();
+    } else {
+        thread::scope(|s| {
+            for _ in 0..n {
+                s.spawn(&work);
+            }
+        });
+    }
+}
 
 fn record(failure: &Failure, what: (Side, u64, i64)) {
     let mut f = failure

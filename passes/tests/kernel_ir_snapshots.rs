@@ -55,10 +55,9 @@ fn grouped_expert_gemm() {
     insta::assert_snapshot!(checked(plan(&p, &target()).expect("plan").kernel));
 }
 
-#[test]
-fn grouped_expert_gemm_with_runtime_offsets() {
-    // Tiled for 4 rows per expert; the kernel reads the real offsets at run time.
-    let p = GemmProblem {
+/// Tiled for 4 rows per expert: the kernel reads the real offsets at run time.
+fn up_runtime() -> GemmProblem {
+    GemmProblem {
         name: "moe_up_runtime".into(),
         groups: vec![4; 4],
         n: 96,
@@ -69,14 +68,20 @@ fn grouped_expert_gemm_with_runtime_offsets() {
         relu: false,
         epilogue: None,
         halves: None,
-    };
+    }
+}
+
+fn plan_with_offsets(p: &GemmProblem) -> String {
     let table = GroupTable {
         kind: GroupTableKind::Offsets,
         dtype: DType::I32,
     };
-    insta::assert_snapshot!(checked(
-        plan_runtime(&p, &table, &target()).expect("plan").kernel
-    ));
+    checked(plan_runtime(p, &table, &target()).expect("plan").kernel)
+}
+
+#[test]
+fn grouped_expert_gemm_with_runtime_offsets() {
+    insta::assert_snapshot!(plan_with_offsets(&up_runtime()));
 }
 
 /// The routed experts' gate and up projections with their SwiGLU on the AIVs: a paired MIX
@@ -86,13 +91,6 @@ fn expert_gate_up_swiglu_mix() {
     let swiglu = ElementwiseChain::swiglu("", 1, DType::BF16);
     let p = GemmProblem {
         name: "moe_gate_up_swiglu".into(),
-        groups: vec![4; 4],
-        n: 96,
-        k: 64,
-        input: DType::BF16,
-        output: DType::BF16,
-        b_transposed: true,
-        relu: false,
         epilogue: Some(Epilogue {
             paired: true,
             operands: Vec::new(),
@@ -100,14 +98,9 @@ fn expert_gate_up_swiglu_mix() {
             output: swiglu.output,
         }),
         halves: Some(Halves::Separate),
+        ..up_runtime()
     };
-    let table = GroupTable {
-        kind: GroupTableKind::Offsets,
-        dtype: DType::I32,
-    };
-    insta::assert_snapshot!(checked(
-        plan_runtime(&p, &table, &target()).expect("plan").kernel
-    ));
+    insta::assert_snapshot!(plan_with_offsets(&p));
 }
 
 /// An output projection with the residual add on the AIVs.

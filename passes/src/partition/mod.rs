@@ -384,19 +384,29 @@ impl ProgramBuilder<'_> {
         Ok((inputs, outputs))
     }
 
+    /// The lowering context of `unit`, its kernels named `name`.
+    fn context<'u>(
+        &self,
+        unit: &'u Unit,
+        name: &'u str,
+        target: &'u Target,
+    ) -> Result<OpContext<'u>, PartitionError> {
+        let (inputs, outputs) = self.shapes(unit)?;
+        Ok(OpContext {
+            name,
+            op: unit.op,
+            inputs,
+            outputs,
+            target,
+        })
+    }
+
     /// Whether `chain` runs faster as one MIX launch than as the GEMM and its vector kernels
     /// apart (an unfused node without a lowering counts as infinitely slow).
     fn fusion_pays(&self, chain: &Chain, target: &Target) -> bool {
         let time = |unit: &Unit| -> Option<f64> {
-            let (inputs, outputs) = self.shapes(unit).ok()?;
             let name = unit.kernel_name(self.graph);
-            let ctx = OpContext {
-                name: &name,
-                op: unit.op,
-                inputs,
-                outputs,
-                target,
-            };
+            let ctx = self.context(unit, &name, target).ok()?;
             unit.lower(&ctx, None).ok().map(|l| l.modeled_time_us())
         };
         let Some(fused) = time(&Unit::fused(self.graph, chain)) else {
@@ -569,15 +579,8 @@ pub fn partition_with(
             continue;
         }
         let describe = || graph.describe_node(unit.anchor);
-        let (inputs, outputs) = b.shapes(&unit)?;
         let name = unit.kernel_name(graph);
-        let ctx = OpContext {
-            name: &name,
-            op: unit.op,
-            inputs,
-            outputs,
-            target,
-        };
+        let ctx = b.context(&unit, &name, target)?;
         let user = match unit.epilogue {
             None => lowerings.lower(&ctx),
             Some(_) => None,
