@@ -632,6 +632,15 @@ impl Op {
         }
     }
 
+    /// Whether the result is operand 0's elements, in order, under another shape (`Reshape`,
+    /// `Squeeze`, `Unsqueeze`).
+    pub fn is_view(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
+        )
+    }
+
     /// How many operand slots the op has: `(required, maximum)`; `None` maximum means variadic.
     pub fn arity(&self) -> (usize, Option<usize>) {
         match self {

@@ -110,7 +110,7 @@ fn is_identity(part: &CopyPart, elements: u64) -> bool {
 /// `Reshape`, `Squeeze`, `Unsqueeze`: the result is operand 0 with another shape.
 pub fn lower_view(ctx: &OpContext) -> Result<Lowering, LowerError> {
     match ctx.op {
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+        op if op.is_view() => {
             let (x, y) = (ctx.input(0)?, ctx.output(0)?);
             if x.elements() != y.elements() || x.dtype != y.dtype {
                 return unsupported(ctx, "the result is not the operand reinterpreted");

@@ -125,8 +125,8 @@ fn chain_from(
         inputs: node.inputs.clone(),
         output: product,
     };
-    // (nodes, ops, inputs) as they were after the last elementwise node.
-    let mut kept = (0, 0, chain.inputs.len(), product);
+    // The nodes and the result up to the last elementwise node (views after it stay out).
+    let mut kept = (0, product);
     let mut current = product;
     while chain.ops.len() < MAX_NODES && !uses.is_output[current.index()] {
         let [user] = uses.users[current.index()].as_slice() else {
@@ -140,9 +140,9 @@ fn chain_from(
         if graph.value(result).ty.dtype != dtype {
             break;
         }
+        let ops_before = chain.ops.len();
         match &next.op {
-            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
-                if result_shape.last() == Some(&n) => {}
+            op if op.is_view() && result_shape.last() == Some(&n) => {}
             Op::SwiGlu {
                 split: true,
                 limit_bits: None,
@@ -206,25 +206,15 @@ fn chain_from(
         }
         chain.nodes.push(*user);
         current = result;
-        if !matches!(
-            next.op,
-            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
-        ) {
-            kept = (
-                chain.nodes.len(),
-                chain.ops.len(),
-                chain.inputs.len(),
-                current,
-            );
+        if chain.ops.len() > ops_before {
+            kept = (chain.nodes.len(), current);
         }
     }
-    if kept.1 == 0 {
+    if chain.ops.is_empty() {
         return None;
     }
-
+    // Views add neither steps nor operands: only the nodes and the result need trimming.
     chain.nodes.truncate(kept.0);
-    chain.ops.truncate(kept.1);
-    chain.inputs.truncate(kept.2);
-    chain.output = kept.3;
+    chain.output = kept.1;
     Some(chain)
 }

@@ -193,7 +193,7 @@ fn specialised_operand(op: &Op) -> Option<usize> {
 /// [`specialised_operand`], when that is an inline constant.
 fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, LowerError> {
     match ctx.op {
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => movement::lower_view(ctx),
+        op if op.is_view() => movement::lower_view(ctx),
         Op::MatMul if crate::lower::misc::broadcasts_batches(ctx) => {
             crate::lower::misc::lower_broadcast_matmul(ctx)
         }
@@ -326,11 +326,16 @@ impl<'g> Unit<'g> {
         }
     }
 
-    /// The op part of the unit's [`LoweringKey`].
-    fn key_op(&self) -> String {
-        match self.epilogue {
-            None => format!("{:?}", self.op),
-            Some(ops) => format!("{:?} then {ops:?}", self.op),
+    /// What makes another unit lower to the same kernels: see [`LoweringKey`].
+    fn key(&self, ctx: &OpContext, known: Option<&Tensor>) -> LoweringKey {
+        LoweringKey {
+            op: match self.epilogue {
+                None => format!("{:?}", self.op),
+                Some(ops) => format!("{:?} then {ops:?}", self.op),
+            },
+            inputs: ctx.inputs.clone(),
+            outputs: ctx.outputs.clone(),
+            known: known.map(|t| (t.dtype(), t.shape().to_vec(), Arc::from(t.bytes()))),
         }
     }
 }
@@ -402,7 +407,8 @@ impl ProgramBuilder<'_> {
     }
 
     /// Whether `chain` runs faster as one MIX launch than as the GEMM and its vector kernels
-    /// apart (an unfused node without a lowering counts as infinitely slow).
+    /// apart (an unfused node without a lowering counts as infinitely slow). The GEMM plans
+    /// this makes are cached, so lowering the chosen form again later costs little.
     fn fusion_pays(&self, chain: &Chain, target: &Target) -> bool {
         let time = |unit: &Unit| -> Option<f64> {
             let name = unit.kernel_name(self.graph);
@@ -415,12 +421,7 @@ impl ProgramBuilder<'_> {
         let apart: f64 = std::iter::once(chain.gemm)
             .chain(chain.up_gemm)
             .chain(chain.nodes.iter().copied())
-            .filter(|&id| {
-                !matches!(
-                    self.graph.node(id).op,
-                    Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
-                )
-            })
+            .filter(|&id| !self.graph.node(id).op.is_view())
             .map(|id| time(&Unit::node(self.graph, id)).unwrap_or(f64::INFINITY))
             .sum();
         fused < apart
@@ -541,15 +542,11 @@ pub fn partition_with(
     let mut fusion_decided: HashMap<LoweringKey, bool> = HashMap::new();
     for chain in &chains {
         let unit = Unit::fused(graph, chain);
-        let Ok((inputs, outputs)) = b.shapes(&unit) else {
+        let name = unit.kernel_name(graph);
+        let Ok(ctx) = b.context(&unit, &name, target) else {
             continue;
         };
-        let key = LoweringKey {
-            op: unit.key_op(),
-            inputs,
-            outputs,
-            known: None,
-        };
+        let key = unit.key(&ctx, None);
         let fuse = match fusion_decided.get(&key) {
             Some(&fuse) => fuse,
             None => {
@@ -591,14 +588,7 @@ pub fn partition_with(
                 let specialised = specialised_operand(unit.op)
                     .and_then(|i| unit.inputs.get(i).copied().flatten())
                     .and_then(|v| inline_value(graph, &inline, v, bindings));
-                let key = LoweringKey {
-                    op: unit.key_op(),
-                    inputs: ctx.inputs.clone(),
-                    outputs: ctx.outputs.clone(),
-                    known: specialised
-                        .as_ref()
-                        .map(|t| (t.dtype(), t.shape().to_vec(), Arc::from(t.bytes()))),
-                };
+                let key = unit.key(&ctx, specialised.as_ref());
                 match lowered_before.get(&key) {
                     Some(done) => Ok(done.clone()),
                     None => unit.lower(&ctx, specialised.as_ref()).map(|l| {

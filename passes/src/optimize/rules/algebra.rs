@@ -126,11 +126,12 @@ impl Rule for ReshapeReshape {
             return;
         };
         for (op, operands) in ctx.ops(*inner) {
-            let (Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }, [x]) =
-                (op, operands)
-            else {
+            let [x] = operands else {
                 continue;
             };
+            if !op.is_view() {
+                continue;
+            }
             let mut r = Recipe::new();
             if let Some(s) = r.op(
                 ctx,
