@@ -15,7 +15,9 @@
 //! and stays in L2; the product never makes the HBM round trip.
 
 use cubevec_ir::DType;
-use cubevec_ir::kernel::{BufId, BufferPlanner, Expr, Param, ParamRole, Pipe, Stmt, VecArg, VecOp};
+use cubevec_ir::kernel::{
+    BufId, BufferPlanner, Expr, Param, ParamRole, Pipe, Slice, Stmt, VecArg, VecOp,
+};
 use cubevec_ir::target::Target;
 
 use super::TileError;
@@ -388,68 +390,48 @@ impl EpiloguePlan<'_> {
             slice(buf, stage, if full { offset.clone() } else { c(0) })
         };
         let mut out = Vec::new();
-        let mut inputs = Vec::new();
-        let widen = |out: &mut Vec<Stmt>, from: BufId, to: Option<BufId>, full: bool| match to {
+        // `count` values of `from` as f32: cast into `to` at the same offset, or read in place
+        // when already f32.
+        let widen = |out: &mut Vec<Stmt>, from: Slice, to: Option<BufId>| match to {
             Some(wide) => {
+                let dst = slice(wide, c(0), from.offset.clone());
                 out.push(vec_op(
                     VecOp::Cast,
-                    at(wide, c(0), full),
-                    vec![VecArg::Slice(at(from, stage(), full))],
+                    dst.clone(),
+                    vec![VecArg::Slice(from)],
                     count.clone(),
                 ));
-                at(wide, c(0), full)
+                dst
             }
-            None => at(from, stage(), full),
+            None => from,
         };
-        inputs.push(widen(&mut out, b.product, b.product_f32, true));
+        let product = |at: Expr| slice(b.product, stage(), at);
+        let mut inputs = vec![widen(&mut out, product(offset.clone()), b.product_f32)];
         if self.epilogue.paired {
-            let second =
-                |buf: BufId, stage: Expr| slice(buf, stage, offset.clone().add(c(self.n1 / 2)));
-            inputs.push(match b.product_f32 {
-                Some(wide) => {
-                    out.push(vec_op(
-                        VecOp::Cast,
-                        second(wide, c(0)),
-                        vec![VecArg::Slice(second(b.product, stage()))],
-                        count.clone(),
-                    ));
-                    second(wide, c(0))
-                }
-                None => second(b.product, stage()),
-            });
+            let second = product(offset.clone().add(c(self.n1 / 2)));
+            inputs.push(widen(&mut out, second, b.product_f32));
         }
         for (o, x) in self.epilogue.operands.iter().zip(&b.operands) {
-            let (EpilogueOperand::Column, Some(wide)) = (o, x.wide) else {
-                inputs.push(widen(&mut out, x.load, x.wide, *o == EpilogueOperand::Full));
-                continue;
-            };
-            let value = VecArg::Element(slice(x.load, stage(), row.clone()));
-            let to_f32 = |out: &mut Vec<Stmt>, from: BufId| {
-                out.push(vec_op(
-                    VecOp::Cast,
-                    slice(wide, c(0), c(0)),
-                    vec![VecArg::Slice(slice(from, c(0), c(0)))],
-                    count.clone(),
-                ));
-            };
-            match x.dup {
-                Some(dup) => {
+            match (o, x.wide) {
+                (EpilogueOperand::Column, Some(wide)) => {
+                    // The row's value along a row: duplicated in the output dtype, then
+                    // widened, or straight into f32.
+                    let value = VecArg::Element(slice(x.load, stage(), row.clone()));
+                    let row_buf = slice(x.dup.unwrap_or(wide), c(0), c(0));
                     out.push(vec_op(
                         VecOp::Duplicate,
-                        slice(dup, c(0), c(0)),
+                        row_buf.clone(),
                         vec![value],
                         count.clone(),
                     ));
-                    to_f32(&mut out, dup);
+                    let to = x.dup.map(|_| wide);
+                    inputs.push(widen(&mut out, row_buf, to));
                 }
-                None => out.push(vec_op(
-                    VecOp::Duplicate,
-                    slice(wide, c(0), c(0)),
-                    vec![value],
-                    count.clone(),
-                )),
+                _ => {
+                    let full = *o == EpilogueOperand::Full;
+                    inputs.push(widen(&mut out, at(x.load, stage(), full), x.wide));
+                }
             }
-            inputs.push(slice(wide, c(0), c(0)));
         }
         let widened = b.product_f32.is_some();
         for step in &self.epilogue.steps {
