@@ -57,8 +57,8 @@ pub fn lower_gemm_epilogue(
     let (mut problem, bias) = linear::gemm_problem(ctx)?;
     let up = match nodes.first() {
         Some(EpilogueNode::SwiGlu { up }) => {
-            let paired = pair_halves(ctx, &mut problem, *up, bias.is_some())?;
-            Some(paired)
+            pair_halves(ctx, &mut problem, *up, bias.is_some())?;
+            *up
         }
         _ => None,
     };
@@ -94,19 +94,15 @@ pub fn lower_gemm_epilogue(
     let operands = builder.operands.clone();
     problem.epilogue = Some(builder.finish());
     let chosen = plan(&problem, ctx.target)?;
-    let ws = chosen
-        .kernel
-        .params
-        .last()
-        .map_or_else(Vec::new, |p| p.shape.clone());
+    let (dtype, ws) = chosen.workspace().unwrap_or((problem.output, Vec::new()));
     let mut args = vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)];
-    args.extend(up.flatten().map(ArgRef::Operand));
+    args.extend(up.map(ArgRef::Operand));
     args.extend(operands.iter().map(|&(i, _)| ArgRef::Operand(i)));
     args.push(ArgRef::Scratch(0));
     Ok(Lowering {
         scratch: vec![Scratch {
             name: "workspace".into(),
-            tensor: TensorShape::new(problem.output, ws),
+            tensor: TensorShape::new(dtype, ws),
         }],
         calls: vec![KernelCall::new(chosen.kernel, chosen.cost, args)],
         view: false,
@@ -114,13 +110,13 @@ pub fn lower_gemm_epilogue(
 }
 
 /// Makes `problem` the paired GEMM of a SwiGLU epilogue: B's two stacked halves, or B and
-/// context input `up`. Returns `up`.
+/// context input `up`.
 fn pair_halves(
     ctx: &OpContext,
     problem: &mut GemmProblem,
     up: Option<usize>,
     bias: bool,
-) -> Result<Option<usize>, LowerError> {
+) -> Result<(), LowerError> {
     let refuse = |why: &str| {
         Err(LowerError::Unsupported(format!(
             "`{}`: no SwiGLU epilogue: {why}",
@@ -139,7 +135,7 @@ fn pair_halves(
         Some(i) if ctx.input(i)? == ctx.input(1)? => problem.halves = Some(Halves::Separate),
         Some(_) => return refuse("the up projection's weight differs from the gate's in shape"),
     }
-    Ok(up)
+    Ok(())
 }
 
 /// Builds the epilogue's steps node by node.

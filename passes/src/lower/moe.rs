@@ -38,7 +38,7 @@ use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, Tensor
 use crate::cost::{Work, estimate};
 use crate::tile::TileError;
 use crate::tile::epilogue::Epilogue;
-use crate::tile::gemm::{GemmPlan, GemmProblem, GroupTable, GroupTableKind, Halves, plan_runtime};
+use crate::tile::gemm::{GemmProblem, GroupTable, GroupTableKind, Halves, plan_runtime};
 use crate::tile::vector::plan_chain;
 
 /// Operand positions of [`Op::Moe`].
@@ -79,19 +79,16 @@ fn vector_call(
     })
 }
 
-/// A grouped GEMM `c = a · b[g]ᵀ` per group, over `groups` planned rows, reading the group rows
-/// from `table` at run time.
-#[allow(clippy::too_many_arguments)]
-fn grouped_gemm(
-    ctx: &OpContext,
+/// A grouped GEMM `c = a · b[g]ᵀ` per group (expert weights stored `[n, k]`), planned for
+/// `groups` rows; the kernel reads the real group rows from a table at run time.
+fn expert_gemm(
     name: String,
     groups: Vec<u64>,
     (n, k): (u64, u64),
     (input, output): (DType, DType),
     relu: bool,
-    table: GroupTable,
-) -> Result<GemmPlan, LowerError> {
-    let problem = GemmProblem {
+) -> GemmProblem {
+    GemmProblem {
         name,
         groups,
         n,
@@ -102,8 +99,7 @@ fn grouped_gemm(
         relu,
         epilogue: None,
         halves: None,
-    };
-    Ok(plan_runtime(&problem, &table, ctx.target)?)
+    }
 }
 
 /// Lowers `GroupedMatMul` (`x [t, k], w [e, n, k], group_sizes [e]` → `[t, n]`) to one Cube
@@ -132,18 +128,18 @@ pub fn lower_grouped_matmul(ctx: &OpContext) -> Result<Lowering, LowerError> {
         ));
     }
     let (tokens, k, experts, n) = (x.shape[0], x.shape[1], w.shape[0], w.shape[1]);
-    let plan = grouped_gemm(
-        ctx,
+    let problem = expert_gemm(
         ctx.name.to_string(),
         balanced(tokens, experts),
         (n, k),
         (x.dtype, out.dtype),
         false,
-        GroupTable {
-            kind: GroupTableKind::Sizes,
-            dtype: sizes.dtype,
-        },
-    )?;
+    );
+    let table = GroupTable {
+        kind: GroupTableKind::Sizes,
+        dtype: sizes.dtype,
+    };
+    let plan = plan_runtime(&problem, &table, ctx.target)?;
     let mut call = KernelCall::new(
         plan.kernel,
         plan.cost,
@@ -349,15 +345,8 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
                 c: ArgRef,
                 (output, relu): (DType, bool)|
      -> Result<KernelCall, LowerError> {
-        let plan = grouped_gemm(
-            ctx,
-            name(what),
-            planned.clone(),
-            (n, kk),
-            (dtype, output),
-            relu,
-            table,
-        )?;
+        let problem = expert_gemm(name(what), planned.clone(), (n, kk), (dtype, output), relu);
+        let plan = plan_runtime(&problem, &table, ctx.target)?;
         let mut call = KernelCall::new(
             plan.kernel,
             plan.cost,
@@ -402,14 +391,6 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
     let fused = match (&chain, gated) {
         (Some(chain), Some(_)) if chain.inputs == 2 => {
             let problem = GemmProblem {
-                name: name("gate_up"),
-                groups: planned.clone(),
-                n: inter,
-                k: hidden,
-                input: dtype,
-                output: dtype,
-                b_transposed: true,
-                relu: false,
                 epilogue: Some(Epilogue {
                     paired: true,
                     operands: Vec::new(),
@@ -417,6 +398,13 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
                     output: chain.output,
                 }),
                 halves: Some(Halves::Separate),
+                ..expert_gemm(
+                    name("gate_up"),
+                    planned.clone(),
+                    (inter, hidden),
+                    (dtype, dtype),
+                    false,
+                )
             };
             plan_runtime(&problem, &table, ctx.target).ok()
         }
@@ -426,12 +414,8 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
     let hidden_act = match fused {
         Some(plan) if plan.cost.modeled_time_us < apart_us => {
             let h = scratch.add("act", dtype, vec![pairs, inter]);
-            let ws = plan
-                .kernel
-                .params
-                .last()
-                .map_or_else(Vec::new, |p| p.shape.clone());
-            let ws = scratch.add("workspace", dtype, ws);
+            let (ws_dtype, ws_shape) = plan.workspace().unwrap_or((dtype, Vec::new()));
+            let ws = scratch.add("workspace", ws_dtype, ws_shape);
             let mut call = KernelCall::new(
                 plan.kernel,
                 plan.cost,

@@ -130,8 +130,9 @@ impl Epilogue {
             match o {
                 EpilogueOperand::Full => per_row += bytes,
                 EpilogueOperand::Row => fixed += bytes,
-                // Two stages of values, and one row of the value broadcast (in f32, and in the
-                // output dtype first when that is narrower).
+                // Two stages of values (each padded to 32 bytes: at most 64 more), and one
+                // row of the value broadcast (in f32, and in the output dtype first when that
+                // is narrower).
                 EpilogueOperand::Column => {
                     per_row += 2 * eb;
                     fixed += n1 * (4 + if widened > 0 { eb } else { 0 }) + 64;

@@ -237,6 +237,18 @@ pub struct GemmPlan {
     pub cost: KernelCost,
 }
 
+impl GemmPlan {
+    /// Dtype and shape of the kernel's workspace parameter (an epilogue's), if it has one:
+    /// each launch binds a scratch tensor of its own to it.
+    pub fn workspace(&self) -> Option<(DType, Vec<u64>)> {
+        self.kernel
+            .params
+            .iter()
+            .find(|p| p.role == ParamRole::Workspace)
+            .map(|p| (p.dtype, p.shape.clone()))
+    }
+}
+
 fn check(problem: &GemmProblem, target: &Target) -> Result<(u64, u64), TileError> {
     let invalid = |message: String| TileError::Invalid {
         name: problem.name.clone(),
@@ -1319,7 +1331,9 @@ pub fn candidates(problem: &GemmProblem, target: &Target) -> Result<Vec<GemmTili
     // Tiles far below the problem size only multiply the work units; keep m1 ≥ 64 and
     // n1 ≥ 32 unless the dimension itself is smaller.
     let m_exact = max_m.div_ceil(16) * 16;
-    let n_exact = problem.n.div_ceil(16) * 16 * (problem.product_cols() / problem.n);
+    // A paired tile holds both matrices' columns.
+    let halves = if problem.halves.is_some() { 2 } else { 1 };
+    let n_exact = problem.n.div_ceil(16) * 16 * halves;
     let m1s: Vec<u64> = with_exact(
         &[16, 32, 64, 96, 112, 128, 144, 160, 176, 192, 224, 256],
         m_exact,
@@ -1550,27 +1564,28 @@ pub fn lower_bound_us(problem: &GemmProblem, t: &GemmTiling, target: &Target) ->
     let blocks = total_units.min(target.cores.aic as u64).max(1) as f64;
     let (mut cube, mut mte2, mut reads, mut writes) = (0.0, 0.0, 0.0, 0.0);
     let (mut min_cube, mut min_mte2) = (f64::INFINITY, f64::INFINITY);
+    let tile_cols = problem.tile_cols(t.n1);
     for &m_g in &problem.groups {
         for (ml, cm) in pieces(m_g, t.m1) {
-            let tile_cols = problem.tile_cols(t.n1);
             for (nl, cnn) in pieces(problem.n, tile_cols) {
                 // A paired tile multiplies the first matrix's whole half and the second's
                 // `nl` columns, and reads `nl` columns of each.
-                let (out_cols, (nl, b_cols)) = match problem.halves {
-                    Some(_) => (nl, (tile_cols + nl, 2 * nl)),
-                    None => (nl, (nl, nl)),
+                let (cube_cols, b_cols) = match problem.halves {
+                    Some(_) => (tile_cols + nl, 2 * nl),
+                    None => (nl, nl),
                 };
                 for (kl, ck) in pieces(problem.k, cn.k_per_split * t.k1) {
                     let count = (cm * cnn * ck) as f64;
-                    let (ml, kl) = (ml as f64, kl as f64);
-                    let (nl, b_cols, out_cols) = (nl as f64, b_cols as f64, out_cols as f64);
-                    let unit_cube = (ml / 16.0).ceil() * (nl / 16.0).ceil() * 256.0 * kl / macs;
+                    let (ml, nl, kl) = (ml as f64, nl as f64, kl as f64);
+                    let (cube_cols, b_cols) = (cube_cols as f64, b_cols as f64);
+                    let unit_cube =
+                        (ml / 16.0).ceil() * (cube_cols / 16.0).ceil() * 256.0 * kl / macs;
                     let a_rows = if t.a_panel { 0.0 } else { ml };
                     let unit_read = (a_rows + b_cols) * kl * eb;
                     cube += count * unit_cube;
                     mte2 += count * unit_read / bw;
                     reads += count * unit_read;
-                    writes += count * ml * out_cols * ob;
+                    writes += count * ml * nl * ob;
                     min_cube = min_cube.min(unit_cube);
                     min_mte2 = min_mte2.min(unit_read / bw);
                 }
