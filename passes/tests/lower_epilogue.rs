@@ -1,6 +1,7 @@
 //! GEMMs with fused vector epilogues (MIX kernels), run with the kernel-IR reference executor
 //! and compared with the graph interpreter evaluating the GEMM and then each epilogue node.
 
+mod launches;
 mod lower_run;
 mod random_data;
 

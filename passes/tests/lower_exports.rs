@@ -2,6 +2,7 @@
 //! `SwiGlu`, `ScatterNd` with constant indices, `IsNaN` and `IsInf`, run with the kernel-IR
 //! reference executor on shapes with tails and compared with the graph interpreter.
 
+mod launches;
 mod lower_run;
 mod lower_support;
 mod random_data;

@@ -2,6 +2,7 @@
 //! a broadcast scale, run with the kernel-IR reference executor and compared with the graph
 //! interpreter: shapes with tails, ties, infinities, every axis.
 
+mod launches;
 mod lower_run;
 
 use cubevec_ir::op::ScatterReduction;

@@ -1,6 +1,7 @@
 //! RMSNorm and softmax over rows longer than UB (streamed in chunks over two or three
 //! passes), run with the kernel-IR reference executor and compared with the graph interpreter.
 
+mod launches;
 mod lower_run;
 mod lower_support;
 mod random_data;

@@ -1,6 +1,7 @@
 //! Broadcast-batch and f32 `MatMul`, clamped `SwiGlu` and inner-axis `Softmax` lowerings, run
 //! with the kernel-IR reference executor and compared with the graph interpreter.
 
+mod launches;
 mod lower_run;
 mod lower_support;
 mod random_data;

@@ -4,7 +4,8 @@
 //! (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3), in f32 and bf16, with random and with skewed
 //! routing (experts without tokens).
 
-use cubevec_ir::kernel::eval::{GmData, execute};
+mod launches;
+
 use cubevec_ir::kernel::{CoreType, ParamRole};
 use cubevec_ir::op::{ExpertActivation, RoutingMode};
 use cubevec_ir::shape::DimBindings;
@@ -12,6 +13,7 @@ use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor, interp};
 use cubevec_passes::lower::moe::{lower_grouped_matmul, lower_moe};
 use cubevec_passes::lower::{ArgRef, Lowering, OpContext, TensorShape};
+use launches::{execute_launches, shape_of};
 
 fn target() -> Target {
     Target::by_name("ascend910b2").expect("target")
@@ -223,10 +225,6 @@ fn operands(b: &Block, dtype: DType, skewed: bool, seed: u64) -> Vec<Option<Tens
     ops
 }
 
-fn shape_of(t: &Tensor) -> TensorShape {
-    TensorShape::new(t.dtype(), t.shape().iter().map(|&d| d as u64).collect())
-}
-
 /// Lowers `op` over `inputs` with results `outputs`.
 fn lower(
     name: &str,
@@ -303,42 +301,6 @@ fn check_bindings(lowering: &Lowering, inputs: &[Option<Tensor>], outputs: &[Ten
     );
 }
 
-/// Executes the launches in order over the operands, fresh results and scratch tensors, and
-/// returns the results and the scratch tensors.
-fn run(
-    lowering: &Lowering,
-    inputs: &[Option<Tensor>],
-    outputs: &[TensorShape],
-) -> (Vec<GmData>, Vec<GmData>) {
-    let operands: Vec<Option<GmData>> = inputs
-        .iter()
-        .map(|t| t.as_ref().map(GmData::from_tensor))
-        .collect();
-    let fresh = |t: &TensorShape| GmData::zeros(t.dtype, t.elements() as usize);
-    let mut results: Vec<GmData> = outputs.iter().map(fresh).collect();
-    let mut scratch: Vec<GmData> = lowering.scratch.iter().map(|s| fresh(&s.tensor)).collect();
-    for call in &lowering.calls {
-        let mut params: Vec<GmData> = call
-            .args
-            .iter()
-            .map(|a| match *a {
-                ArgRef::Operand(i) => operands[i].clone().expect("operand present"),
-                ArgRef::Result(i) => results[i].clone(),
-                ArgRef::Scratch(i) => scratch[i].clone(),
-            })
-            .collect();
-        execute(&call.kernel, &mut params).unwrap_or_else(|e| panic!("{}: {e}", call.kernel.name));
-        for ((p, arg), data) in call.kernel.params.iter().zip(&call.args).zip(params) {
-            match (p.role, *arg) {
-                (ParamRole::Input, _) | (_, ArgRef::Operand(_)) => {}
-                (_, ArgRef::Result(i)) => results[i] = data,
-                (_, ArgRef::Scratch(i)) => scratch[i] = data,
-            }
-        }
-    }
-    (results, scratch)
-}
-
 /// Largest absolute difference, and the largest reference magnitude.
 fn compare(got: &[f64], want: &[f64]) -> (f64, f64) {
     assert_eq!(got.len(), want.len());
@@ -366,7 +328,7 @@ fn check_block(b: &Block, dtype: DType, skewed: bool, seed: u64) {
     let outputs = vec![shape_of(&want[0])];
     let lowering = lower(&format!("k_{}", b.name), &op, &inputs, &outputs, &target);
     check_bindings(&lowering, &inputs, &outputs);
-    let (got, scratch) = run(&lowering, &inputs, &outputs);
+    let (got, scratch) = execute_launches(&lowering, &inputs, &outputs);
     let (err, scale) = compare(&got[0].to_f64_vec(), &want[0].to_f64_vec());
     assert!(
         err <= tolerance(dtype) * scale.max(1e-3),
@@ -515,7 +477,7 @@ fn grouped_matmul_reads_its_group_sizes_at_run_time() {
             let lowering = lower("k_grouped", &op, &inputs, &outputs, &target);
             assert_eq!(lowering.calls.len(), 1);
             check_bindings(&lowering, &inputs, &outputs);
-            let (got, _) = run(&lowering, &inputs, &outputs);
+            let (got, _) = execute_launches(&lowering, &inputs, &outputs);
             let (err, scale) = compare(&got[0].to_f64_vec(), &want[0].to_f64_vec());
             assert!(
                 err <= tolerance(dtype) * scale,

@@ -1,6 +1,7 @@
 //! Lowerings of data-movement, rope and attention ops, run with the kernel-IR reference
 //! executor and compared with the graph interpreter on the same operands.
 
+mod launches;
 mod lower_run;
 mod random_data;
 

@@ -1,6 +1,7 @@
 //! `Reduce` lowerings (sum, mean, max, min over trailing, middle and leading axes), run with the
 //! kernel-IR reference executor and compared with the graph interpreter on the same operand.
 
+mod launches;
 mod lower_run;
 mod random_data;
 

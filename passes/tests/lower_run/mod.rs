@@ -2,11 +2,12 @@
 //! over GM data, beside the graph interpreter's results: what every per-op lowering test
 //! compares (each with its own tolerance rule).
 
-use cubevec_ir::kernel::{GmData, ParamRole, execute};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{Op, Tensor, interp};
-use cubevec_passes::lower::{ArgRef, LowerError, Lowering, OpContext, TensorShape};
+use cubevec_passes::lower::{LowerError, Lowering, OpContext, TensorShape};
+
+use crate::launches::{execute_launches, shape_of};
 
 /// A lowering, what its launches computed, and what the interpreter computes.
 pub struct Lowered {
@@ -16,11 +17,6 @@ pub struct Lowered {
     pub got: Vec<Tensor>,
     /// The interpreter's results.
     pub expected: Vec<Tensor>,
-}
-
-/// The kernel-side shape of `t`.
-pub fn shape_of(t: &Tensor) -> TensorShape {
-    TensorShape::new(t.dtype(), t.shape().iter().map(|&d| d as u64).collect())
 }
 
 /// Lowers `op` over `inputs` (`None` for an absent operand) with `lower` and runs it.
@@ -68,43 +64,7 @@ fn run(lowering: &Lowering, inputs: &[Option<Tensor>], outputs: &[TensorShape]) 
         let x = inputs[0].as_ref().expect("operand 0");
         return vec![x.reshaped(dims(&outputs[0]))];
     }
-    let mut operands: Vec<Option<GmData>> = inputs
-        .iter()
-        .map(|t| t.as_ref().map(GmData::from_tensor))
-        .collect();
-    let mut results: Vec<GmData> = outputs
-        .iter()
-        .map(|t| GmData::zeros(t.dtype, t.elements() as usize))
-        .collect();
-    let mut scratch: Vec<GmData> = lowering
-        .scratch
-        .iter()
-        .map(|s| GmData::zeros(s.tensor.dtype, s.tensor.elements() as usize))
-        .collect();
-    for call in &lowering.calls {
-        let mut params: Vec<GmData> = call
-            .args
-            .iter()
-            .map(|a| match *a {
-                ArgRef::Operand(i) => operands[i].clone().expect("operand present"),
-                ArgRef::Result(i) => results[i].clone(),
-                ArgRef::Scratch(i) => scratch[i].clone(),
-            })
-            .collect();
-        if let Err(e) = execute(&call.kernel, &mut params) {
-            panic!("{}: {e}\n{}", call.kernel.name, call.kernel);
-        }
-        for ((a, data), p) in call.args.iter().zip(params).zip(&call.kernel.params) {
-            if p.role == ParamRole::Input {
-                continue;
-            }
-            match *a {
-                ArgRef::Operand(i) => operands[i] = Some(data),
-                ArgRef::Result(i) => results[i] = data,
-                ArgRef::Scratch(i) => scratch[i] = data,
-            }
-        }
-    }
+    let (results, _) = execute_launches(lowering, inputs, outputs);
     results
         .iter()
         .zip(outputs)
