@@ -174,7 +174,7 @@ impl Model {
 
     /// The model with its graph optimised by the e-graph optimiser, and what the optimiser did.
     pub fn optimize(&self, options: &OptimizeOptions) -> Result<(Model, OptimizeReport), Error> {
-        let (graph, report) = optimize::optimize(&self.graph, options)?;
+        let (graph, report) = optimize::optimize(self.graph.clone(), options)?;
         let model = Model {
             graph,
             weight_dir: self.weight_dir.clone(),

@@ -254,6 +254,10 @@ impl Graph {
     /// The nodes in a topological order (stable: among ready nodes the lowest id comes first), or
     /// the id of a node on a cycle.
     pub fn topological_order(&self) -> Result<Vec<NodeId>, NodeId> {
+        if self.is_topologically_sorted() {
+            // Kahn's algorithm taking the lowest ready id first returns such a list unchanged.
+            return Ok((0..self.nodes.len()).map(|n| NodeId(n as u32)).collect());
+        }
         let dag = self.dependency_graph();
         let mut indegree: Vec<usize> = dag
             .node_indices()
@@ -284,6 +288,26 @@ impl Graph {
             let stuck = indegree.iter().position(|&d| d > 0).unwrap_or(0);
             Err(NodeId(stuck as u32))
         }
+    }
+
+    /// Whether every node reads only values defined by earlier nodes or not by nodes at all
+    /// (the usual case, checked in one pass before sorting).
+    fn is_topologically_sorted(&self) -> bool {
+        let mut producer = vec![u32::MAX; self.values.len()];
+        for (n, node) in self.nodes.iter().enumerate() {
+            for &v in &node.outputs {
+                if let Some(slot) = producer.get_mut(v.index()) {
+                    *slot = (*slot).min(n as u32);
+                }
+            }
+        }
+        self.nodes.iter().enumerate().all(|(n, node)| {
+            node.inputs.iter().flatten().all(|v| {
+                producer
+                    .get(v.index())
+                    .is_none_or(|&p| p == u32::MAX || (p as usize) < n)
+            })
+        })
     }
 
     /// How to name a node in a message: its name, or `#index (op)` when it has none.

@@ -57,10 +57,15 @@ impl Dim {
     /// Evaluates the expression with the given symbol values; `None` if a symbol is unbound or a
     /// subtraction would go negative or a division is by zero.
     pub fn eval(&self, bindings: &DimBindings) -> Option<u64> {
-        let both = |a: &Dim, b: &Dim| Some((a.eval(bindings)?, b.eval(bindings)?));
+        self.eval_with(&|s| bindings.get(s).copied())
+    }
+
+    /// [`Dim::eval`] with each symbol's value from `symbol`.
+    pub fn eval_with(&self, symbol: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
+        let both = |a: &Dim, b: &Dim| Some((a.eval_with(symbol)?, b.eval_with(symbol)?));
         match self {
             Dim::Known(n) => Some(*n),
-            Dim::Sym(s) => bindings.get(s).copied(),
+            Dim::Sym(s) => symbol(s),
             Dim::Add(a, b) => both(a, b).map(|(a, b)| a + b),
             Dim::Sub(a, b) => both(a, b).and_then(|(a, b)| a.checked_sub(b)),
             Dim::Mul(a, b) => both(a, b).map(|(a, b)| a * b),

@@ -123,23 +123,53 @@ pub enum VerifyError {
 
 /// Checks a graph; the first problem found, naming the node or value at fault.
 pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
-    verify_replayed(graph, &[])
-}
-
-/// Like [`verify`], but without re-inferring the result types of node `i` where `replayed[i]`
-/// is set (their result count is still checked). For producers that stamp out copies of an
-/// already checked node with operands and results of the same types (the optimiser's replayed
-/// layer templates): type inference is a function of the op and the operand types, so the
-/// first copy's check covers the others. Everything else is checked on every node and value.
-pub fn verify_replayed(graph: &Graph, replayed: &[bool]) -> Result<(), VerifyError> {
     if graph.outputs.is_empty() {
         return Err(VerifyError::NoOutputs {
             graph: graph.name.clone(),
         });
     }
     check_references(graph)?;
-    check_names(graph)?;
+    check_names(graph, 0)?;
     check_definitions(graph)?;
+    check_nodes(graph, &[])?;
+    check_initializers(graph, 0)
+}
+
+/// What a producer changed in a graph that verified, for [`verify_rewritten`].
+#[derive(Clone, Copy, Debug)]
+pub struct Rewrite<'a> {
+    /// Values from this index on are new; those before kept their names and types.
+    pub new_values: usize,
+    /// Initializers from this index on are new; those before kept their data.
+    pub new_initializers: usize,
+    /// Node `i` stamps out a copy of an already checked node with operands and results of the
+    /// same types where `replayed[i]` is set (missing entries are not set).
+    pub replayed: &'a [bool],
+}
+
+/// Like [`verify`], for a graph rewritten from one that verified: its nodes may be new, values
+/// and initializers may be appended, dropped or renumbered. What the rewrite could not break is
+/// trusted: the names of the values it kept (new names are checked among themselves) and the
+/// sizes of the initializers it kept. The result types of replayed nodes are not re-inferred
+/// (their result count is still checked): type inference is a function of the op and the
+/// operand types, so the first copy's check covers the others (the optimiser's replayed layer
+/// templates). Everything else is checked on every node and value, so the cost is that of a
+/// pass over the nodes and the value table, not of hashing every name.
+pub fn verify_rewritten(graph: &Graph, rewrite: &Rewrite<'_>) -> Result<(), VerifyError> {
+    if graph.outputs.is_empty() {
+        return Err(VerifyError::NoOutputs {
+            graph: graph.name.clone(),
+        });
+    }
+    check_references(graph)?;
+    check_names(graph, rewrite.new_values)?;
+    check_definitions(graph)?;
+    check_nodes(graph, rewrite.replayed)?;
+    check_initializers(graph, rewrite.new_initializers)
+}
+
+/// Steps 5 and 6: the nodes form a DAG, and each node fits its op.
+fn check_nodes(graph: &Graph, replayed: &[bool]) -> Result<(), VerifyError> {
     let order = graph
         .topological_order()
         .map_err(|node| VerifyError::Cycle {
@@ -152,7 +182,7 @@ pub fn verify_replayed(graph: &Graph, replayed: &[bool]) -> Result<(), VerifyErr
             check_node(graph, id)?;
         }
     }
-    check_initializers(graph)
+    Ok(())
 }
 
 /// How a value is named in messages: ``value `name` `` or `value #id` when it has no name.
@@ -199,11 +229,13 @@ fn check_references(graph: &Graph) -> Result<(), VerifyError> {
     Ok(())
 }
 
-fn check_names(graph: &Graph) -> Result<(), VerifyError> {
+/// Names are non-empty and unique among the values from index `from` on.
+fn check_names(graph: &Graph, from: usize) -> Result<(), VerifyError> {
+    let checked = graph.values.get(from..).unwrap_or_default();
     let mut seen: FxHashMap<&str, ValueId> =
-        FxHashMap::with_capacity_and_hasher(graph.values.len(), Default::default());
-    for (i, v) in graph.values.iter().enumerate() {
-        let id = ValueId(i as u32);
+        FxHashMap::with_capacity_and_hasher(checked.len(), Default::default());
+    for (i, v) in checked.iter().enumerate() {
+        let id = ValueId((from + i) as u32);
         if v.name.is_empty() {
             return Err(VerifyError::EmptyName { value: id });
         }
@@ -229,32 +261,37 @@ fn describe_definition(graph: &Graph, def: Definition) -> String {
     }
 }
 
-fn check_definitions(graph: &Graph) -> Result<(), VerifyError> {
-    let mut defs: Vec<Option<Definition>> = vec![None; graph.values.len()];
-    let mut define = |v: ValueId, def: Definition| match defs[v.index()] {
-        Some(first) => Err(VerifyError::DefinedTwice {
-            value: describe_value(graph, v),
-            first: describe_definition(graph, first),
-            second: describe_definition(graph, def),
-        }),
-        None => {
-            defs[v.index()] = Some(def);
-            Ok(())
-        }
-    };
-    for (i, &v) in graph.inputs.iter().enumerate() {
-        define(v, Definition::Input(i))?;
-    }
-    for (i, init) in graph.initializers.iter().enumerate() {
-        define(init.value, Definition::Initializer(i))?;
-    }
-    for (n, node) in graph.nodes.iter().enumerate() {
-        for (output, &v) in node.outputs.iter().enumerate() {
+/// Every definition of a value in the graph, in order: inputs, initializers, node results.
+fn all_definitions(graph: &Graph) -> impl Iterator<Item = (ValueId, Definition)> + '_ {
+    let inputs = (graph.inputs.iter().enumerate()).map(|(i, &v)| (v, Definition::Input(i)));
+    let initializers = (graph.initializers.iter().enumerate())
+        .map(|(i, init)| (init.value, Definition::Initializer(i)));
+    let results = graph.nodes.iter().enumerate().flat_map(|(n, node)| {
+        node.outputs.iter().enumerate().map(move |(output, &v)| {
             let node = NodeId(n as u32);
-            define(v, Definition::Node { node, output })?;
+            (v, Definition::Node { node, output })
+        })
+    });
+    inputs.chain(initializers).chain(results)
+}
+
+/// Every value is defined exactly once (a flag per value; the first definition of a value
+/// defined twice is looked up again for the message).
+fn check_definitions(graph: &Graph) -> Result<(), VerifyError> {
+    let mut defined = vec![false; graph.values.len()];
+    for (v, def) in all_definitions(graph) {
+        if std::mem::replace(&mut defined[v.index()], true) {
+            let first = all_definitions(graph)
+                .find(|&(w, _)| w == v)
+                .map_or(def, |(_, first)| first);
+            return Err(VerifyError::DefinedTwice {
+                value: describe_value(graph, v),
+                first: describe_definition(graph, first),
+                second: describe_definition(graph, def),
+            });
         }
     }
-    match defs.iter().position(Option::is_none) {
+    match defined.iter().position(|d| !d) {
         Some(i) => Err(VerifyError::Undefined {
             value: describe_value(graph, ValueId(i as u32)),
         }),
@@ -302,8 +339,9 @@ fn check_node(graph: &Graph, id: NodeId) -> Result<(), VerifyError> {
     Ok(())
 }
 
-fn check_initializers(graph: &Graph) -> Result<(), VerifyError> {
-    for init in &graph.initializers {
+/// Initializers from index `from` on hold their dtype's storage size.
+fn check_initializers(graph: &Graph, from: usize) -> Result<(), VerifyError> {
+    for init in graph.initializers.get(from..).unwrap_or_default() {
         let ty = &graph.value(init.value).ty;
         let found = match &init.data {
             WeightData::Inline(bytes) => bytes.len() as u128,

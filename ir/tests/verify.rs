@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cubevec_ir::graph::{Node, WeightData};
 use cubevec_ir::infer::InferError;
 use cubevec_ir::op::UnaryOp;
-use cubevec_ir::verify::{VerifyError, verify};
+use cubevec_ir::verify::{Rewrite, VerifyError, verify, verify_rewritten};
 use cubevec_ir::{DType, Dim, Graph, NodeId, Op, Shape, TensorType, ValueId};
 
 fn t(dtype: DType, dims: &[u64]) -> TensorType {
@@ -328,4 +328,68 @@ fn initializer_sizes_match_their_types() {
         .add_initializer("table", seq_by(2), inline(8))
         .unwrap();
     assert_eq!(verify(&graph), Ok(()));
+}
+
+/// A rewrite of a verified graph is checked where it could have broken it: the names of its new
+/// values, the sizes of its new initializers, every reference and definition, and the result
+/// types of the nodes that are not replays; the names and sizes it kept are trusted.
+#[test]
+fn a_rewrite_is_checked_where_it_could_have_broken_the_graph() {
+    let all_new = Rewrite {
+        new_values: 0,
+        new_initializers: 0,
+        replayed: &[],
+    };
+    let mut graph = valid_graph();
+    graph.initializers[0].data = inline(31);
+    graph.values[3].name = "y".into();
+    assert!(matches!(
+        verify_rewritten(&graph, &all_new),
+        Err(VerifyError::DuplicateName { .. })
+    ));
+    let kept = Rewrite {
+        new_values: 4,
+        new_initializers: 1,
+        replayed: &[],
+    };
+    assert_eq!(verify_rewritten(&graph, &kept), Ok(()));
+    let new_last_value = Rewrite {
+        new_values: 2,
+        ..kept
+    };
+    assert_eq!(
+        verify_rewritten(&graph, &new_last_value),
+        Err(VerifyError::DuplicateName {
+            name: "y".into(),
+            first: Y,
+            second: ValueId(3)
+        })
+    );
+    let new_initializer = Rewrite {
+        new_initializers: 0,
+        ..kept
+    };
+    assert!(matches!(
+        verify_rewritten(&graph, &new_initializer),
+        Err(VerifyError::InitializerSize { .. })
+    ));
+
+    // A replayed node's result types are not inferred again; its references are checked.
+    let mut graph = valid_graph();
+    let z = graph.nodes[ACT].outputs[0];
+    graph.values[z.index()].ty.dtype = DType::F16;
+    let replayed = Rewrite {
+        replayed: &[false, true],
+        ..kept
+    };
+    assert_eq!(verify_rewritten(&graph, &replayed), Ok(()));
+    assert!(matches!(
+        verify_rewritten(&graph, &kept),
+        Err(VerifyError::ResultType { .. })
+    ));
+    graph.nodes[ACT].inputs[0] = Some(ValueId(99));
+    assert!(matches!(
+        verify_rewritten(&graph, &replayed),
+        Err(VerifyError::UnknownValue { .. })
+    ));
 }

@@ -5,11 +5,10 @@
 //! ```
 //!
 //! `CONFIG_DIR` holds a DeepSeek-V3 `config.json` (default: the repository's fixture). The single
-//! layer is the same config with one (MoE) layer. Each graph is optimised three times and the
+//! layer is the same config with one (MoE) layer. Each graph is optimised three times (each time
+//! a copy made before the clock starts, since the optimiser rewrites its graph in place) and the
 //! fastest run is reported, with the phase breakdown of that run (the time to drop the returned
-//! graph is not counted). The output graph holds every weight of the input, so building it is
-//! at least a copy of the input's values and initializers: that copy is timed as the floor.
-//! The allocator is mimalloc, as in `compile-model`.
+//! graph is not counted). The allocator is mimalloc, as in `compile-model`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,8 +25,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn time_optimize(graph: &Graph, runs: usize) -> Result<(f64, OptimizeReport)> {
     let mut best: Option<(f64, OptimizeReport)> = None;
     for _ in 0..runs {
+        let input = graph.clone();
         let start = Instant::now();
-        let (optimised, report) = optimize(graph, &OptimizeOptions::default())?;
+        let (optimised, report) = optimize(input, &OptimizeOptions::default())?;
         let seconds = start.elapsed().as_secs_f64();
         drop(optimised);
         if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
@@ -35,18 +35,6 @@ fn time_optimize(graph: &Graph, runs: usize) -> Result<(f64, OptimizeReport)> {
         }
     }
     best.context("no run")
-}
-
-/// The fastest of `runs` copies of `graph`'s values and initializers, in seconds.
-fn time_copy(graph: &Graph, runs: usize) -> f64 {
-    let mut best = f64::INFINITY;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let copy = (graph.values.clone(), graph.initializers.clone());
-        best = best.min(start.elapsed().as_secs_f64());
-        drop(copy);
-    }
-    best
 }
 
 fn load(dir: &Path) -> Result<Graph> {
@@ -96,14 +84,6 @@ fn main() -> Result<()> {
         full_s / single_s,
         full_s * 1e3,
         single_s * 1e3
-    );
-    let copy_s = time_copy(&full, 3);
-    println!(
-        "floor: copying the full graph's {} values and {} initializers takes {:.1} ms ({:.2}x the single layer)",
-        full.values.len(),
-        full.initializers.len(),
-        copy_s * 1e3,
-        copy_s / single_s
     );
     Ok(())
 }

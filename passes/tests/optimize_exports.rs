@@ -72,8 +72,8 @@ fn export_fuses_and_matches_onnxruntime(
 ) {
     let graph = onnx::load(&models().join(format!("{stem}.onnx")))
         .unwrap_or_else(|e| panic!("{stem}: {e}"));
-    let (optimised, report) =
-        optimize(&graph, &OptimizeOptions::default()).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let (optimised, report) = optimize(graph.clone(), &OptimizeOptions::default())
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
     assert_eq!(count(&optimised, "attention"), layers, "{stem}\n{report}");
     assert_eq!(count(&optimised, "moe"), moe_layers, "{stem}\n{report}");
     assert_eq!(count(&optimised, "rope"), 2 * layers, "{stem}\n{report}");
@@ -150,7 +150,8 @@ fn exported_deepseek_v3_opset23_fuses_and_matches_onnxruntime() {
 fn exported_deepseek_v3_moe_block_becomes_group_limited_moe() {
     let stem = "deepseek-v3-moe-block-opset20";
     let graph = onnx::load(&models().join(format!("{stem}.onnx"))).expect("block");
-    let (optimised, report) = optimize(&graph, &OptimizeOptions::default()).expect("optimises");
+    let (optimised, report) =
+        optimize(graph.clone(), &OptimizeOptions::default()).expect("optimises");
     let routings: Vec<String> = optimised
         .nodes
         .iter()

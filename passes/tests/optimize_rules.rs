@@ -896,7 +896,8 @@ fn an_invalid_input_graph_is_rejected() {
     let y = unary(&mut g, "neg", UnaryOp::Neg, x);
     output(&mut g, y);
     g.nodes[0].inputs[0] = Some(cubevec_ir::ValueId(99));
-    let err = cubevec_passes::optimize::optimize(&g, &OptimizeOptions::default()).unwrap_err();
+    let err =
+        cubevec_passes::optimize::optimize(g.clone(), &OptimizeOptions::default()).unwrap_err();
     assert!(
         matches!(err, cubevec_passes::optimize::OptimizeError::Input(_)),
         "{err}"

@@ -1,6 +1,6 @@
 //! Converting a graph segment into an e-graph, and an extracted selection back into a program.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use cubevec_ir::Op;
 use cubevec_ir::graph::{Graph, TensorType, ValueId};
@@ -8,7 +8,7 @@ use egg::{Id, Language};
 
 use super::analysis::{TensorAnalysis, TensorEGraph};
 use super::extract::Selection;
-use super::index_form::IndexForm;
+use super::index_form::IndexForms;
 use super::language::{ConstTensor, TensorNode, TensorOp};
 use super::template::{ParamKind, Segment};
 
@@ -67,9 +67,9 @@ pub struct SegmentEGraph {
     pub values: Vec<(Id, usize, usize)>,
 }
 
-/// Adds a segment to a fresh e-graph; `forms` are the index forms of the graph's values (by
-/// value index), of which the parameters' are used.
-pub fn to_egraph(graph: &Graph, seg: &Segment, forms: &[Option<IndexForm>]) -> SegmentEGraph {
+/// Adds a segment to a fresh e-graph; `forms` are the index forms of the graph's values, of
+/// which the parameters' are used.
+pub fn to_egraph(graph: &Graph, seg: &Segment, forms: &IndexForms) -> SegmentEGraph {
     let types = seg
         .params
         .iter()
@@ -78,10 +78,14 @@ pub fn to_egraph(graph: &Graph, seg: &Segment, forms: &[Option<IndexForm>]) -> S
     let param_forms = seg
         .params
         .iter()
-        .map(|v| forms.get(v.index()).cloned().flatten())
+        .zip(&seg.kinds)
+        .map(|(v, kind)| match kind {
+            ParamKind::Weight => None,
+            _ => forms.get(v).cloned(),
+        })
         .collect();
     let mut egraph = TensorEGraph::new(TensorAnalysis::new(types, param_forms));
-    let mut classes: HashMap<ValueId, Id> = HashMap::new();
+    let mut classes: FxHashMap<ValueId, Id> = FxHashMap::default();
     for (i, (&v, kind)) in seg.params.iter().zip(&seg.kinds).enumerate() {
         let op = match kind {
             ParamKind::Const(c) => TensorOp::Const(c.clone()),
@@ -151,13 +155,13 @@ pub fn to_egraph(graph: &Graph, seg: &Segment, forms: &[Option<IndexForm>]) -> S
 /// The program a selection describes; `None` if the chosen nodes form a cycle or miss a class.
 pub fn to_program(seg: &SegmentEGraph, selection: &Selection) -> Option<Program> {
     let egraph = &seg.egraph;
-    let origin: HashMap<TensorNode, usize> = seg
+    let origin: FxHashMap<TensorNode, usize> = seg
         .originals
         .iter()
         .enumerate()
         .map(|(i, n)| (n.clone().map_children(|c| egraph.find(c)), i))
         .collect();
-    let mut value_of: HashMap<Id, (usize, usize)> = HashMap::new();
+    let mut value_of: FxHashMap<Id, (usize, usize)> = FxHashMap::default();
     for &(class, position, output) in &seg.values {
         value_of
             .entry(egraph.find(class))
@@ -165,7 +169,7 @@ pub fn to_program(seg: &SegmentEGraph, selection: &Selection) -> Option<Program>
     }
     let mut nodes: Vec<ProgramNode> = Vec::new();
     // Class → operand (tensor classes) or node index (tuple classes).
-    let mut done: HashMap<Id, Operand> = HashMap::new();
+    let mut done: FxHashMap<Id, Operand> = FxHashMap::default();
     let mut in_progress: std::collections::HashSet<Id> = std::collections::HashSet::new();
     let mut outputs = Vec::with_capacity(seg.roots.len());
     for &root in &seg.roots {
@@ -243,7 +247,7 @@ pub fn to_program(seg: &SegmentEGraph, selection: &Selection) -> Option<Program>
 
 /// The segment as it is, as a program (used when optimisation finds nothing better or fails).
 pub fn identity_program(graph: &Graph, seg: &Segment) -> Program {
-    let mut operands: HashMap<ValueId, Operand> = HashMap::new();
+    let mut operands: FxHashMap<ValueId, Operand> = FxHashMap::default();
     for (i, (&v, kind)) in seg.params.iter().zip(&seg.kinds).enumerate() {
         let operand = match kind {
             ParamKind::Const(c) => Operand::Const(c.clone()),

@@ -56,18 +56,8 @@ impl Default for RooflineCost {
 impl RooflineCost {
     /// The size a dimension is costed at.
     pub fn dim(&self, d: &Dim) -> f64 {
-        if let Dim::Known(n) = d {
-            return *n as f64;
-        }
-        let bindings = d
-            .symbols()
-            .into_iter()
-            .map(|s| {
-                let v = self.symbols.get(s).copied().unwrap_or(self.default_symbol);
-                (s.to_string(), v)
-            })
-            .collect();
-        d.eval(&bindings).unwrap_or(self.default_symbol) as f64
+        let symbol = |s: &str| Some(self.symbols.get(s).copied().unwrap_or(self.default_symbol));
+        d.eval_with(&symbol).unwrap_or(self.default_symbol) as f64
     }
 
     /// Number of elements of a type.

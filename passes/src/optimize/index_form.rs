@@ -768,31 +768,40 @@ fn gather_nd(
     Some(IndexForm::Affine(g))
 }
 
-/// The forms of every value of a graph (by value index): constants from `constants`, then each
-/// node in `order` from its operands.
+/// The index forms of a graph's values, for the values that have one (most have none).
+pub type IndexForms = rustc_hash::FxHashMap<cubevec_ir::ValueId, IndexForm>;
+
+/// The forms of a graph's values: constants from `constants`, then each node in `order` from its
+/// operands.
 pub fn graph_forms(
     graph: &cubevec_ir::Graph,
     order: &[cubevec_ir::graph::NodeId],
-    constants: &std::collections::HashMap<cubevec_ir::ValueId, ConstTensor>,
-) -> Vec<Option<IndexForm>> {
-    let mut forms: Vec<Option<IndexForm>> = vec![None; graph.values.len()];
-    for (v, c) in constants {
-        forms[v.index()] = of_constant(c);
+    constants: &rustc_hash::FxHashMap<cubevec_ir::ValueId, ConstTensor>,
+) -> IndexForms {
+    let mut forms = IndexForms::default();
+    for (&v, c) in constants {
+        if let Some(form) = of_constant(c) {
+            forms.insert(v, form);
+        }
     }
     for &n in order {
         let node = graph.node(n);
+        if !node
+            .outputs
+            .iter()
+            .any(|&v| tracked(graph.value(v).ty.dtype))
+        {
+            continue;
+        }
         let results: Vec<TensorType> = node
             .outputs
             .iter()
             .map(|&v| graph.value(v).ty.clone())
             .collect();
-        if !results.iter().any(|t| tracked(t.dtype)) {
-            continue;
-        }
         let operand_forms: Vec<Option<&IndexForm>> = node
             .inputs
             .iter()
-            .map(|v| v.and_then(|v| forms[v.index()].as_ref()))
+            .map(|v| v.and_then(|v| forms.get(&v)))
             .collect();
         let operand_types: Vec<Option<&TensorType>> = node
             .inputs
@@ -801,7 +810,9 @@ pub fn graph_forms(
             .collect();
         let new = transfer(&node.op, &operand_forms, &operand_types, &results);
         for (&v, f) in node.outputs.iter().zip(new) {
-            forms[v.index()] = f;
+            if let Some(f) = f {
+                forms.insert(v, f);
+            }
         }
     }
     forms

@@ -24,12 +24,14 @@ pub mod report;
 pub mod rules;
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use cubevec_ir::graph::{Graph, Initializer, Node, ValueId, WeightData};
-use cubevec_ir::verify::{VerifyError, verify, verify_replayed};
+use cubevec_ir::graph::{Graph, Node, ValueId, WeightData};
+use cubevec_ir::verify::{Rewrite, VerifyError, verify, verify_rewritten};
 use egg::{BackoffScheduler, Runner};
+use rustc_hash::FxHashMap;
 
 pub use cost::{CostModel, RooflineCost, graph_cost};
 pub use custom::CustomRules;
@@ -114,8 +116,13 @@ pub enum OptimizeError {
 }
 
 /// Optimises `graph` with the analytic [`RooflineCost`] (symbols sized per `options`).
+///
+/// `graph` must verify ([`verify`]; every graph a frontend returns does). Up front only what the
+/// optimiser indexes by is checked; of the result, everything the rewrite could have broken
+/// ([`verify_rewritten`]). The graph is rewritten in place: its weights are not copied, so a
+/// deep model costs about as much as its distinct layers.
 pub fn optimize(
-    graph: &Graph,
+    graph: Graph,
     options: &OptimizeOptions,
 ) -> Result<(Graph, OptimizeReport), OptimizeError> {
     let cost = RooflineCost {
@@ -126,30 +133,33 @@ pub fn optimize(
     optimize_with_cost(graph, options, &cost)
 }
 
-/// Optimises `graph`, extracting by `cost`.
+/// [`optimize`], extracting by `cost`.
 pub fn optimize_with_cost(
-    graph: &Graph,
+    mut graph: Graph,
     options: &OptimizeOptions,
     cost: &dyn CostModel,
 ) -> Result<(Graph, OptimizeReport), OptimizeError> {
+    let start = Instant::now();
+    let order = match (well_formed(&graph), graph.topological_order()) {
+        (true, Ok(order)) => order,
+        _ => return Err(OptimizeError::Input(Box::new(input_error(&graph)))),
+    };
+    let checked = start.elapsed().as_secs_f64();
+    let start = Instant::now();
     let mut report = OptimizeReport {
-        ops_before: report::op_counts(graph),
+        ops_before: report::op_counts(&graph),
+        cost_before: graph_cost(&graph, cost),
         ..OptimizeReport::default()
     };
+    let report_before = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    // The full check of the input runs only if the output fails to verify (to tell whose fault
-    // it is); up front, only what the optimiser itself relies on is checked.
-    let order = match (well_formed(graph), graph.topological_order()) {
-        (true, Ok(order)) => order,
-        _ => return Err(OptimizeError::Input(Box::new(input_error(graph)))),
-    };
-    let constants = template::small_constants(graph, options.fold_limit);
-    let forms = index_form::graph_forms(graph, &order, &constants);
-    let segments = template::split(graph, &order, options.min_segment_nodes, &constants);
-    report.add_time("segment", start.elapsed().as_secs_f64());
+    let constants = template::small_constants(&graph, options.fold_limit);
+    let forms = index_form::graph_forms(&graph, &order, &constants);
+    let segments = template::split(&graph, &order, options.min_segment_nodes, &constants);
+    report.add_time("segment", checked + start.elapsed().as_secs_f64());
     let start = Instant::now();
     let (template_of, firsts) = if options.reuse_templates {
-        template::templates(graph, &segments, &forms)
+        template::templates(&graph, &segments, &forms)
     } else {
         ((0..segments.len()).collect(), (0..segments.len()).collect())
     };
@@ -160,7 +170,7 @@ pub fn optimize_with_cost(
     let mut programs = Vec::with_capacity(firsts.len());
     for &first in &firsts {
         programs.push(optimize_segment(
-            graph,
+            &graph,
             &segments[first],
             &forms,
             options,
@@ -170,16 +180,13 @@ pub fn optimize_with_cost(
     }
 
     let start = Instant::now();
-    let (optimised, instances) = assemble(
-        graph,
-        &segments,
-        &template_of,
-        &programs,
-        options.fold_limit,
-    )?;
+    let kept_values = graph.values.len();
+    let kept_initializers = graph.initializers.len();
+    let instances = rebuild(&mut graph, &segments, &template_of, &programs, &constants)?;
     report.add_time("rebuild", start.elapsed().as_secs_f64());
     let start = Instant::now();
-    let (optimised, instances) = compact(optimised, instances);
+    let (instances, (new_values, new_initializers)) =
+        compact(&mut graph, instances, (kept_values, kept_initializers));
     report.add_time("compact", start.elapsed().as_secs_f64());
     let start = Instant::now();
     // The first remaining instance of each program node is type-checked; the others replay it.
@@ -191,19 +198,18 @@ pub fn optimize_with_cost(
         .iter()
         .map(|&(t, k)| std::mem::replace(&mut checked[t][k], true))
         .collect();
-    if let Err(e) = verify_replayed(&optimised, &replayed) {
-        return Err(match verify(graph) {
-            Err(input) => OptimizeError::Input(Box::new(input)),
-            Ok(()) => OptimizeError::Output(Box::new(e)),
-        });
-    }
+    let rewrite = Rewrite {
+        new_values,
+        new_initializers,
+        replayed: &replayed,
+    };
+    verify_rewritten(&graph, &rewrite).map_err(|e| OptimizeError::Output(Box::new(e)))?;
     report.add_time("verify", start.elapsed().as_secs_f64());
     let start = Instant::now();
-    report.ops_after = report::op_counts(&optimised);
-    report.cost_before = graph_cost(graph, cost);
-    report.cost_after = graph_cost(&optimised, cost);
-    report.add_time("report", start.elapsed().as_secs_f64());
-    Ok((optimised, report))
+    report.ops_after = report::op_counts(&graph);
+    report.cost_after = graph_cost(&graph, cost);
+    report.add_time("report", report_before + start.elapsed().as_secs_f64());
+    Ok((graph, report))
 }
 
 /// Whether every value id the graph mentions exists and every node has as many results as its
@@ -236,7 +242,7 @@ fn input_error(graph: &Graph) -> VerifyError {
 fn optimize_segment(
     graph: &Graph,
     seg: &Segment,
-    forms: &[Option<index_form::IndexForm>],
+    forms: &index_form::IndexForms,
     options: &OptimizeOptions,
     cost: &dyn CostModel,
     report: &mut OptimizeReport,
@@ -312,84 +318,93 @@ fn optimize_segment(
     })
 }
 
-/// Fresh value names `{prefix}{n}` that no value of the input graph has.
+/// Fresh names for the values (`%opt{n}`) and constants (`%const{n}`) a rebuild adds, none of
+/// which a value of the graph had. The graph's names that could collide (those starting with `%`)
+/// are collected in one pass when the first fresh name is needed.
+#[derive(Default)]
 struct FreshNames {
-    prefix: &'static str,
-    taken: HashSet<String>,
-    next: u64,
+    taken: Option<HashSet<String>>,
+    values: u64,
+    constants: u64,
 }
 
 impl FreshNames {
-    fn new(graph: &Graph, prefix: &'static str) -> FreshNames {
-        let taken = graph
-            .values
-            .iter()
-            .filter(|v| v.name.starts_with(prefix))
-            .map(|v| v.name.clone())
-            .collect();
-        FreshNames {
-            prefix,
-            taken,
-            next: 0,
-        }
+    fn value(&mut self, graph: &Graph) -> String {
+        self.next(graph, false)
     }
 
-    fn next(&mut self) -> String {
+    fn constant(&mut self, graph: &Graph) -> String {
+        self.next(graph, true)
+    }
+
+    fn next(&mut self, graph: &Graph, constant: bool) -> String {
+        let taken = self.taken.get_or_insert_with(|| {
+            (graph.values.iter())
+                .filter(|v| v.name.starts_with('%'))
+                .map(|v| v.name.clone())
+                .collect()
+        });
+        let (prefix, next) = match constant {
+            true => ("%const", &mut self.constants),
+            false => ("%opt", &mut self.values),
+        };
         loop {
-            let name = format!("{}{}", self.prefix, self.next);
-            self.next += 1;
-            if !self.taken.contains(&name) {
+            let name = format!("{prefix}{next}");
+            *next += 1;
+            if !taken.contains(&name) {
                 return name;
             }
         }
     }
 }
 
-/// Builds the optimised graph: the input graph's inputs and weights, then every segment's
-/// program instantiated with that segment's parameters. A result equal to a value of the segment
-/// takes over that value (id, name, type); other results get fresh values. A node computing the
-/// same op on the same values as an earlier one is not repeated (common subexpressions across
-/// segments, such as per-layer copies of a rotary table). Values left without a definition are
-/// dropped by [`compact`]. Also returns, for each node, the template and program node it
-/// instantiates.
-fn assemble(
-    graph: &Graph,
+/// Replaces the graph's nodes by every segment's program instantiated with that segment's
+/// parameters. A result equal to a value of the segment takes over that value (id, name, type);
+/// other results get fresh values, appended. A node computing the same op on the same values as
+/// an earlier one is not repeated (common subexpressions across segments, such as per-layer
+/// copies of a rotary table). Values left without a definition are dropped by [`compact`].
+/// Returns, for each node, the template and program node it instantiates.
+fn rebuild(
+    graph: &mut Graph,
     segments: &[Segment],
     template_of: &[usize],
     programs: &[Program],
-    fold_limit: usize,
-) -> Result<(Graph, Vec<(usize, usize)>), OptimizeError> {
-    let mut out = Graph {
-        name: graph.name.clone(),
-        values: graph.values.clone(),
-        nodes: Vec::with_capacity(graph.nodes.len()),
-        inputs: graph.inputs.clone(),
-        initializers: graph.initializers.clone(),
-        outputs: Vec::with_capacity(graph.outputs.len()),
-    };
+    constants: &FxHashMap<ValueId, ConstTensor>,
+) -> Result<Vec<(usize, usize)>, OptimizeError> {
+    let old_nodes = std::mem::take(&mut graph.nodes);
+    graph.nodes.reserve(old_nodes.len());
+    // Segment outputs by the value they replace; values no node defined stand for themselves.
     let mut map: Vec<Option<ValueId>> = vec![None; graph.values.len()];
-    for &v in &graph.inputs {
-        map[v.index()] = Some(v);
+    let mut node_result = vec![false; graph.values.len()];
+    for node in &old_nodes {
+        for &v in &node.outputs {
+            node_result[v.index()] = true;
+        }
     }
-    for init in &graph.initializers {
-        map[init.value.index()] = Some(init.value);
+    let mapped = |map: &[Option<ValueId>], v: ValueId| match node_result[v.index()] {
+        true => map[v.index()],
+        false => Some(v),
+    };
+    // Equal constants share the initializer with the lowest id.
+    let mut by_id: Vec<(&ValueId, &ConstTensor)> = constants.iter().collect();
+    by_id.sort_unstable_by_key(|&(v, _)| *v);
+    let mut constants: BTreeMap<ConstTensor, ValueId> = BTreeMap::new();
+    for (&v, c) in by_id {
+        constants.entry(c.clone()).or_insert(v);
     }
-    let mut constants: BTreeMap<ConstTensor, ValueId> =
-        template::small_constants(graph, fold_limit)
-            .into_iter()
-            .map(|(v, c)| (c, v))
-            .collect();
-    let mut fresh_values = FreshNames::new(graph, "%opt");
-    let mut fresh_constants = FreshNames::new(graph, "%const");
-    let mut computed: HashMap<(cubevec_ir::Op, Vec<Option<ValueId>>), Vec<ValueId>> =
-        HashMap::new();
-    let mut instances = Vec::with_capacity(graph.nodes.len());
+    let mut fresh = FreshNames::default();
+    // Nodes by a hash of their op and operands.
+    let mut computed: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+    let mut instances = Vec::with_capacity(old_nodes.len());
     for (s, seg) in segments.iter().enumerate() {
         let program = &programs[template_of[s]];
-        let params: Vec<Option<ValueId>> = seg.params.iter().map(|v| map[v.index()]).collect();
+        let params: Vec<Option<ValueId>> = seg.params.iter().map(|&v| mapped(&map, v)).collect();
         let mut results: Vec<Vec<ValueId>> = Vec::with_capacity(program.nodes.len());
-        let mut operand =
-            |operand: &Operand, results: &[Vec<ValueId>], out: &mut Graph| match operand {
+        let mut operand = |operand: &Operand,
+                           results: &[Vec<ValueId>],
+                           graph: &mut Graph,
+                           fresh: &mut FreshNames| {
+            match operand {
                 Operand::Absent => None,
                 Operand::Param(i) => params.get(*i as usize).copied().flatten(),
                 Operand::Node { node, output } => results
@@ -397,72 +412,86 @@ fn assemble(
                     .and_then(|r| r.get(*output as usize))
                     .copied(),
                 Operand::Const(c) => Some(*constants.entry(c.clone()).or_insert_with(|| {
-                    out.add_initializer(
-                        fresh_constants.next(),
-                        c.ty(),
-                        WeightData::Inline(c.bytes.clone()),
-                    )
+                    let name = fresh.constant(graph);
+                    graph.add_initializer(name, c.ty(), WeightData::Inline(c.bytes.clone()))
                 })),
-            };
+            }
+        };
         for (k, pn) in program.nodes.iter().enumerate() {
-            let name = match pn.origin.and_then(|p| seg.nodes.get(p)) {
-                Some(&n) => graph.node(n).name.clone(),
-                None => format!("optimized.{}", pn.op.name()),
-            };
             let inputs: Vec<Option<ValueId>> = pn
                 .inputs
                 .iter()
-                .map(|o| operand(o, &results, &mut out))
+                .map(|o| operand(o, &results, graph, &mut fresh))
                 .collect();
             // The same op on the same values is computed once (across segments too).
-            let key = (pn.op.clone(), inputs);
-            if let Some(existing) = computed.get(&key) {
-                results.push(existing.clone());
+            let hash = rustc_hash::FxBuildHasher.hash_one((&pn.op, &inputs));
+            let same = computed.get(&hash).and_then(|nodes| {
+                (nodes.iter())
+                    .map(|&i| &graph.nodes[i])
+                    .find(|n| n.op == pn.op && n.inputs == inputs)
+            });
+            if let Some(existing) = same {
+                results.push(existing.outputs.clone());
                 continue;
             }
+            let name = match pn.origin.and_then(|p| seg.nodes.get(p)) {
+                Some(&n) => old_nodes[n.index()].name.clone(),
+                None => format!("optimized.{}", pn.op.name()),
+            };
             let outputs: Vec<ValueId> = pn
                 .types
                 .iter()
                 .zip(&pn.takes_over)
                 .map(|(ty, takes)| {
-                    match takes.and_then(|(p, o)| {
-                        seg.nodes.get(p).and_then(|&n| graph.node(n).outputs.get(o))
-                    }) {
-                        Some(&v) => v,
-                        None => out.add_value(fresh_values.next(), ty.clone()),
+                    let original = takes.and_then(|(p, o)| {
+                        let n = seg.nodes.get(p)?;
+                        old_nodes[n.index()].outputs.get(o).copied()
+                    });
+                    match original {
+                        Some(v) => v,
+                        None => {
+                            let name = fresh.value(graph);
+                            graph.add_value(name, ty.clone())
+                        }
                     }
                 })
                 .collect();
-            out.add_node(Node {
+            computed.entry(hash).or_default().push(graph.nodes.len());
+            graph.add_node(Node {
                 name,
-                op: key.0.clone(),
-                inputs: key.1.clone(),
+                op: pn.op.clone(),
+                inputs,
                 outputs: outputs.clone(),
             });
-            computed.insert(key, outputs.clone());
             instances.push((template_of[s], k));
             results.push(outputs);
         }
         for (k, o) in program.outputs.iter().enumerate() {
-            let value = operand(o, &results, &mut out);
+            let value = operand(o, &results, graph, &mut fresh);
             if let Some(&v) = seg.outputs.get(k) {
                 map[v.index()] = value;
             }
         }
     }
-    for &v in &graph.outputs {
-        let value =
-            map[v.index()].ok_or_else(|| OptimizeError::LostOutput(graph.value(v).name.clone()))?;
-        out.outputs.push(value);
+    let outputs = std::mem::take(&mut graph.outputs);
+    for v in outputs {
+        let value = mapped(&map, v)
+            .ok_or_else(|| OptimizeError::LostOutput(graph.value(v).name.clone()))?;
+        graph.outputs.push(value);
     }
-    Ok((out, instances))
+    Ok(instances)
 }
 
 /// Drops nodes whose results nothing needs (values exported for another segment's context and
 /// not used in the end), then initializers and values nothing refers to, and renumbers the
-/// values. Nodes are in topological order, so one backward sweep finds what is live. `tags` (one
-/// per node) are kept for the nodes kept.
-fn compact<T>(mut graph: Graph, mut tags: Vec<T>) -> (Graph, Vec<T>) {
+/// values, all in place. Nodes are in topological order, so one backward sweep finds what is
+/// live. `tags` (one per node) are kept for the nodes kept. `appended` is the first value and
+/// initializer index the rebuild appended; returned is where those that remain start.
+fn compact<T>(
+    graph: &mut Graph,
+    mut tags: Vec<T>,
+    appended: (usize, usize),
+) -> (Vec<T>, (usize, usize)) {
     let mut used = vec![false; graph.values.len()];
     for &v in &graph.outputs {
         used[v.index()] = true;
@@ -476,16 +505,12 @@ fn compact<T>(mut graph: Graph, mut tags: Vec<T>) -> (Graph, Vec<T>) {
             }
         }
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        keep[index - 1]
-    });
-    let mut index = 0;
-    tags.retain(|_| {
-        index += 1;
-        keep[index - 1]
-    });
+    let mut kept = keep.iter();
+    graph
+        .nodes
+        .retain(|_| kept.next().copied().unwrap_or(false));
+    let mut kept = keep.iter();
+    tags.retain(|_| kept.next().copied().unwrap_or(false));
     for &v in &graph.inputs {
         used[v.index()] = true;
     }
@@ -494,39 +519,38 @@ fn compact<T>(mut graph: Graph, mut tags: Vec<T>) -> (Graph, Vec<T>) {
             used[v.index()] = true;
         }
     }
-    let mut new_id = vec![ValueId(u32::MAX); graph.values.len()];
-    let mut values = Vec::new();
-    for (i, value) in graph.values.into_iter().enumerate() {
-        if used[i] {
-            new_id[i] = ValueId(values.len() as u32);
-            values.push(value);
-        }
+    let values_before = graph.values.len();
+    let mut new_id = vec![ValueId(u32::MAX); values_before];
+    let mut next = 0u32;
+    for (id, _) in new_id.iter_mut().zip(&used).filter(|(_, used)| **used) {
+        *id = ValueId(next);
+        next += 1;
     }
-    let remap = |v: ValueId| new_id[v.index()];
-    let graph = Graph {
-        name: graph.name,
-        values,
-        nodes: graph
-            .nodes
-            .into_iter()
-            .map(|n| Node {
-                name: n.name,
-                op: n.op,
-                inputs: n.inputs.into_iter().map(|v| v.map(remap)).collect(),
-                outputs: n.outputs.into_iter().map(remap).collect(),
-            })
-            .collect(),
-        inputs: graph.inputs.into_iter().map(remap).collect(),
-        initializers: graph
-            .initializers
-            .into_iter()
-            .filter(|i| used[i.value.index()])
-            .map(|i| Initializer {
-                value: remap(i.value),
-                data: i.data,
-            })
-            .collect(),
-        outputs: graph.outputs.into_iter().map(remap).collect(),
-    };
-    (graph, tags)
+    let mut initializers_left = appended.1;
+    if next as usize != values_before {
+        let mut index = 0;
+        graph.values.retain(|_| {
+            index += 1;
+            used[index - 1]
+        });
+        let remap = |v: &mut ValueId| *v = new_id[v.index()];
+        for node in &mut graph.nodes {
+            node.inputs.iter_mut().flatten().for_each(remap);
+            node.outputs.iter_mut().for_each(remap);
+        }
+        graph.inputs.iter_mut().for_each(remap);
+        graph.outputs.iter_mut().for_each(remap);
+        let mut index = 0;
+        graph.initializers.retain_mut(|init| {
+            let live = used[init.value.index()];
+            if !live && index < appended.1 {
+                initializers_left -= 1;
+            }
+            index += 1;
+            remap(&mut init.value);
+            live
+        });
+    }
+    let values_left = used[..appended.0].iter().filter(|u| **u).count();
+    (tags, (values_left, initializers_left))
 }

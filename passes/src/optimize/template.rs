@@ -12,14 +12,12 @@
 //! by value). Segments with equal signatures compute the same function of their parameters, so
 //! one optimised program serves them all (DeepSeek-V3's 58 MoE layers are one template).
 
-use std::collections::HashMap;
-
 use cubevec_ir::Tensor;
 use cubevec_ir::graph::{Definition, Graph, NodeId, ValueId, WeightData};
+use rustc_hash::{FxHashMap, FxHasher};
 
-use super::index_form::IndexForm;
+use super::index_form::{IndexForm, IndexForms};
 use super::language::ConstTensor;
-use rustc_hash::FxHasher;
 
 /// What a segment parameter is.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,8 +62,8 @@ pub struct ContextDef {
 const CONTEXT_DEPTH: usize = 3;
 
 /// The inline initializers small enough to carry by value, by value id.
-pub fn small_constants(graph: &Graph, limit: usize) -> HashMap<ValueId, ConstTensor> {
-    let mut out = HashMap::new();
+pub fn small_constants(graph: &Graph, limit: usize) -> FxHashMap<ValueId, ConstTensor> {
+    let mut out = FxHashMap::default();
     for init in &graph.initializers {
         let WeightData::Inline(bytes) = &init.data else {
             continue;
@@ -91,7 +89,7 @@ pub fn split(
     graph: &Graph,
     order: &[NodeId],
     min_nodes: usize,
-    constants: &HashMap<ValueId, ConstTensor>,
+    constants: &FxHashMap<ValueId, ConstTensor>,
 ) -> Vec<Segment> {
     let n = order.len();
     let defs = graph.definitions();
@@ -131,7 +129,7 @@ pub fn split(
     let mut delta = vec![0i64; n + 2];
     // Values live across a long span: where each was defined (the position before its first
     // boundary) and its uses, in order.
-    let mut long: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    let mut long: FxHashMap<ValueId, Vec<usize>> = FxHashMap::default();
     for (v, def) in defs.iter().enumerate() {
         let Some(last) = last_use[v] else { continue };
         if !input_dependent[v] {
@@ -190,27 +188,32 @@ pub fn split(
             start = c;
         }
     }
-    if let Some(last) = ranges.last().copied()
+    // A short last piece joins the one before, unless that one repeats an earlier piece (the
+    // last layer of a stack before the final norm and head): the repeat is worth more as a
+    // reuse of its template than the short piece is as context.
+    if let [.., prev, last] = ranges[..]
         && last.1 - last.0 < min_nodes
-        && ranges.len() > 1
+        && !repeats_earlier(graph, order, &ranges[..ranges.len() - 2], prev)
     {
         ranges.pop();
         if let Some(prev) = ranges.last_mut() {
             prev.1 = last.1;
         }
     }
+    let mut mark = vec![usize::MAX; graph.values.len()];
     let mut segments: Vec<Segment> = ranges
         .iter()
-        .map(|&(s, e)| {
+        .enumerate()
+        .map(|(i, &(s, e))| {
             segment(
                 graph,
                 &order[s..e],
                 &defs,
                 &position,
-                s,
-                e,
+                (s, e),
                 &last_use,
                 constants,
+                (&mut mark, i),
             )
         })
         .collect();
@@ -240,13 +243,29 @@ pub fn split(
 fn kind_of(
     v: ValueId,
     defs: &[Option<Definition>],
-    constants: &HashMap<ValueId, ConstTensor>,
+    constants: &FxHashMap<ValueId, ConstTensor>,
 ) -> ParamKind {
-    match (constants.get(&v), defs.get(v.index()).copied().flatten()) {
-        (Some(c), _) => ParamKind::Const(c.clone()),
-        (None, Some(Definition::Initializer(_))) => ParamKind::Weight,
+    match defs.get(v.index()).copied().flatten() {
+        Some(Definition::Initializer(_)) => match constants.get(&v) {
+            Some(c) => ParamKind::Const(c.clone()),
+            None => ParamKind::Weight,
+        },
         _ => ParamKind::Activation,
     }
+}
+
+/// Whether the nodes of `range` (positions in `order`) have the same ops as those of one of
+/// `earlier`.
+fn repeats_earlier(
+    graph: &Graph,
+    order: &[NodeId],
+    earlier: &[(usize, usize)],
+    range: (usize, usize),
+) -> bool {
+    let ops = |(s, e): (usize, usize)| order[s..e].iter().map(|&n| &graph.node(n).op);
+    earlier
+        .iter()
+        .any(|&r| r.1 - r.0 == range.1 - range.0 && ops(r).eq(ops(range)))
 }
 
 /// Adds up to [`CONTEXT_DEPTH`] levels of producers of the segment's activation parameters that
@@ -256,11 +275,11 @@ fn add_context(
     graph: &Graph,
     seg: &mut Segment,
     defs: &[Option<Definition>],
-    constants: &HashMap<ValueId, ConstTensor>,
+    constants: &FxHashMap<ValueId, ConstTensor>,
     input_dependent: &[bool],
     exported: &mut [bool],
 ) {
-    let mut index: HashMap<ValueId, usize> = seg
+    let mut index: FxHashMap<ValueId, usize> = seg
         .params
         .iter()
         .enumerate()
@@ -309,16 +328,18 @@ fn add_context(
     }
 }
 
+/// The segment of the nodes at positions `start..end` of the order. `mark` is a scratch table
+/// by value index with the segment's index `this`, which no entry holds on entry.
 #[allow(clippy::too_many_arguments)]
 fn segment(
     graph: &Graph,
     nodes: &[NodeId],
     defs: &[Option<Definition>],
     position: &[usize],
-    start: usize,
-    end: usize,
+    (start, end): (usize, usize),
     last_use: &[Option<usize>],
-    constants: &HashMap<ValueId, ConstTensor>,
+    constants: &FxHashMap<ValueId, ConstTensor>,
+    (mark, this): (&mut [usize], usize),
 ) -> Segment {
     let inside = |v: ValueId| match defs.get(v.index()).copied().flatten() {
         Some(Definition::Node { node, .. }) => (start..end).contains(&position[node.index()]),
@@ -326,12 +347,12 @@ fn segment(
     };
     let mut params = Vec::new();
     let mut kinds = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     let mut outputs = Vec::new();
     for &node in nodes {
         let node = graph.node(node);
         for &v in node.inputs.iter().flatten() {
-            if !inside(v) && seen.insert(v) {
+            if !inside(v) && mark[v.index()] != this {
+                mark[v.index()] = this;
                 params.push(v);
                 kinds.push(kind_of(v, defs, constants));
             }
@@ -365,13 +386,17 @@ enum Ref {
 fn items<'g>(
     graph: &'g Graph,
     seg: &'g Segment,
-    forms: &'g [Option<IndexForm>],
+    forms: &'g IndexForms,
     slots: &mut [Ref],
 ) -> Vec<Item<'g>> {
     let mut out = Vec::with_capacity(seg.params.len() + 4 * seg.nodes.len() + seg.outputs.len());
     for (i, (&v, kind)) in seg.params.iter().zip(&seg.kinds).enumerate() {
         slots[v.index()] = Ref::Param(i);
-        let form = forms.get(v.index()).and_then(Option::as_ref);
+        // Only constants and node results have forms.
+        let form = match kind {
+            ParamKind::Weight => None,
+            _ => forms.get(&v),
+        };
         out.push(Item::Param(kind, &graph.value(v).ty, form));
     }
     for def in &seg.context {
@@ -410,7 +435,7 @@ fn items<'g>(
 /// One element of a segment's structure: a parameter's kind, type and index form (what rules
 /// may rely on), an op with its operand count, an operand, or the declared type of a result
 /// (so that replayed programs declare the same types as the template's, see [`super::check`]).
-#[derive(Debug, PartialEq, Hash)]
+#[derive(Debug, PartialEq)]
 enum Item<'a> {
     Param(
         &'a ParamKind,
@@ -420,6 +445,20 @@ enum Item<'a> {
     Node(&'a cubevec_ir::Op, usize),
     Ref(Ref),
     Result(&'a cubevec_ir::graph::TensorType),
+}
+
+/// Hashes all but the parameters' types and forms: a deep model's segments have thousands of
+/// weight parameters, and equal hashes are compared in full anyway.
+impl std::hash::Hash for Item<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Item::Param(kind, _, _) => kind.hash(state),
+            Item::Node(op, inputs) => (op, inputs).hash(state),
+            Item::Ref(r) => r.hash(state),
+            Item::Result(ty) => ty.hash(state),
+        }
+    }
 }
 
 impl std::hash::Hash for ParamKind {
@@ -432,16 +471,16 @@ impl std::hash::Hash for ParamKind {
 }
 
 /// Groups segments by structure: template index per segment, and the first segment of each
-/// template. Parameters must also have the same index forms (`forms`, by value index), since
-/// rules rely on them. Structures are hashed with [`FxHasher`] and compared in full.
+/// template. Parameters must also have the same index forms (`forms`), since rules rely on
+/// them. Structures are hashed with [`FxHasher`] and compared in full.
 pub fn templates(
     graph: &Graph,
     segments: &[Segment],
-    forms: &[Option<IndexForm>],
+    forms: &IndexForms,
 ) -> (Vec<usize>, Vec<usize>) {
     use std::hash::{Hash, Hasher};
     let mut slots = vec![Ref::Absent; graph.values.len()];
-    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut by_hash: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
     let mut structures: Vec<Vec<Item<'_>>> = Vec::new();
     let mut firsts: Vec<usize> = Vec::new();
     let mut of_segment = Vec::with_capacity(segments.len());

@@ -135,7 +135,7 @@ pub fn optimise_and_compare(
     tolerance: f64,
 ) -> (Graph, OptimizeReport) {
     verify(graph).expect("test graph verifies");
-    let (optimised, report) = optimize(graph, options).unwrap_or_else(|e| panic!("{e}"));
+    let (optimised, report) = optimize(graph.clone(), options).unwrap_or_else(|e| panic!("{e}"));
     verify(&optimised).expect("optimised graph verifies");
     for seed in 0..3 {
         let inputs = random_inputs(graph, seed);
