@@ -10,11 +10,19 @@ mod hf_support;
 use cubevec_frontend::hf::{self, HfError, HfOptions};
 use cubevec_ir::op::{Op, RoutingMode};
 use cubevec_ir::verify::verify;
-use cubevec_ir::{DType, Graph};
+use cubevec_ir::{DType, Graph, WeightData};
 use hf_support::{check_logits, fixtures};
 
 fn count(graph: &Graph, pred: impl Fn(&Op) -> bool) -> usize {
     graph.nodes.iter().filter(|n| pred(&n.op)).count()
+}
+
+/// The data of the graph's weights of `dtype`.
+fn weights_of(graph: &Graph, dtype: DType) -> Vec<&WeightData> {
+    (graph.initializers.iter())
+        .filter(|i| graph.value(i.value).ty.dtype == dtype)
+        .map(|i| &i.data)
+        .collect()
 }
 
 #[test]
@@ -58,20 +66,18 @@ fn published_names_match_torch() {
 #[test]
 fn fp8_fp4_checkpoint_matches_torch_in_f32() {
     let graph = check_logits("deepseek-v4-fp8-fp4");
-    let fp4 = graph
-        .values
-        .iter()
-        .filter(|v| v.ty.dtype == DType::F4E2M1 && v.name.ends_with(".weight"))
-        .count();
-    let fp8 = graph
-        .values
-        .iter()
-        .filter(|v| v.ty.dtype == DType::F8E4M3FN && v.name.ends_with(".weight"))
-        .count();
-    // 4 layers × 8 experts × 3 projections in FP4; per layer 5 attention and 3 shared-expert
-    // projections in FP8, plus the indexer's query projection.
-    assert_eq!(fp4, 4 * 8 * 3);
-    assert_eq!(fp8, 4 * 8 + 1);
+    let fp4 = weights_of(&graph, DType::F4E2M1);
+    let fp8 = weights_of(&graph, DType::F8E4M3FN);
+    // 4 layers × 3 projections of 8 experts in FP4, each projection's experts stacked into one
+    // weight of 8 file slices; per layer 5 attention and 3 shared-expert projections in FP8,
+    // plus the indexer's query projection.
+    assert_eq!(fp4.len(), 4 * 3);
+    assert!(
+        fp4.iter()
+            .all(|d| matches!(d, WeightData::External(slices) if slices.len() == 8)),
+        "{fp4:?}"
+    );
+    assert_eq!(fp8.len(), 4 * 8 + 1);
 }
 
 #[test]
@@ -123,12 +129,8 @@ fn v4_flash_config_builds_in_shapes_only_mode() {
     // Layers 2..43 alternate compressed sparse (ratio 4, with an indexer) and heavily compressed
     // attention: 21 indexers. The 44th ratio belongs to the multi-token-prediction layer.
     assert_eq!(count(&graph, |op| matches!(op, Op::TopK { .. })), 21);
-    let fp4 = graph
-        .values
-        .iter()
-        .filter(|v| v.ty.dtype == DType::F4E2M1 && v.name.ends_with(".weight"))
-        .count();
-    assert_eq!(fp4, 43 * 256 * 3);
+    // The 256 experts of each of the 43 MoE layers' 3 projections are one stacked weight.
+    assert_eq!(weights_of(&graph, DType::F4E2M1).len(), 43 * 3);
     eprintln!("V4-Flash graph: {} nodes in {elapsed:?}", graph.nodes.len());
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 mod hf_support;
 
 use cubevec_frontend::hf::{self, CacheSpan, HfError, HfOptions, KvCache};
+use cubevec_ir::graph::FileSlice;
 use cubevec_ir::op::Op;
 use cubevec_ir::verify::verify;
 use cubevec_ir::{DType, WeightData};
@@ -54,6 +55,40 @@ fn deepseek_v3_matches_torch() {
 #[test]
 fn deepseek_v3_fp8_block_dequantisation_matches_numpy_reference() {
     check_logits("deepseek-v3-fp8");
+}
+
+#[test]
+fn experts_stored_apart_are_one_weight_of_file_slices() {
+    let dir = fixtures().join("models/qwen3-moe-sharded");
+    let graph = hf::load(&dir, HfOptions::default()).unwrap();
+    let moe = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Moe { .. }))
+        .count();
+    let stacked: Vec<&Vec<FileSlice>> = graph
+        .initializers
+        .iter()
+        .filter_map(|i| match &i.data {
+            WeightData::External(slices) if slices.len() > 1 => Some(slices),
+            _ => None,
+        })
+        .collect();
+    // Gate, up and down per MoE layer, no concatenation of weights left.
+    assert_eq!(stacked.len(), 3 * moe);
+    assert!(!graph.nodes.iter().any(|n| {
+        matches!(n.op, Op::Concat { .. })
+            && n.inputs
+                .iter()
+                .flatten()
+                .all(|&v| graph.initializers.iter().any(|i| i.value == v))
+    }));
+    // The stacks read all three shards.
+    let shards: std::collections::BTreeSet<_> = stacked
+        .iter()
+        .flat_map(|s| s.iter().map(|s| &s.path))
+        .collect();
+    assert_eq!(shards.len(), 3, "{stacked:?}");
 }
 
 #[test]
@@ -146,8 +181,15 @@ fn deepseek_v3_full_config_has_58_moe_layers_and_fp8_weights() {
         .iter()
         .filter(|i| graph.value(i.value).ty.dtype == DType::F8E4M3FN)
         .count();
-    // Per MoE layer 3×256 experts + 3 shared + 5 attention projections; per dense layer 3 + 5.
-    assert_eq!(fp8, 58 * (3 * 256 + 3 + 5) + 3 * (3 + 5));
+    // Per MoE layer 3 stacks of 256 experts + 3 shared + 5 attention projections; per dense
+    // layer 3 + 5.
+    assert_eq!(fp8, 58 * (3 + 3 + 5) + 3 * (3 + 5));
+    // A stack is one value: the whole graph has about as many values as nodes.
+    assert!(
+        graph.values.len() < 2 * graph.nodes.len(),
+        "{} values",
+        graph.values.len()
+    );
 }
 
 // ---- errors: each names the file and the tensor or key at fault ----

@@ -59,11 +59,7 @@ fn external_weights_stay_external_and_fold_through_mmap() {
         .expect("weight kept as an initializer");
     assert_eq!(
         weight.data,
-        WeightData::External {
-            path: "model.onnx.data".into(),
-            offset: 0,
-            length: 16
-        }
+        WeightData::file_slice("model.onnx.data", 0, 16)
     );
     assert!(graph.nodes.iter().any(|n| n.op
         == Op::Reshape {

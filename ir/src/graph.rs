@@ -80,23 +80,39 @@ pub struct Node {
     pub outputs: Vec<ValueId>,
 }
 
-/// Where a weight's bytes are: in memory, or a slice of a file that is memory-mapped on use.
+/// Where a weight's bytes are: in memory, or slices of files that are memory-mapped on use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WeightData {
     /// Little-endian element bytes held in memory (small constants, ONNX `raw_data`).
     Inline(Arc<[u8]>),
-    /// A byte range of a file (safetensors shard, ONNX external data); nothing is read until the
-    /// weight is used.
-    External {
-        /// The file, absolute or relative to the directory of the model being compiled.
-        path: PathBuf,
-        /// Byte offset of the first element.
-        offset: u64,
-        /// Byte length (equals the dtype's storage size for the shape).
-        length: u64,
-    },
+    /// Byte ranges of files (safetensors shards, ONNX external data), one after the other: one
+    /// range for a tensor stored whole, several for one stacked from tensors stored apart (a MoE
+    /// layer's per-expert weights). Nothing is read until the weight is used.
+    External(Vec<FileSlice>),
     /// No data: the graph was built from shapes alone (`--shapes-only`) and cannot be run.
     Absent,
+}
+
+impl WeightData {
+    /// The bytes `offset..offset + length` of the file at `path`.
+    pub fn file_slice(path: impl Into<PathBuf>, offset: u64, length: u64) -> WeightData {
+        WeightData::External(vec![FileSlice {
+            path: path.into(),
+            offset,
+            length,
+        }])
+    }
+}
+
+/// A byte range of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSlice {
+    /// The file, absolute or relative to the directory of the model being compiled.
+    pub path: PathBuf,
+    /// Byte offset of the first byte.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
 }
 
 /// A constant tensor of the graph: a model weight or a folded constant.
@@ -288,6 +304,37 @@ impl Graph {
             let stuck = indegree.iter().position(|&d| d > 0).unwrap_or(0);
             Err(NodeId(stuck as u32))
         }
+    }
+
+    /// Drops the values whose `keep` entry (by index) is false, with their initializers, and
+    /// renumbers the others in order wherever they are referred to. No node, graph input or
+    /// graph output may refer to a dropped value.
+    pub fn retain_values(&mut self, keep: &[bool]) {
+        if keep.iter().all(|&k| k) {
+            return;
+        }
+        let mut new_id = vec![ValueId(u32::MAX); self.values.len()];
+        let kept = new_id.iter_mut().zip(keep).filter(|(_, keep)| **keep);
+        for (next, (id, _)) in kept.enumerate() {
+            *id = ValueId(next as u32);
+        }
+        let mut index = 0;
+        self.values.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
+        let remap = |v: &mut ValueId| *v = new_id[v.index()];
+        for node in &mut self.nodes {
+            node.inputs.iter_mut().flatten().for_each(remap);
+            node.outputs.iter_mut().for_each(remap);
+        }
+        self.inputs.iter_mut().for_each(remap);
+        self.outputs.iter_mut().for_each(remap);
+        self.initializers.retain_mut(|init| {
+            let kept = keep[init.value.index()];
+            remap(&mut init.value);
+            kept
+        });
     }
 
     /// Whether every node reads only values defined by earlier nodes or not by nodes at all

@@ -345,7 +345,7 @@ fn check_initializers(graph: &Graph, from: usize) -> Result<(), VerifyError> {
         let ty = &graph.value(init.value).ty;
         let found = match &init.data {
             WeightData::Inline(bytes) => bytes.len() as u128,
-            WeightData::External { length, .. } => u128::from(*length),
+            WeightData::External(slices) => slices.iter().map(|s| u128::from(s.length)).sum(),
             WeightData::Absent => continue,
         };
         let Some(dims) = ty.shape.as_known() else {

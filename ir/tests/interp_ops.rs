@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cubevec_ir::DType::{self, *};
-use cubevec_ir::graph::{Graph, Node, TensorType, WeightData};
+use cubevec_ir::graph::{FileSlice, Graph, Node, TensorType, WeightData};
 use cubevec_ir::interp::{self, InterpError, RunOptions};
 use cubevec_ir::npy::{NpyError, read_npy};
 use cubevec_ir::op::{
@@ -809,17 +809,33 @@ fn graph_with_external_and_inline_weights() {
     file.extend_from_slice(w.bytes());
     file.extend_from_slice(&[0xCD; 8]);
     std::fs::write(dir.join("weights.bin"), &file).unwrap();
-    let external = WeightData::External {
-        path: "weights.bin".into(),
-        offset: 16,
-        length: w.bytes().len() as u64,
-    };
+    // The second half of `w` is stored again after the padding, so `w` is also two slices.
+    let half = w.bytes().len() / 2;
+    file.extend_from_slice(&w.bytes()[half..]);
+    std::fs::write(dir.join("weights.bin"), &file).unwrap();
+    let external = WeightData::file_slice("weights.bin", 16, w.bytes().len() as u64);
     let graph = chain_graph(external, WeightData::Inline(s.bytes().into()));
     let feeds = HashMap::from([("x".to_string(), x.clone())]);
     let options = RunOptions {
         weight_dir: Some(dir.clone()),
     };
     let out = interp::run(&graph, &feeds, &options).unwrap();
+    compare("chain", 0, &out[0], &expected[0], false);
+    let second_half_at = (16 + w.bytes().len() + 8) as u64;
+    let halves = WeightData::External(vec![
+        FileSlice {
+            path: "weights.bin".into(),
+            offset: 16,
+            length: half as u64,
+        },
+        FileSlice {
+            path: "weights.bin".into(),
+            offset: second_half_at,
+            length: (w.bytes().len() - half) as u64,
+        },
+    ]);
+    let graph_of_halves = chain_graph(halves, WeightData::Inline(s.bytes().into()));
+    let out = interp::run(&graph_of_halves, &feeds, &options).unwrap();
     compare("chain", 0, &out[0], &expected[0], false);
     // run_all keeps every value, the intermediate product included.
     let all = interp::run_all(&graph, &feeds, &options).unwrap();
@@ -834,21 +850,13 @@ fn graph_with_external_and_inline_weights() {
     assert!(all.iter().all(Option::is_some));
 
     // A range past the end of the file is reported with the weight and file.
-    let too_long = WeightData::External {
-        path: "weights.bin".into(),
-        offset: 16,
-        length: file.len() as u64,
-    };
+    let too_long = WeightData::file_slice("weights.bin", 16, file.len() as u64);
     let graph = chain_graph(too_long, WeightData::Inline(s.bytes().into()));
     let err = interp::run(&graph, &feeds, &options).unwrap_err();
     assert!(matches!(err, InterpError::WeightOutOfFile { .. }), "{err}");
     assert!(err.to_string().contains("`w`") && err.to_string().contains("weights.bin"));
     // A missing file too.
-    let missing = WeightData::External {
-        path: "absent.bin".into(),
-        offset: 0,
-        length: 4,
-    };
+    let missing = WeightData::file_slice("absent.bin", 0, 4);
     let err = interp::run(&chain_graph(missing, WeightData::Absent), &feeds, &options);
     assert!(matches!(err, Err(InterpError::WeightFile { .. })));
     std::fs::remove_dir_all(&dir).unwrap();

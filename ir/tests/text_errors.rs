@@ -45,6 +45,14 @@ fn unterminated_string() {
 }
 
 #[test]
+fn a_file_slice_list_cannot_end_in_a_comma() {
+    assert_error(
+        "  weight %w: f32[4] = external \"a.bin\" offset 0 length 8, \"b.bin\" offset 0 length 8,\n  return %x",
+        "4:3: expected a quoted file path, found `return`",
+    );
+}
+
+#[test]
 fn invalid_escape() {
     assert_error(
         "  %y: f32[n, 4] = relu(%x) @\"bad \\q escape\"\n  return %y",

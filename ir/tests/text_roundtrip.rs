@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cubevec_ir::DType;
-use cubevec_ir::graph::{Graph, Node, TensorType, ValueId, WeightData};
+use cubevec_ir::graph::{FileSlice, Graph, Node, TensorType, ValueId, WeightData};
 use cubevec_ir::op::{
     BinaryOp, ExpertActivation, Op, ReduceOp, RoutingMode, ScatterReduction, UnaryOp,
 };
@@ -283,11 +283,16 @@ fn coverage_graph() -> Graph {
     for (i, dtype) in DType::ALL.into_iter().enumerate() {
         let data = match i % 3 {
             0 => WeightData::Inline(Arc::from(vec![0x00, 0x7f, 0x80, 0xff, i as u8])),
-            1 => WeightData::External {
-                path: PathBuf::from(format!("shards/model-{i:05}.safetensors")),
-                offset: 1024 * i as u64,
-                length: 4096,
-            },
+            // Stacked from two shards, or one slice of one.
+            1 => WeightData::External(
+                (0..1 + i % 2)
+                    .map(|part| FileSlice {
+                        path: PathBuf::from(format!("shards/model-{:05}.safetensors", i + part)),
+                        offset: 1024 * i as u64,
+                        length: 4096,
+                    })
+                    .collect(),
+            ),
             _ => WeightData::Absent,
         };
         weights.push(b.g.add_initializer(
@@ -304,11 +309,7 @@ fn coverage_graph() -> Graph {
     let quoted_path = b.g.add_initializer(
         "quoted path",
         TensorType::new(DType::BF16, Shape(vec![k(2)])),
-        WeightData::External {
-            path: PathBuf::from("dir with space/we\"ird\\name.bin"),
-            offset: 0,
-            length: u64::MAX,
-        },
+        WeightData::file_slice("dir with space/we\"ird\\name.bin", 0, u64::MAX),
     );
 
     for (i, u) in UnaryOp::ALL.into_iter().enumerate() {
@@ -722,7 +723,7 @@ fn coverage_graph_uses_every_variant() {
         .iter()
         .map(|i| match i.data {
             WeightData::Inline(_) => "inline",
-            WeightData::External { .. } => "external",
+            WeightData::External(_) => "external",
             WeightData::Absent => "absent",
         })
         .collect();
@@ -744,7 +745,7 @@ fn coverage_graph_round_trips() {
          \"\", 18446744073709551615]\n",
         "  weight %w_f32: f32[4, 4] = inline 0x007f80ff00\n",
         "  weight %w_f16: f16[4, 4] = external \"shards/model-00001.safetensors\" offset 1024 \
-         length 4096\n",
+         length 4096, \"shards/model-00002.safetensors\" offset 1024 length 4096\n",
         "  weight %w_bf16: bf16[4, 4] = absent\n",
         "  weight %empty: u8[0] = inline 0x\n",
         "  %clip_hi: f32[t, 8] = clip(%x, _, %\"é✓\")\n",
@@ -844,11 +845,7 @@ graph @tiny_moe {
     assert_eq!(g.initializers.len(), 3);
     assert_eq!(
         g.initializers[0].data,
-        WeightData::External {
-            path: PathBuf::from("model.safetensors"),
-            offset: 1024,
-            length: 32768
-        }
+        WeightData::file_slice("model.safetensors", 1024, 32768)
     );
     assert_eq!(
         g.initializers[1].data,
@@ -1150,11 +1147,15 @@ fn scrambled_graph(roles: &[(u8, u8)], seed: u64) -> Graph {
         let data = match rng.below(3) {
             0 => WeightData::Absent,
             1 => WeightData::Inline(Arc::from(vec![rng.below(256) as u8; rng.below(4)])),
-            _ => WeightData::External {
-                path: PathBuf::from("w.bin"),
-                offset: rng.below(100) as u64,
-                length: 8,
-            },
+            _ => WeightData::External(
+                (0..1 + rng.below(2))
+                    .map(|_| FileSlice {
+                        path: PathBuf::from("w.bin"),
+                        offset: rng.below(100) as u64,
+                        length: 8,
+                    })
+                    .collect(),
+            ),
         };
         g.initializers
             .push(cubevec_ir::graph::Initializer { value, data });

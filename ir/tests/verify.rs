@@ -1,7 +1,6 @@
 //! The verifier: a valid graph passes, and each broken invariant is reported with the node or
 //! value at fault.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use cubevec_ir::graph::{Node, WeightData};
@@ -281,11 +280,7 @@ fn initializer_sizes_match_their_types() {
     );
 
     let mut graph = valid_graph();
-    graph.initializers[0].data = WeightData::External {
-        path: PathBuf::from("model.safetensors"),
-        offset: 128,
-        length: 16,
-    };
+    graph.initializers[0].data = WeightData::file_slice("model.safetensors", 128, 16);
     assert!(matches!(
         error_of(&graph),
         VerifyError::InitializerSize {

@@ -195,11 +195,7 @@ impl<'g, 'a> ModelBuilder<'g, 'a> {
                     tensor: name.to_string(),
                     dtype,
                 })?;
-                let data = WeightData::External {
-                    path: entry.file.clone(),
-                    offset: entry.offset,
-                    length: entry.length,
-                };
+                let data = WeightData::file_slice(&entry.file, entry.offset, entry.length);
                 (dtype, data)
             }
         };
@@ -471,8 +467,9 @@ impl<'g, 'a> ModelBuilder<'g, 'a> {
     }
 
     /// The per-expert `nn.Linear` weights `name(0..experts)` of shape `[out, in]` stacked into one
-    /// `[experts, out, in]` value in the compute dtype. FP8 experts are stacked as stored and
-    /// dequantised once, with `[1, block…]` blocks over the stacked scales.
+    /// `[experts, out, in]` value in the compute dtype. Experts are stacked as stored, then FP8
+    /// ones dequantised once, with `[1, block…]` blocks over the stacked scales, and others cast
+    /// once.
     pub fn stacked_experts(
         &mut self,
         stacked_name: &str,
@@ -518,12 +515,16 @@ impl<'g, 'a> ModelBuilder<'g, 'a> {
                 .map(|v| v[0])
             }
             None => {
+                // Stacked as stored and cast once.
+                let storage = self.storage_dtype();
                 let mut weights = Vec::with_capacity(names.len());
                 for n in &names {
-                    weights.push(self.weight(n, &shape, true)?);
+                    weights.push(self.stored_weight(n, &shape, storage)?);
                 }
                 let rows = self.concat_rows(&format!("{stacked_name}.rows"), &weights)?;
-                self.reshape(stacked_name, rows, stacked_shape)
+                let stacked =
+                    self.reshape(&format!("{stacked_name}.stack"), rows, stacked_shape)?;
+                self.cast(stacked_name, stacked, self.dtype)
             }
         }
     }
@@ -574,11 +575,7 @@ impl<'g, 'a> ModelBuilder<'g, 'a> {
                         ),
                     });
                 }
-                WeightData::External {
-                    path: entry.file.clone(),
-                    offset: entry.offset,
-                    length: entry.length,
-                }
+                WeightData::file_slice(&entry.file, entry.offset, entry.length)
             }
         };
         self.graph

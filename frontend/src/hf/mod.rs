@@ -19,6 +19,7 @@ mod deepseek_v4;
 mod error;
 mod llama_moe;
 mod rope;
+mod stacking;
 
 use std::path::Path;
 
@@ -83,6 +84,7 @@ pub fn load(dir: &Path, options: HfOptions) -> Result<Graph, HfError> {
         Architecture::DeepseekV4(c) => deepseek_v4::build(&mut b, c)?,
     }
     drop(b);
+    stacking::merge_stacked_weights(&mut graph);
     Ok(graph)
 }
 

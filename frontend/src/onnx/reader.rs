@@ -6,6 +6,7 @@ use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use cubevec_ir::graph::FileSlice;
 use cubevec_ir::{DType, Dim, Shape, Tensor, TensorType, WeightData};
 
 use super::error::OnnxError;
@@ -263,11 +264,7 @@ fn external(
             file_len,
         });
     }
-    Ok(WeightData::External {
-        path: relative,
-        offset,
-        length,
-    })
+    Ok(WeightData::file_slice(relative, offset, length))
 }
 
 /// Reads a decoded tensor's bytes: inline data is shared, external data is memory-mapped and
@@ -280,34 +277,12 @@ pub fn read_tensor(
 ) -> Result<Tensor, OnnxError> {
     let bytes: Arc<[u8]> = match &data.data {
         WeightData::Inline(bytes) => bytes.clone(),
-        WeightData::External {
-            path,
-            offset,
-            length,
-        } => {
-            let full = base_dir.join(path);
-            let io_err = |source| OnnxError::ExternalFile {
-                file: file.to_path_buf(),
-                tensor: name.to_string(),
-                path: full.clone(),
-                source,
-            };
-            let handle = File::open(&full).map_err(io_err)?;
-            // SAFETY: the map is read-only and dropped before this function returns; a
-            // concurrent truncation of the weight file is outside what the reader defends against.
-            let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(io_err)?;
-            let range_err = || OnnxError::ExternalRange {
-                file: file.to_path_buf(),
-                tensor: name.to_string(),
-                path: full.clone(),
-                offset: *offset,
-                end: offset.saturating_add(*length),
-                file_len: map.len() as u64,
-            };
-            let start = usize::try_from(*offset).map_err(|_| range_err())?;
-            let end = usize::try_from(offset.saturating_add(*length)).map_err(|_| range_err())?;
-            let slice = map.get(start..end).ok_or_else(range_err)?;
-            Arc::from(slice)
+        WeightData::External(slices) => {
+            let mut bytes = Vec::new();
+            for slice in slices {
+                bytes.extend_from_slice(&read_slice(file, base_dir, name, slice)?);
+            }
+            Arc::from(bytes)
         }
         WeightData::Absent => {
             return Err(OnnxError::BadTensorData {
@@ -324,6 +299,38 @@ pub fn read_tensor(
             reason: e.to_string(),
         }
     })
+}
+
+/// The bytes of one slice of tensor `name`'s external data.
+fn read_slice(
+    file: &Path,
+    base_dir: &Path,
+    name: &str,
+    slice: &FileSlice,
+) -> Result<Vec<u8>, OnnxError> {
+    let full = base_dir.join(&slice.path);
+    let io_err = |source| OnnxError::ExternalFile {
+        file: file.to_path_buf(),
+        tensor: name.to_string(),
+        path: full.clone(),
+        source,
+    };
+    let handle = File::open(&full).map_err(io_err)?;
+    // SAFETY: the map is read-only and dropped before this function returns; a concurrent
+    // truncation of the weight file is outside what the reader defends against.
+    let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(io_err)?;
+    let (offset, length) = (slice.offset, slice.length);
+    let range_err = || OnnxError::ExternalRange {
+        file: file.to_path_buf(),
+        tensor: name.to_string(),
+        path: full.clone(),
+        offset,
+        end: offset.saturating_add(length),
+        file_len: map.len() as u64,
+    };
+    let start = usize::try_from(offset).map_err(|_| range_err())?;
+    let end = usize::try_from(offset.saturating_add(length)).map_err(|_| range_err())?;
+    Ok(map.get(start..end).ok_or_else(range_err)?.to_vec())
 }
 
 /// Decodes a standalone serialized `TensorProto` (a test-data `.pb` file) into a tensor.

@@ -8,7 +8,7 @@ use memmap2::Mmap;
 
 use super::InterpError;
 use crate::dtype::DType;
-use crate::graph::WeightData;
+use crate::graph::{FileSlice, WeightData};
 use crate::tensor::Tensor;
 
 /// Loads the weights of one run, keeping every external file it has mapped.
@@ -46,37 +46,38 @@ impl<'a> WeightLoader<'a> {
                 });
             }
             WeightData::Absent => return Err(InterpError::AbsentWeight(name.to_string())),
-            WeightData::External {
-                path,
-                offset,
-                length,
-            } => {
-                let resolved = match self.dir {
-                    Some(dir) if path.is_relative() => dir.join(path),
-                    _ => path.clone(),
-                };
-                let map = self.map(name, resolved.clone())?;
-                let end = offset.checked_add(*length);
-                match end {
-                    Some(end) if end <= map.len() as u64 => {
-                        map[*offset as usize..end as usize].to_vec()
-                    }
-                    _ => {
-                        return Err(InterpError::WeightOutOfFile {
-                            weight: name.to_string(),
-                            path: resolved,
-                            offset: *offset,
-                            end: offset.saturating_add(*length),
-                            file_len: map.len() as u64,
-                        });
-                    }
+            WeightData::External(slices) => {
+                let total = slices.iter().map(|s| s.length as usize).sum();
+                let mut bytes = Vec::with_capacity(total);
+                for slice in slices {
+                    bytes.extend_from_slice(self.slice(name, slice)?);
                 }
+                bytes
             }
         };
         Tensor::from_bytes(dtype, shape, bytes).map_err(|source| InterpError::WeightSize {
             weight: name.to_string(),
             source,
         })
+    }
+
+    /// The bytes of one slice of weight `name`'s data.
+    fn slice(&mut self, name: &str, slice: &FileSlice) -> Result<&[u8], InterpError> {
+        let resolved = match self.dir {
+            Some(dir) if slice.path.is_relative() => dir.join(&slice.path),
+            _ => slice.path.clone(),
+        };
+        let map = self.map(name, resolved.clone())?;
+        match slice.offset.checked_add(slice.length) {
+            Some(end) if end <= map.len() as u64 => Ok(&map[slice.offset as usize..end as usize]),
+            _ => Err(InterpError::WeightOutOfFile {
+                weight: name.to_string(),
+                path: resolved,
+                offset: slice.offset,
+                end: slice.offset.saturating_add(slice.length),
+                file_len: map.len() as u64,
+            }),
+        }
     }
 
     /// The mapping of `path`, mapping it on first use.

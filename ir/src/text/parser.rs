@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::graph::{Graph, Initializer, Node, TensorType, Value, ValueId, WeightData};
+use crate::graph::{FileSlice, Graph, Initializer, Node, TensorType, Value, ValueId, WeightData};
 use crate::shape::Shape;
 
 use super::error::{ParseError, ParseErrorKind};
@@ -336,7 +336,7 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// `weight %x: type = inline 0x.. | external "path" offset N length M | absent`.
+    /// `weight %x: type = inline 0x.. | external "path" offset N length M, ... | absent`.
     fn weight(&mut self) -> PResult<()> {
         self.bump();
         let (name, ty) = self.typed_name()?;
@@ -346,20 +346,11 @@ impl Parser<'_> {
             self.inline_bytes(&name.name)?
         } else if self.at_keyword("external")? {
             self.bump();
-            if self.peek()? != Some(Tok::Str) {
-                return Err(self.unexpected("a quoted file path"));
+            let mut slices = vec![self.file_slice()?];
+            while self.eat(Tok::Comma)? {
+                slices.push(self.file_slice()?);
             }
-            let path = self.unquoted(self.text(), self.offset())?;
-            self.bump();
-            self.expect_keyword("offset")?;
-            let offset = self.expect_int("a byte offset", "u64")?;
-            self.expect_keyword("length")?;
-            let length = self.expect_int("a byte length", "u64")?;
-            WeightData::External {
-                path: PathBuf::from(path),
-                offset,
-                length,
-            }
+            WeightData::External(slices)
         } else if self.at_keyword("absent")? {
             self.bump();
             WeightData::Absent
@@ -369,6 +360,24 @@ impl Parser<'_> {
         let value = self.define(&name, ty)?;
         self.graph.initializers.push(Initializer { value, data });
         Ok(())
+    }
+
+    /// `"path" offset N length M`.
+    fn file_slice(&mut self) -> PResult<FileSlice> {
+        if self.peek()? != Some(Tok::Str) {
+            return Err(self.unexpected("a quoted file path"));
+        }
+        let path = self.unquoted(self.text(), self.offset())?;
+        self.bump();
+        self.expect_keyword("offset")?;
+        let offset = self.expect_int("a byte offset", "u64")?;
+        self.expect_keyword("length")?;
+        let length = self.expect_int("a byte length", "u64")?;
+        Ok(FileSlice {
+            path: PathBuf::from(path),
+            offset,
+            length,
+        })
     }
 
     /// The `0x...` bytes after `inline`.

@@ -158,14 +158,16 @@ impl Printer<'_> {
                             hex
                         }
                     },
-                    WeightData::External {
-                        path,
-                        offset,
-                        length,
-                    } => format!(
-                        "external {} offset {offset} length {length}",
-                        quote(&path.to_string_lossy())
-                    ),
+                    WeightData::External(slices) => {
+                        let slices: Vec<String> = slices
+                            .iter()
+                            .map(|s| {
+                                let path = quote(&s.path.to_string_lossy());
+                                format!("{path} offset {} length {}", s.offset, s.length)
+                            })
+                            .collect();
+                        format!("external {}", slices.join(", "))
+                    }
                     WeightData::Absent => "absent".to_string(),
                 };
                 let line = format!("  weight {} = {data}\n", self.typed_value(init.value));

@@ -484,7 +484,7 @@ fn rebuild(
 
 /// Drops nodes whose results nothing needs (values exported for another segment's context and
 /// not used in the end), then initializers and values nothing refers to, and renumbers the
-/// values, all in place. Nodes are in topological order, so one backward sweep finds what is
+/// values, all in place ([`Graph::retain_values`]). Nodes are in topological order, so one backward sweep finds what is
 /// live. `tags` (one per node) are kept for the nodes kept. `appended` is the first value and
 /// initializer index the rebuild appended; returned is where those that remain start.
 fn compact<T>(
@@ -519,38 +519,10 @@ fn compact<T>(
             used[v.index()] = true;
         }
     }
-    let values_before = graph.values.len();
-    let mut new_id = vec![ValueId(u32::MAX); values_before];
-    let mut next = 0u32;
-    for (id, _) in new_id.iter_mut().zip(&used).filter(|(_, used)| **used) {
-        *id = ValueId(next);
-        next += 1;
-    }
-    let mut initializers_left = appended.1;
-    if next as usize != values_before {
-        let mut index = 0;
-        graph.values.retain(|_| {
-            index += 1;
-            used[index - 1]
-        });
-        let remap = |v: &mut ValueId| *v = new_id[v.index()];
-        for node in &mut graph.nodes {
-            node.inputs.iter_mut().flatten().for_each(remap);
-            node.outputs.iter_mut().for_each(remap);
-        }
-        graph.inputs.iter_mut().for_each(remap);
-        graph.outputs.iter_mut().for_each(remap);
-        let mut index = 0;
-        graph.initializers.retain_mut(|init| {
-            let live = used[init.value.index()];
-            if !live && index < appended.1 {
-                initializers_left -= 1;
-            }
-            index += 1;
-            remap(&mut init.value);
-            live
-        });
-    }
+    let initializers_left = (graph.initializers[..appended.1].iter())
+        .filter(|init| used[init.value.index()])
+        .count();
     let values_left = used[..appended.0].iter().filter(|u| **u).count();
+    graph.retain_values(&used);
     (tags, (values_left, initializers_left))
 }
