@@ -17,7 +17,7 @@ use cubevec_ir::{DType, Dim};
 pub trait CostModel: Send + Sync {
     /// The time of `op` on operands of `inputs` types (`None` for absent optional operands)
     /// producing `outputs`.
-    fn op_cost(&self, op: &Op, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> f64;
+    fn op_cost(&self, op: &Op, inputs: &[Option<&TensorType>], outputs: &[&TensorType]) -> f64;
 }
 
 /// The analytic roofline model (figures of an Ascend 910B-class device).
@@ -98,7 +98,7 @@ fn is_layout_only(op: &Op) -> bool {
 }
 
 impl CostModel for RooflineCost {
-    fn op_cost(&self, op: &Op, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> f64 {
+    fn op_cost(&self, op: &Op, inputs: &[Option<&TensorType>], outputs: &[&TensorType]) -> f64 {
         if is_layout_only(op) {
             return 0.0;
         }
@@ -215,11 +215,7 @@ pub fn graph_cost(graph: &cubevec_ir::Graph, cost: &dyn CostModel) -> f64 {
             .iter()
             .map(|v| v.map(|v| &graph.value(v).ty))
             .collect();
-        let outputs: Vec<TensorType> = node
-            .outputs
-            .iter()
-            .map(|&v| graph.value(v).ty.clone())
-            .collect();
+        let outputs: Vec<&TensorType> = node.outputs.iter().map(|&v| &graph.value(v).ty).collect();
         total += cost.op_cost(&node.op, &inputs, &outputs);
     }
     total

@@ -50,7 +50,8 @@ pub fn node_cost(egraph: &TensorEGraph, class: Id, node: &TensorNode, cost: &dyn
                 .iter()
                 .map(|&c| egraph[c].data.tensor())
                 .collect();
-            NODE_COST + cost.op_cost(op, &inputs, &data.types)
+            let outputs: Vec<&TensorType> = data.types.iter().collect();
+            NODE_COST + cost.op_cost(op, &inputs, &outputs)
         }
         _ => 0.0,
     }
