@@ -116,6 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             baseline.cost.efficiency * 100.0
         );
     }
+    gm_read_ceiling(&target, DType::BF16);
     println!();
     fused_epilogues(&target)?;
     println!();
@@ -131,6 +132,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// Prints the most of the Cube's time a large GEMM can use when each core streams A and B from
+/// GM at the target's per-core rate: an output tile must fit L0C in f32, and each K step of an
+/// `m x n` tile reads `(m + n) * k` inputs for `m * n * k` MACs.
+fn gm_read_ceiling(target: &Target, dtype: DType) {
+    let Some(fractal) = target.fractal(dtype) else {
+        return;
+    };
+    let outputs = target.buffers.l0c.bytes / 4;
+    let bytes = dtype.bits() as f64 / 8.0;
+    let busy = |m: u64, n: u64| {
+        let needed = fractal.macs_per_cycle as f64 * bytes * (m + n) as f64 / (m * n) as f64;
+        (target.mte.gm_bytes_per_cycle_per_core / needed).min(1.0)
+    };
+    let best = (1..=outputs / 16 / 16)
+        .map(|m| 16 * m)
+        .map(|m| (m, (outputs / m) / 16 * 16))
+        .filter(|&(_, n)| n > 0)
+        .max_by(|a, b| busy(a.0, a.1).total_cmp(&busy(b.0, b.1)));
+    if let Some((m, n)) = best {
+        println!(
+            "ceiling: the best output tile that fits L0C ({m}x{n} f32) needs {:.1} B/cycle of GM \
+             reads per core to keep the Cube busy; at {:.1} B/cycle it is busy at most {:.1}% of \
+             the time",
+            fractal.macs_per_cycle as f64 * bytes * (m + n) as f64 / (m * n) as f64,
+            target.mte.gm_bytes_per_cycle_per_core,
+            busy(m, n) * 100.0
+        );
+    }
 }
 
 /// The projection and its vector work as separate kernels against one MIX kernel: a dense
