@@ -248,12 +248,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         _ => dim_bindings(cli)?,
     };
-    let compiled = match &target {
-        Some(target) => Some(phases.time("planning kernels", "plan kernels", || {
-            model.compile(target, &bindings)
-        })?),
-        None => None,
+    // The decode plan (the summary's and the report's per-token decode time) needs only the
+    // model, so it is planned on a second thread while the prefill program is.
+    let wants_decode = !cli.quiet || cli.report.is_some();
+    let decode_bindings = decode_bindings(&model, &bindings).filter(|_| wants_decode);
+    let (compiled, decode) = match &target {
+        Some(target) => std::thread::scope(|scope| {
+            let decode = decode_bindings.as_ref().map(|decode_bindings| {
+                scope.spawn(|| {
+                    let start = Instant::now();
+                    let plan = model.plan_kernels(target, decode_bindings);
+                    (plan, start.elapsed())
+                })
+            });
+            let compiled = phases.time("planning kernels", "plan kernels", || {
+                model.compile(target, &bindings)
+            });
+            let decode = match decode.map(|thread| thread.join()) {
+                Some(Ok((plan, elapsed))) => {
+                    phases.done.push(("plan decode", elapsed));
+                    Some(plan.map(|(_, report)| report))
+                }
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                None => None,
+            };
+            (Some(compiled), decode)
+        }),
+        None => (None, None),
     };
+    let compiled = compiled.transpose()?;
+    let decode = decode.transpose()?;
     if let Some(emit) = cli.emit {
         let printed = match emit {
             Emit::Ascendc => match &compiled {
@@ -280,10 +304,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         };
         print_stdout(&printed)?;
     }
-    let decode = match &compiled {
-        Some(compiled) if !cli.quiet || cli.report.is_some() => decode_plan(compiled, &mut phases)?,
-        _ => None,
-    };
     let deployment = compiled.as_ref().map(|c| {
         Deployment::plan(
             c,
@@ -461,26 +481,17 @@ fn kernel_sources(project: &Project) -> String {
 /// The dimension that distinguishes prefill from decode.
 const SEQ: &str = "seq";
 
-/// The report of the same model planned for one token per sequence (`seq` = 1, other sizes
-/// as compiled), when the graph has a `seq` dimension bound to more than 1.
-fn decode_plan(
-    compiled: &CompiledModel<'_>,
-    phases: &mut Phases,
-) -> anyhow::Result<Option<PartitionReport>> {
-    let graph = compiled.model().graph();
-    let has_seq = graph
-        .values
-        .iter()
+/// The bindings of the same model planned for one token per sequence (`seq` = 1, other sizes
+/// as given), when the graph has a `seq` dimension bound to more than 1.
+fn decode_bindings(model: &Model, bindings: &DimBindings) -> Option<DimBindings> {
+    let has_seq = (model.graph().values.iter())
         .any(|v| v.ty.shape.0.iter().any(|d| d.symbols().contains(&SEQ)));
-    if !has_seq || compiled.bindings().get(SEQ).is_none_or(|&n| n <= 1) {
-        return Ok(None);
+    if !has_seq || bindings.get(SEQ).is_none_or(|&n| n <= 1) {
+        return None;
     }
-    let mut bindings = compiled.bindings().clone();
-    bindings.insert(SEQ.to_string(), 1);
-    let (_, report) = phases.time("planning decode kernels", "plan decode", || {
-        compiled.model().plan_kernels(compiled.target(), &bindings)
-    })?;
-    Ok(Some(report))
+    let mut decode = bindings.clone();
+    decode.insert(SEQ.to_string(), 1);
+    Some(decode)
 }
 
 /// Bytes of a program's tensors of `kind`.
