@@ -119,8 +119,8 @@ pub enum OptimizeError {
 ///
 /// `graph` must verify ([`verify`]; every graph a frontend returns does). Up front only what the
 /// optimiser indexes by is checked; of the result, everything the rewrite could have broken
-/// ([`verify_rewritten`]). The graph is rewritten in place: its weights are not copied, so a
-/// deep model costs about as much as its distinct layers.
+/// ([`verify_rewritten`]). The graph is rewritten in place: its weights are not copied, so the
+/// time grows with the distinct layers (saturation) and the nodes (rebuilding), not the weights.
 pub fn optimize(
     graph: Graph,
     options: &OptimizeOptions,
