@@ -114,3 +114,139 @@ fn stacked_data(graph: &Graph, pieces: &[usize]) -> Option<WeightData> {
             .then_some(WeightData::Absent),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cubevec_ir::graph::FileSlice;
+    use cubevec_ir::op::BinaryOp;
+    use cubevec_ir::verify::verify;
+    use cubevec_ir::{DType, Shape, TensorType, ValueId};
+
+    use super::*;
+
+    fn f32s(rows: u64) -> TensorType {
+        TensorType::new(DType::F32, Shape::known(&[rows, 2]))
+    }
+
+    fn inline(bytes: &[u8]) -> WeightData {
+        WeightData::Inline(Arc::from(bytes.to_vec()))
+    }
+
+    fn slice(offset: u64) -> WeightData {
+        WeightData::file_slice("w.safetensors", offset, 8)
+    }
+
+    /// `x [2, 2] + concat(pieces)` for `[1, 2]` f32 pieces of the given data, plus `extra`
+    /// (another reader of the first piece) when asked.
+    fn stack(pieces: Vec<WeightData>, first_read_again: bool) -> Graph {
+        let mut graph = Graph::new("stack");
+        let mut b = graph.builder();
+        let rows = pieces.len() as u64;
+        let x = b.add_input("x", f32s(rows)).unwrap();
+        let ids: Vec<ValueId> = (pieces.into_iter().enumerate())
+            .map(|(i, data)| b.add_initializer(format!("w{i}"), f32s(1), data).unwrap())
+            .collect();
+        let inputs = ids.iter().map(|&v| Some(v)).collect();
+        let stacked = b
+            .add_op("stack", Op::Concat { axis: 0 }, inputs, vec!["w".into()])
+            .unwrap();
+        let y = b
+            .add_op(
+                "add",
+                Op::Binary(BinaryOp::Add),
+                vec![Some(x), Some(stacked[0])],
+                vec!["y".into()],
+            )
+            .unwrap();
+        b.add_output(y[0]).unwrap();
+        if first_read_again {
+            let z = b
+                .add_op(
+                    "neg",
+                    Op::Unary(cubevec_ir::op::UnaryOp::Neg),
+                    vec![Some(ids[0])],
+                    vec![],
+                )
+                .unwrap();
+            b.add_output(z[0]).unwrap();
+        }
+        graph
+    }
+
+    /// The data of the weight named `name`.
+    fn data_of<'g>(graph: &'g Graph, name: &str) -> Option<&'g WeightData> {
+        let value = graph.value_by_name(name)?;
+        (graph.initializers.iter())
+            .find(|i| i.value == value)
+            .map(|i| &i.data)
+    }
+
+    #[test]
+    fn file_slices_become_one_weight() {
+        let mut graph = stack(vec![slice(0), slice(64), slice(8)], false);
+        merge_stacked_weights(&mut graph);
+        verify(&graph).unwrap();
+        assert!(
+            !graph
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::Concat { .. }))
+        );
+        assert_eq!(graph.initializers.len(), 1);
+        let offsets: Vec<u64> = match data_of(&graph, "w") {
+            Some(WeightData::External(slices)) => slices.iter().map(|s| s.offset).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(offsets, [0, 64, 8]);
+        assert_eq!(graph.values.len(), 3, "x, w and y are left");
+    }
+
+    #[test]
+    fn inline_and_absent_pieces_merge_by_kind() {
+        let mut graph = stack(vec![inline(&[1; 8]), inline(&[2; 8])], false);
+        merge_stacked_weights(&mut graph);
+        verify(&graph).unwrap();
+        let expected: Vec<u8> = [[1u8; 8], [2; 8]].concat();
+        assert_eq!(data_of(&graph, "w"), Some(&inline(&expected)));
+
+        let mut graph = stack(vec![WeightData::Absent, WeightData::Absent], false);
+        merge_stacked_weights(&mut graph);
+        verify(&graph).unwrap();
+        assert_eq!(data_of(&graph, "w"), Some(&WeightData::Absent));
+    }
+
+    #[test]
+    fn mixed_or_shared_pieces_stay_a_concat() {
+        for graph in [
+            stack(vec![slice(0), inline(&[0; 8])], false),
+            stack(vec![slice(0), WeightData::Absent], false),
+            stack(vec![slice(0), slice(8)], true),
+        ] {
+            let mut merged = graph.clone();
+            merge_stacked_weights(&mut merged);
+            assert_eq!(merged, graph);
+        }
+    }
+
+    #[test]
+    fn slices_keep_their_files() {
+        let piece = |path: &str| {
+            WeightData::External(vec![FileSlice {
+                path: path.into(),
+                offset: 0,
+                length: 8,
+            }])
+        };
+        let mut graph = stack(vec![piece("a"), piece("b")], false);
+        merge_stacked_weights(&mut graph);
+        let paths: Vec<String> = match data_of(&graph, "w") {
+            Some(WeightData::External(slices)) => (slices.iter())
+                .map(|s| s.path.display().to_string())
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(paths, ["a", "b"]);
+    }
+}
