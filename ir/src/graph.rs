@@ -220,30 +220,28 @@ impl Graph {
             .map(|i| ValueId(i as u32))
     }
 
+    /// Every definition of a value, in order: graph inputs, initializers, node results (a value
+    /// defined twice appears twice).
+    pub fn each_definition(&self) -> impl Iterator<Item = (ValueId, Definition)> + '_ {
+        let inputs = (self.inputs.iter().enumerate()).map(|(i, &v)| (v, Definition::Input(i)));
+        let initializers = (self.initializers.iter().enumerate())
+            .map(|(i, init)| (init.value, Definition::Initializer(i)));
+        let results = self.nodes.iter().enumerate().flat_map(|(n, node)| {
+            node.outputs.iter().enumerate().map(move |(output, &v)| {
+                let node = NodeId(n as u32);
+                (v, Definition::Node { node, output })
+            })
+        });
+        inputs.chain(initializers).chain(results)
+    }
+
     /// What defines each value (`None` for a value nothing defines), indexed by [`ValueId`]. A
     /// value defined twice keeps its first definition; the verifier reports the second.
     pub fn definitions(&self) -> Vec<Option<Definition>> {
         let mut defs = vec![None; self.values.len()];
-        let mut define = |v: ValueId, d: Definition| {
+        for (v, d) in self.each_definition() {
             if let Some(slot) = defs.get_mut(v.index()) {
                 slot.get_or_insert(d);
-            }
-        };
-        for (i, &v) in self.inputs.iter().enumerate() {
-            define(v, Definition::Input(i));
-        }
-        for (i, init) in self.initializers.iter().enumerate() {
-            define(init.value, Definition::Initializer(i));
-        }
-        for (n, node) in self.nodes.iter().enumerate() {
-            for (output, &v) in node.outputs.iter().enumerate() {
-                define(
-                    v,
-                    Definition::Node {
-                        node: NodeId(n as u32),
-                        output,
-                    },
-                );
             }
         }
         defs
@@ -318,11 +316,9 @@ impl Graph {
         for (next, (id, _)) in kept.enumerate() {
             *id = ValueId(next as u32);
         }
-        let mut index = 0;
-        self.values.retain(|_| {
-            index += 1;
-            keep[index - 1]
-        });
+        let mut kept = keep.iter();
+        self.values
+            .retain(|_| kept.next().copied().unwrap_or(false));
         let remap = |v: &mut ValueId| *v = new_id[v.index()];
         for node in &mut self.nodes {
             node.inputs.iter_mut().flatten().for_each(remap);
@@ -335,6 +331,12 @@ impl Graph {
             remap(&mut init.value);
             kept
         });
+    }
+
+    /// Drops the nodes whose `keep` entry (by index) is false.
+    pub fn retain_nodes(&mut self, keep: &[bool]) {
+        let mut kept = keep.iter();
+        self.nodes.retain(|_| kept.next().copied().unwrap_or(false));
     }
 
     /// Whether every node reads only values defined by earlier nodes or not by nodes at all

@@ -123,16 +123,12 @@ pub enum VerifyError {
 
 /// Checks a graph; the first problem found, naming the node or value at fault.
 pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
-    if graph.outputs.is_empty() {
-        return Err(VerifyError::NoOutputs {
-            graph: graph.name.clone(),
-        });
-    }
-    check_references(graph)?;
-    check_names(graph, 0)?;
-    check_definitions(graph)?;
-    check_nodes(graph, &[])?;
-    check_initializers(graph, 0)
+    let everything_new = Rewrite {
+        new_values: 0,
+        new_initializers: 0,
+        replayed: &[],
+    };
+    verify_rewritten(graph, &everything_new)
 }
 
 /// What a producer changed in a graph that verified, for [`verify_rewritten`].
@@ -261,27 +257,14 @@ fn describe_definition(graph: &Graph, def: Definition) -> String {
     }
 }
 
-/// Every definition of a value in the graph, in order: inputs, initializers, node results.
-fn all_definitions(graph: &Graph) -> impl Iterator<Item = (ValueId, Definition)> + '_ {
-    let inputs = (graph.inputs.iter().enumerate()).map(|(i, &v)| (v, Definition::Input(i)));
-    let initializers = (graph.initializers.iter().enumerate())
-        .map(|(i, init)| (init.value, Definition::Initializer(i)));
-    let results = graph.nodes.iter().enumerate().flat_map(|(n, node)| {
-        node.outputs.iter().enumerate().map(move |(output, &v)| {
-            let node = NodeId(n as u32);
-            (v, Definition::Node { node, output })
-        })
-    });
-    inputs.chain(initializers).chain(results)
-}
-
 /// Every value is defined exactly once (a flag per value; the first definition of a value
 /// defined twice is looked up again for the message).
 fn check_definitions(graph: &Graph) -> Result<(), VerifyError> {
     let mut defined = vec![false; graph.values.len()];
-    for (v, def) in all_definitions(graph) {
+    for (v, def) in graph.each_definition() {
         if std::mem::replace(&mut defined[v.index()], true) {
-            let first = all_definitions(graph)
+            let first = graph
+                .each_definition()
                 .find(|&(w, _)| w == v)
                 .map_or(def, |(_, first)| first);
             return Err(VerifyError::DefinedTwice {

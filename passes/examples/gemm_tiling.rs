@@ -143,10 +143,11 @@ fn gm_read_ceiling(target: &Target, dtype: DType) {
     };
     let outputs = target.buffers.l0c.bytes / 4;
     let bytes = dtype.bits() as f64 / 8.0;
-    let busy = |m: u64, n: u64| {
-        let needed = fractal.macs_per_cycle as f64 * bytes * (m + n) as f64 / (m * n) as f64;
-        (target.mte.gm_bytes_per_cycle_per_core / needed).min(1.0)
-    };
+    // GM bytes per cycle an `m x n` tile reads to keep the Cube busy, and the busy fraction
+    // the target's rate allows.
+    let needed =
+        |m: u64, n: u64| fractal.macs_per_cycle as f64 * bytes * (m + n) as f64 / (m * n) as f64;
+    let busy = |m: u64, n: u64| (target.mte.gm_bytes_per_cycle_per_core / needed(m, n)).min(1.0);
     let best = (1..=outputs / 16 / 16)
         .map(|m| 16 * m)
         .map(|m| (m, (outputs / m) / 16 * 16))
@@ -157,7 +158,7 @@ fn gm_read_ceiling(target: &Target, dtype: DType) {
             "ceiling: the best output tile that fits L0C ({m}x{n} f32) needs {:.1} B/cycle of GM \
              reads per core to keep the Cube busy; at {:.1} B/cycle it is busy at most {:.1}% of \
              the time",
-            fractal.macs_per_cycle as f64 * bytes * (m + n) as f64 / (m * n) as f64,
+            needed(m, n),
             target.mte.gm_bytes_per_cycle_per_core,
             busy(m, n) * 100.0
         );

@@ -59,11 +59,7 @@ pub fn merge_stacked_weights(graph: &mut Graph) {
             keep_value[graph.initializers[i].value.index()] = false;
         }
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        keep_node[index - 1]
-    });
+    graph.retain_nodes(&keep_node);
     let initializers = std::mem::take(&mut graph.initializers);
     for ((init, merged), piece) in initializers.into_iter().zip(first_piece_of).zip(piece) {
         match (merged, piece) {

@@ -10,7 +10,7 @@ use super::analysis::{TensorAnalysis, TensorEGraph};
 use super::extract::Selection;
 use super::index_form::IndexForms;
 use super::language::{ConstTensor, TensorNode, TensorOp};
-use super::template::{ParamKind, Segment};
+use super::template::{ParamKind, Segment, param_form};
 
 /// An operand of a program node or a program result.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,10 +79,7 @@ pub fn to_egraph(graph: &Graph, seg: &Segment, forms: &IndexForms) -> SegmentEGr
         .params
         .iter()
         .zip(&seg.kinds)
-        .map(|(v, kind)| match kind {
-            ParamKind::Weight => None,
-            _ => forms.get(v).cloned(),
-        })
+        .map(|(&v, kind)| param_form(forms, v, kind).cloned())
         .collect();
     let mut egraph = TensorEGraph::new(TensorAnalysis::new(types, param_forms));
     let mut classes: FxHashMap<ValueId, Id> = FxHashMap::default();

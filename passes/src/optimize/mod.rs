@@ -144,7 +144,7 @@ pub fn optimize_with_cost(
         (true, Ok(order)) => order,
         _ => return Err(OptimizeError::Input(Box::new(input_error(&graph)))),
     };
-    let checked = start.elapsed().as_secs_f64();
+    let input_check_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut report = OptimizeReport {
         ops_before: report::op_counts(&graph),
@@ -156,7 +156,7 @@ pub fn optimize_with_cost(
     let constants = template::small_constants(&graph, options.fold_limit);
     let forms = index_form::graph_forms(&graph, &order, &constants);
     let segments = template::split(&graph, &order, options.min_segment_nodes, &constants);
-    report.add_time("segment", checked + start.elapsed().as_secs_f64());
+    report.add_time("segment", input_check_s + start.elapsed().as_secs_f64());
     let start = Instant::now();
     let (template_of, firsts) = if options.reuse_templates {
         template::templates(&graph, &segments, &forms)
@@ -484,8 +484,8 @@ fn rebuild(
 
 /// Drops nodes whose results nothing needs (values exported for another segment's context and
 /// not used in the end), then initializers and values nothing refers to, and renumbers the
-/// values, all in place ([`Graph::retain_values`]). Nodes are in topological order, so one backward sweep finds what is
-/// live. `tags` (one per node) are kept for the nodes kept. `appended` is the first value and
+/// values, all in place ([`Graph::retain_values`]). Nodes are in topological order, so one
+/// backward sweep finds what is live. `tags` (one per node) are kept for the nodes kept. `appended` is the first value and
 /// initializer index the rebuild appended; returned is where those that remain start.
 fn compact<T>(
     graph: &mut Graph,
@@ -505,10 +505,7 @@ fn compact<T>(
             }
         }
     }
-    let mut kept = keep.iter();
-    graph
-        .nodes
-        .retain(|_| kept.next().copied().unwrap_or(false));
+    graph.retain_nodes(&keep);
     let mut kept = keep.iter();
     tags.retain(|_| kept.next().copied().unwrap_or(false));
     for &v in &graph.inputs {

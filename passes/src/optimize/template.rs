@@ -268,6 +268,19 @@ fn repeats_earlier(
         .any(|&r| r.1 - r.0 == range.1 - range.0 && ops(r).eq(ops(range)))
 }
 
+/// The index form of parameter `v` of kind `kind`: only constants and node results have forms,
+/// so a weight's is not looked up.
+pub fn param_form<'f>(
+    forms: &'f IndexForms,
+    v: ValueId,
+    kind: &ParamKind,
+) -> Option<&'f IndexForm> {
+    match kind {
+        ParamKind::Weight => None,
+        _ => forms.get(&v),
+    }
+}
+
 /// Adds up to [`CONTEXT_DEPTH`] levels of producers of the segment's activation parameters that
 /// do not depend on the graph inputs (rotary tables, position-only masks), marking every value
 /// that becomes a parameter this way as exported by its segment.
@@ -392,12 +405,11 @@ fn items<'g>(
     let mut out = Vec::with_capacity(seg.params.len() + 4 * seg.nodes.len() + seg.outputs.len());
     for (i, (&v, kind)) in seg.params.iter().zip(&seg.kinds).enumerate() {
         slots[v.index()] = Ref::Param(i);
-        // Only constants and node results have forms.
-        let form = match kind {
-            ParamKind::Weight => None,
-            _ => forms.get(&v),
-        };
-        out.push(Item::Param(kind, &graph.value(v).ty, form));
+        out.push(Item::Param(
+            kind,
+            &graph.value(v).ty,
+            param_form(forms, v, kind),
+        ));
     }
     for def in &seg.context {
         out.push(Item::Node(&def.op, def.inputs.len()));
