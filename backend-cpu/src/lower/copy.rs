@@ -128,18 +128,20 @@ impl Lowerer<'_> {
                 let cp = self.part(d.addr.cols, d.col);
                 // Consecutive fractal rows of one matrix row are a fractal column apart.
                 let d_step = chunk_step(d.addr.cols, fc, e);
-                // Whole fractal rows, one fractal column at a time (consecutive rows of a
-                // fractal column are adjacent in L1), then the zero-padded last columns.
+                // Whole fractal rows, one source row at a time (the source is read in
+                // order; walking a fractal column instead reads rows a pitch apart, which
+                // alias in the cache when the pitch is a multiple of 4 KiB), then the
+                // zero-padded last columns.
                 let rp = self.part(d.addr.rows, d.row);
                 let off = self.b.ins().iadd(rp, cp);
                 let first = self.at(d.base, off, e);
                 let row_step = chunk_step(d.addr.rows, 1, e);
-                self.for_n(full, |l, j| {
-                    let dp = l.b.ins().imul_imm_s(j, d_step);
+                self.for_n(d.rows, |l, r| {
+                    let dp = l.b.ins().imul_imm_s(r, row_step);
                     let dp = l.b.ins().iadd(first, dp);
-                    let sp = l.b.ins().imul_imm_s(j, 32);
+                    let sp = l.b.ins().imul_imm_s(r, pitch);
                     let sp = l.b.ins().iadd(g.base, sp);
-                    l.copy_chunks(d.rows, (dp, row_step), (sp, pitch))?;
+                    l.copy_chunks(full, (dp, d_step), (sp, 32))?;
                     Ok(())
                 })?;
                 let partial = self.b.ins().icmp_imm_s(IntCC::NotEqual, tail, 0);
