@@ -175,3 +175,31 @@ fn emitted_ascendc_runs_every_fixture_under_emulation() {
         }
     }
 }
+
+/// The residual add after each MoE block runs in the block's combine kernel (the cost model
+/// finds that faster than a launch of its own): Mixtral has no residual kernel after its
+/// experts, and its combine kernel reads the residual.
+#[test]
+fn the_residual_add_after_a_moe_block_runs_in_its_combine() {
+    let case = checkpoint("mixtral", 1e-5);
+    let model = Model::load(&case.model).expect("model");
+    let inputs = HashMap::from([(
+        case.input.0.to_string(),
+        npy::read_npy(&case.input.1).expect("input"),
+    )]);
+    let target = Target::by_name("ascend910b2").expect("target");
+    let bindings = model.bindings_for(&inputs).expect("bindings");
+    let compiled = model.compile(&target, &bindings).expect("compile");
+    let kernels = &compiled.program().kernels;
+    let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
+    assert!(
+        names.iter().all(|n| !n.contains("residual")),
+        "a residual kernel remains: {names:?}"
+    );
+    let combine = kernels
+        .iter()
+        .find(|k| k.name.ends_with("experts_combine"))
+        .expect("a combine kernel");
+    let params: Vec<&str> = combine.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(params, ["y", "weights", "places", "out", "operand0"]);
+}

@@ -2,15 +2,16 @@
 //! sound launch order, and executing the launches with the reference kernel executor
 //! reproduces the graph interpreter's `Moe` and `GroupedMatMul` on the tiny fixture shapes
 //! (Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3), in f32 and bf16, with random and with skewed
-//! routing (experts without tokens).
+//! routing (experts without tokens), also with binary nodes fused after the block.
 
 mod launches;
 
-use cubevec_ir::kernel::{CoreType, ParamRole};
-use cubevec_ir::op::{ExpertActivation, RoutingMode};
+use cubevec_ir::kernel::{CoreType, GmData, ParamRole};
+use cubevec_ir::op::{BinaryOp, ExpertActivation, RoutingMode, UnaryOp};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
 use cubevec_ir::{DType, Op, Tensor, interp};
+use cubevec_passes::lower::epilogue::EpilogueNode;
 use cubevec_passes::lower::moe::{lower_grouped_matmul, lower_moe};
 use cubevec_passes::lower::{ArgRef, Lowering, OpContext, TensorShape};
 use launches::{execute_launches, shape_of};
@@ -241,7 +242,7 @@ fn lower(
         target,
     };
     match op {
-        Op::Moe { .. } => lower_moe(&ctx),
+        Op::Moe { .. } => lower_moe(&ctx, &[]),
         _ => lower_grouped_matmul(&ctx),
     }
     .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -317,6 +318,25 @@ fn tolerance(dtype: DType) -> f64 {
     if dtype == DType::F32 { 1e-5 } else { 2e-2 }
 }
 
+/// Checks the bindings of `lowering`, runs it and compares its result with `want` at the
+/// tolerance of `dtype`; returns the scratch tensors.
+fn run_and_compare(
+    lowering: &Lowering,
+    inputs: &[Option<Tensor>],
+    outputs: &[TensorShape],
+    want: &Tensor,
+    what: &str,
+) -> Vec<GmData> {
+    check_bindings(lowering, inputs, outputs);
+    let (got, scratch) = execute_launches(lowering, inputs, outputs);
+    let (err, scale) = compare(&got[0].to_f64_vec(), &want.to_f64_vec());
+    assert!(
+        err <= tolerance(want.dtype()) * scale.max(1e-3),
+        "{what}: max error {err} against a scale of {scale}"
+    );
+    scratch
+}
+
 /// Lowers and runs one block and checks it against the interpreter; a skewed routing must
 /// leave an expert without rows.
 fn check_block(b: &Block, dtype: DType, skewed: bool, seed: u64) {
@@ -327,14 +347,8 @@ fn check_block(b: &Block, dtype: DType, skewed: bool, seed: u64) {
     let want = interp::eval_op(&op, &refs, &DimBindings::new()).expect("interpreter");
     let outputs = vec![shape_of(&want[0])];
     let lowering = lower(&format!("k_{}", b.name), &op, &inputs, &outputs, &target);
-    check_bindings(&lowering, &inputs, &outputs);
-    let (got, scratch) = execute_launches(&lowering, &inputs, &outputs);
-    let (err, scale) = compare(&got[0].to_f64_vec(), &want[0].to_f64_vec());
-    assert!(
-        err <= tolerance(dtype) * scale.max(1e-3),
-        "{} {dtype} skewed={skewed}: max error {err} against a scale of {scale}",
-        b.name
-    );
+    let what = format!("{} {dtype} skewed={skewed}", b.name);
+    let scratch = run_and_compare(&lowering, &inputs, &outputs, &want[0], &what);
     let offsets_at = lowering
         .scratch
         .iter()
@@ -476,30 +490,104 @@ fn grouped_matmul_reads_its_group_sizes_at_run_time() {
             let outputs = vec![shape_of(&want[0])];
             let lowering = lower("k_grouped", &op, &inputs, &outputs, &target);
             assert_eq!(lowering.calls.len(), 1);
-            check_bindings(&lowering, &inputs, &outputs);
-            let (got, _) = execute_launches(&lowering, &inputs, &outputs);
-            let (err, scale) = compare(&got[0].to_f64_vec(), &want[0].to_f64_vec());
-            assert!(
-                err <= tolerance(dtype) * scale,
-                "{dtype} sizes {sizes:?}: max error {err} against a scale of {scale}"
-            );
+            let what = format!("{dtype} sizes {sizes:?}");
+            run_and_compare(&lowering, &inputs, &outputs, &want[0], &what);
         }
     }
 }
 
+/// Binary nodes fused after the block run in its combine kernel: a residual add, then a
+/// subtraction from another tensor (the combined rows second), give what the block and separate
+/// elementwise nodes give, in f32 and bf16 (rounded between the nodes), in as many launches as
+/// the block alone.
+#[test]
+fn binary_nodes_fused_after_the_block_run_in_its_combine() {
+    let target = target();
+    let b = Block {
+        tokens: 150,
+        ..mixtral()
+    };
+    let op = b.op();
+    let plain_launches = {
+        let inputs = operands(&b, DType::F32, false, 1);
+        let outputs = vec![TensorShape::new(DType::F32, vec![150, 64])];
+        lower("k3_moe", &op, &inputs, &outputs, &target).calls.len()
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        let mut inputs = operands(&b, dtype, false, 41);
+        let refs: Vec<Option<&Tensor>> = inputs.iter().map(Option::as_ref).collect();
+        let none = DimBindings::new();
+        let block = interp::eval_op(&op, &refs, &none).expect("interpreter");
+        let mut rng = Lcg(42);
+        let n = b.tokens * b.hidden;
+        let shape = vec![b.tokens, b.hidden];
+        let residual = Tensor::from_f64(dtype, shape.clone(), &rng.values(n, 1.0));
+        let other = Tensor::from_f64(dtype, shape, &rng.values(n, 1.0));
+        let binary = |op: BinaryOp, a: &Tensor, b: &Tensor| {
+            interp::eval_op(&Op::Binary(op), &[Some(a), Some(b)], &none)
+                .expect("interpreter")
+                .remove(0)
+        };
+        let sum = binary(BinaryOp::Add, &block[0], &residual);
+        let want = binary(BinaryOp::Sub, &other, &sum);
+        let first = inputs.len();
+        inputs.extend([Some(residual), Some(other)]);
+        let epilogue = [
+            EpilogueNode::Binary {
+                op: BinaryOp::Add,
+                operand: first,
+                product_first: true,
+            },
+            EpilogueNode::Binary {
+                op: BinaryOp::Sub,
+                operand: first + 1,
+                product_first: false,
+            },
+        ];
+        let outputs = vec![shape_of(&want)];
+        let ctx = OpContext {
+            name: "k3_moe",
+            op: &op,
+            inputs: inputs.iter().map(|t| t.as_ref().map(shape_of)).collect(),
+            outputs: outputs.clone(),
+            target: &target,
+        };
+        let lowering = lower_moe(&ctx, &epilogue).expect("fused lowering");
+        assert_eq!(lowering.calls.len(), plain_launches);
+        run_and_compare(&lowering, &inputs, &outputs, &want, &dtype.to_string());
+    }
+}
+
+/// Unsupported forms are refused with the node's name: a gated block without its gate, and
+/// nodes after the block other than binary ops with whole operands of the result's dtype.
 #[test]
 fn unsupported_forms_name_the_node() {
     let target = target();
     let b = mixtral();
+    let op = b.op();
     let mut inputs = operands(&b, DType::F32, false, 1);
-    inputs[2] = None;
-    let ctx = OpContext {
-        name: "k9_moe",
-        op: &b.op(),
-        inputs: inputs.iter().map(|t| t.as_ref().map(shape_of)).collect(),
-        outputs: vec![TensorShape::new(DType::F32, vec![7, 64])],
-        target: &target,
+    let first = inputs.len();
+    inputs.push(Some(Tensor::from_f64(DType::F32, vec![64], &[0.5; 64])));
+    let refusal = |inputs: &[Option<Tensor>], epilogue: &[EpilogueNode]| {
+        let ctx = OpContext {
+            name: "k9_moe",
+            op: &op,
+            inputs: inputs.iter().map(|t| t.as_ref().map(shape_of)).collect(),
+            outputs: vec![TensorShape::new(DType::F32, vec![7, 64])],
+            target: &target,
+        };
+        lower_moe(&ctx, epilogue).expect_err("refused").to_string()
     };
-    let err = lower_moe(&ctx).expect_err("gated without gate").to_string();
+    let row = EpilogueNode::Binary {
+        op: BinaryOp::Add,
+        operand: first,
+        product_first: true,
+    };
+    let err = refusal(&inputs, &[row]);
+    assert!(err.contains("k9_moe") && err.contains("Add"), "{err}");
+    let err = refusal(&inputs, &[EpilogueNode::Unary(UnaryOp::Exp)]);
+    assert!(err.contains("only binary ops"), "{err}");
+    inputs[2] = None;
+    let err = refusal(&inputs, &[]);
     assert!(err.contains("k9_moe") && err.contains("gate"), "{err}");
 }

@@ -18,7 +18,9 @@
 //!    kernel that computes both projections (`gate_up`, see [`crate::tile::epilogue`]) when
 //!    the cost model finds that faster: 4 and 5 become one launch.
 //! 6. `down` (Cube): grouped GEMM to `y f32 [T·k, H]`.
-//! 7. `combine` (vector, all AIVs): `out[t] = Σ_j weights[t, j] · y[places[t, j]]`.
+//! 7. `combine` (vector, all AIVs): `out[t] = Σ_j weights[t, j] · y[places[t, j]]`, then the
+//!    binary ops with whole `[tokens, hidden]` operands the partitioner fused after the block
+//!    (the residual add, see [`lower_moe`]).
 //!
 //! The grouped GEMMs are tiled for a balanced routing profile (`T·k / E` rows per expert),
 //! which every launch states as its assumption; any real routing, including experts without
@@ -34,12 +36,15 @@ use cubevec_ir::kernel::{Kernel, verify};
 use cubevec_ir::op::{ExpertActivation, RoutingMode};
 use cubevec_ir::{DType, Op};
 
+use super::elementwise::binary_op;
+use super::epilogue::EpilogueNode;
 use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, TensorShape};
 use crate::cost::{Work, estimate};
 use crate::tile::TileError;
 use crate::tile::epilogue::Epilogue;
 use crate::tile::gemm::{GemmProblem, GroupTable, GroupTableKind, Halves, plan_runtime};
 use crate::tile::vector::plan_chain;
+use combine::AfterCombine;
 
 /// Operand positions of [`Op::Moe`].
 const X: usize = 0;
@@ -169,8 +174,10 @@ impl Scratches {
     }
 }
 
-/// Lowers the fused `Moe` op (see the module documentation for the launches).
-pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
+/// Lowers the fused `Moe` op (see the module documentation for the launches). `epilogue` holds
+/// the binary nodes fused after the block, each with a whole `[tokens, hidden]` operand of the
+/// result's dtype appended to the context's inputs; the combine kernel applies them.
+pub fn lower_moe(ctx: &OpContext, epilogue: &[EpilogueNode]) -> Result<Lowering, LowerError> {
     let Op::Moe {
         top_k,
         routing,
@@ -448,11 +455,20 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
         (DType::F32, false),
     )?);
 
-    // 7. Weighted sum per token.
+    // 7. Weighted sum per token, then the fused binary nodes.
+    let (after, operands) = combine_epilogue(ctx, epilogue, tokens * hidden, hidden)?;
+    let mut args = vec![y, weights, places, ArgRef::Result(0)];
+    args.extend(operands);
     calls.push(vector_call(
         ctx,
-        combine::kernel(&name("combine"), tokens, hidden, k, out.dtype, ctx.target)?,
-        vec![y, weights, places, ArgRef::Result(0)],
+        combine::kernel(
+            &name("combine"),
+            (tokens, hidden, k),
+            out.dtype,
+            &after,
+            ctx.target,
+        )?,
+        args,
         &[],
     )?);
     Ok(Lowering {
@@ -460,4 +476,58 @@ pub fn lower_moe(ctx: &OpContext) -> Result<Lowering, LowerError> {
         calls,
         view: false,
     })
+}
+
+/// The combine kernel's steps for the nodes fused after a MoE block and the operands they read:
+/// binary ops whose other operand is a whole tensor of the block's result (`elements` values
+/// in rows of `hidden`, the result's dtype).
+fn combine_epilogue(
+    ctx: &OpContext,
+    epilogue: &[EpilogueNode],
+    elements: u64,
+    hidden: u64,
+) -> Result<(Vec<AfterCombine>, Vec<ArgRef>), LowerError> {
+    let out = ctx.output(0)?;
+    if !epilogue.is_empty() && (out.elements() != elements || out.shape.last() != Some(&hidden)) {
+        return Err(unsupported(
+            ctx,
+            format!("the fused result {:?} is not the block's output", out.shape),
+        ));
+    }
+    let mut after = Vec::new();
+    let mut operands = Vec::new();
+    for node in epilogue {
+        let EpilogueNode::Binary {
+            op,
+            operand,
+            product_first,
+        } = *node
+        else {
+            return Err(unsupported(
+                ctx,
+                format!("only binary ops fuse after a MoE block, not {node:?}"),
+            ));
+        };
+        let other = ctx.input(operand)?;
+        let vec_op = binary_op(op).filter(|_| {
+            other.elements() == elements
+                && other.shape.last() == Some(&hidden)
+                && other.dtype == out.dtype
+        });
+        let Some(vec_op) = vec_op else {
+            return Err(unsupported(
+                ctx,
+                format!(
+                    "no fused {op:?} after the MoE block with operand {} {:?}",
+                    other.dtype, other.shape
+                ),
+            ));
+        };
+        after.push(AfterCombine {
+            op: vec_op,
+            combined_first: product_first,
+        });
+        operands.push(ArgRef::Operand(operand));
+    }
+    Ok((after, operands))
 }

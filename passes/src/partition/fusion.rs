@@ -1,5 +1,6 @@
-//! GEMM epilogue chains: the elementwise nodes after a `MatMul` or `Gemm` that may run in the
-//! GEMM's own launch (a MIX kernel, see [`crate::lower::epilogue`]).
+//! Epilogue chains: the elementwise nodes after a `MatMul` or `Gemm` that may run in the GEMM's
+//! own launch (a MIX kernel, see [`crate::lower::epilogue`]), and the binary nodes after a `Moe`
+//! block that its combine kernel may apply (see [`crate::lower::moe`]).
 //!
 //! A chain starts at a GEMM whose product is not a weight-only value and follows the product
 //! through nodes that are its only user: shape views that keep the last axis (the `[m, n]`
@@ -9,7 +10,9 @@
 //! (the gate) and the product of a second GEMM of the same input (the up projection, which the
 //! launch computes too). It stops at a value that is a graph output or has several users, and
 //! ends at its last elementwise node, where the fused launch goes (by then every other operand
-//! exists). Whether a chain is fused is the partitioner's decision, by modelled time.
+//! exists). After a `Moe` block a chain holds only shape views and binary ops whose other
+//! operand is a whole tensor of the block's result (the residual add). Whether a chain is fused
+//! is the partitioner's decision, by modelled time.
 
 use cubevec_ir::graph::Node;
 use cubevec_ir::{Graph, NodeId, Op, ValueId};
@@ -19,11 +22,11 @@ use crate::lower::epilogue::{EpilogueNode, fusible_binary, fusible_gemm, fusible
 /// The most elementwise nodes one epilogue takes.
 const MAX_NODES: usize = 8;
 
-/// A GEMM and the nodes after it that one launch may compute.
+/// A GEMM or MoE block and the nodes after it that its launches may compute.
 #[derive(Clone, Debug)]
 pub struct Chain {
-    /// The GEMM node.
-    pub gemm: NodeId,
+    /// The GEMM or `Moe` node.
+    pub start: NodeId,
     /// The nodes folded into the launch after the GEMM (views and elementwise ops), in order;
     /// the launch takes the place of the last.
     pub nodes: Vec<NodeId>,
@@ -31,7 +34,7 @@ pub struct Chain {
     pub up_gemm: Option<NodeId>,
     /// The elementwise steps.
     pub ops: Vec<EpilogueNode>,
-    /// The fused launch's operands: the GEMM's, then the steps' other operands.
+    /// The fused unit's operands: the start node's, then the steps' other operands.
     pub inputs: Vec<Option<ValueId>>,
     /// The value the launch writes.
     pub output: ValueId,
@@ -106,19 +109,20 @@ fn up_projection(graph: &Graph, gate: &Node, swiglu: NodeId, uses: &Uses) -> Opt
 
 fn chain_from(
     graph: &Graph,
-    gemm: NodeId,
+    start: NodeId,
     uses: &Uses,
     shape: &dyn Fn(ValueId) -> Option<Vec<u64>>,
 ) -> Option<Chain> {
-    let node = graph.node(gemm);
+    let node = graph.node(start);
     let &product = node.outputs.first()?;
-    if !fusible_gemm(&node.op) || uses.constant[product.index()] {
+    let moe = matches!(node.op, Op::Moe { .. });
+    if !(moe || fusible_gemm(&node.op)) || uses.constant[product.index()] {
         return None;
     }
     let mut n = *shape(product)?.last()?;
     let dtype = graph.value(product).ty.dtype;
     let mut chain = Chain {
-        gemm,
+        start,
         nodes: Vec::new(),
         up_gemm: None,
         ops: Vec::new(),
@@ -146,14 +150,15 @@ fn chain_from(
             Op::SwiGlu {
                 split: true,
                 limit_bits: None,
-            } if chain.ops.is_empty() && result_shape.last() == Some(&(n / 2)) => {
+            } if !moe && chain.ops.is_empty() && result_shape.last() == Some(&(n / 2)) => {
                 n /= 2;
                 chain.ops.push(EpilogueNode::SwiGlu { up: None });
             }
             Op::SwiGlu {
                 split: false,
                 limit_bits: None,
-            } if chain.ops.is_empty()
+            } if !moe
+                && chain.ops.is_empty()
                 && next.inputs.first() == Some(&Some(current))
                 && result_shape == current_shape =>
             {
@@ -167,7 +172,7 @@ fn chain_from(
                     up: Some(chain.inputs.len() - 1),
                 });
             }
-            Op::Unary(op) if fusible_unary(*op) && result_shape == current_shape => {
+            Op::Unary(op) if !moe && fusible_unary(*op) && result_shape == current_shape => {
                 chain.ops.push(EpilogueNode::Unary(*op));
             }
             Op::Binary(op) if fusible_binary(*op) && result_shape == current_shape => {
@@ -186,7 +191,8 @@ fn chain_from(
                 let column = other_shape.len() == current_shape.len()
                     && other_shape.split_last().map(|(l, lead)| (*l, lead))
                         == current_shape.split_last().map(|(_, lead)| (1, lead));
-                if !(full || row || column) || graph.value(other).ty.dtype != dtype {
+                let lines_up = full || (!moe && (row || column));
+                if !lines_up || graph.value(other).ty.dtype != dtype {
                     break;
                 }
                 let operand = match chain.inputs.iter().position(|v| *v == Some(other)) {

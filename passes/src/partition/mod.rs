@@ -9,8 +9,9 @@
 //! many times.
 //!
 //! A `MatMul` or `Gemm` followed by elementwise nodes (a bias, a residual add, an activation)
-//! becomes one MIX kernel when the cost model finds that faster than the GEMM and the vector
-//! kernels apart (module `fusion` finds the chains; not done when user lowerings are
+//! becomes one MIX kernel, and a `Moe` block followed by binary nodes with whole operands (the
+//! residual add) applies them in its combine kernel, when the cost model finds that faster than
+//! the kernels apart (module `fusion` finds the chains; not done when user lowerings are
 //! registered, which must see every node). Other nodes are lowered one by one.
 
 mod custom;
@@ -239,7 +240,7 @@ fn lower_node(ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, Lower
         Op::SwiGlu { split: true, .. } => elementwise::lower_split_swiglu(ctx),
         Op::Rope { .. } => rope::lower_rope(ctx),
         Op::Attention { .. } => attention::lower_attention(ctx),
-        Op::Moe { .. } => moe::lower_moe(ctx),
+        Op::Moe { .. } => moe::lower_moe(ctx, &[]),
         Op::GroupedMatMul => moe::lower_grouped_matmul(ctx),
         Op::TopK { .. } => crate::lower::topk::lower_topk(ctx),
         Op::ArgMax { .. } => crate::lower::topk::lower_argmax(ctx),
@@ -280,9 +281,10 @@ struct LoweredCall {
     assumptions: Vec<String>,
 }
 
-/// What the partitioner lowers in one step: a node, or a GEMM with its epilogue chain.
+/// What the partitioner lowers in one step: a node, or a GEMM or MoE block with its epilogue
+/// chain.
 struct Unit<'g> {
-    /// The node kernels and errors are named after (the GEMM of a chain).
+    /// The node kernels and errors are named after (the start of a chain).
     anchor: NodeId,
     op: &'g Op,
     inputs: Vec<Option<ValueId>>,
@@ -304,8 +306,8 @@ impl<'g> Unit<'g> {
 
     fn fused(graph: &'g Graph, chain: &'g Chain) -> Unit<'g> {
         Unit {
-            anchor: chain.gemm,
-            op: &graph.node(chain.gemm).op,
+            anchor: chain.start,
+            op: &graph.node(chain.start).op,
             inputs: chain.inputs.clone(),
             outputs: vec![chain.output],
             epilogue: Some(&chain.ops),
@@ -320,9 +322,10 @@ impl<'g> Unit<'g> {
 
     /// The built-in lowering; `known` as for [`lower_node`].
     fn lower(&self, ctx: &OpContext, known: Option<&Tensor>) -> Result<Lowering, LowerError> {
-        match self.epilogue {
-            Some(ops) => lower_gemm_epilogue(ctx, ops),
-            None => lower_node(ctx, known),
+        match (self.epilogue, self.op) {
+            (Some(ops), Op::Moe { .. }) => moe::lower_moe(ctx, ops),
+            (Some(ops), _) => lower_gemm_epilogue(ctx, ops),
+            (None, _) => lower_node(ctx, known),
         }
     }
 
@@ -406,25 +409,24 @@ impl ProgramBuilder<'_> {
         })
     }
 
-    /// Whether `chain` runs faster as one MIX launch than as the GEMM and its vector kernels
-    /// apart (an unfused node without a lowering counts as infinitely slow). The GEMM plans
-    /// this makes are cached, so lowering the chosen form again later costs little.
-    fn fusion_pays(&self, chain: &Chain, target: &Target) -> bool {
+    /// How much faster `chain` runs fused (one MIX launch, or the MoE block's combine) than as
+    /// its start and its vector kernels apart, in modelled microseconds (an unfused node without
+    /// a lowering counts as infinitely slow; `None` when the fused form has no lowering). The
+    /// GEMM plans this makes are cached, so lowering the chosen form again later costs little.
+    fn fusion_saving(&self, chain: &Chain, target: &Target) -> Option<f64> {
         let time = |unit: &Unit| -> Option<f64> {
             let name = unit.kernel_name(self.graph);
             let ctx = self.context(unit, &name, target).ok()?;
             unit.lower(&ctx, None).ok().map(|l| l.modeled_time_us())
         };
-        let Some(fused) = time(&Unit::fused(self.graph, chain)) else {
-            return false;
-        };
-        let apart: f64 = std::iter::once(chain.gemm)
+        let fused = time(&Unit::fused(self.graph, chain))?;
+        let apart: f64 = std::iter::once(chain.start)
             .chain(chain.up_gemm)
             .chain(chain.nodes.iter().copied())
             .filter(|&id| !self.graph.node(id).op.is_view())
             .map(|id| time(&Unit::node(self.graph, id)).unwrap_or(f64::INFINITY))
             .sum();
-        fused < apart
+        Some(apart - fused)
     }
 
     /// The tensor holding `value`, created on first use with `kind`.
@@ -537,9 +539,11 @@ pub fn partition_with(
         Vec::new()
     };
     // The chains worth fusing, at their last node; the nodes before it run in that launch.
-    let mut fused_at: HashMap<NodeId, &Chain> = HashMap::new();
-    let mut absorbed: HashSet<NodeId> = HashSet::new();
-    let mut fusion_decided: HashMap<LoweringKey, bool> = HashMap::new();
+    // Chains may overlap (a GEMM's epilogue and a MoE block's both reaching the add of their
+    // results): the largest modelled savings are taken first, ties in node order, and a chain
+    // sharing a node with one taken is left apart.
+    let mut saving_of: HashMap<LoweringKey, Option<f64>> = HashMap::new();
+    let mut worth: Vec<(f64, &Chain)> = Vec::new();
     for chain in &chains {
         let unit = Unit::fused(graph, chain);
         let name = unit.kernel_name(graph);
@@ -547,17 +551,30 @@ pub fn partition_with(
             continue;
         };
         let key = unit.key(&ctx, None);
-        let fuse = match fusion_decided.get(&key) {
-            Some(&fuse) => fuse,
-            None => {
-                let fuse = b.fusion_pays(chain, target);
-                fusion_decided.insert(key, fuse);
-                fuse
-            }
+        let saving = *saving_of
+            .entry(key)
+            .or_insert_with(|| b.fusion_saving(chain, target));
+        if let Some(saving) = saving.filter(|&s| s > 0.0) {
+            worth.push((saving, chain));
+        }
+    }
+    worth.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut fused_at: HashMap<NodeId, &Chain> = HashMap::new();
+    let mut absorbed: HashSet<NodeId> = HashSet::new();
+    let mut claimed: HashSet<NodeId> = HashSet::new();
+    for (_, chain) in worth {
+        let members = || {
+            std::iter::once(chain.start)
+                .chain(chain.up_gemm)
+                .chain(chain.nodes.iter().copied())
         };
-        if let (true, Some((&last, before))) = (fuse, chain.nodes.split_last()) {
+        if members().any(|id| claimed.contains(&id)) {
+            continue;
+        }
+        claimed.extend(members());
+        if let Some((&last, before)) = chain.nodes.split_last() {
             fused_at.insert(last, chain);
-            absorbed.insert(chain.gemm);
+            absorbed.insert(chain.start);
             absorbed.extend(chain.up_gemm);
             absorbed.extend(before.iter().copied());
         }

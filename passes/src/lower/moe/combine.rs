@@ -3,7 +3,9 @@
 //! Tokens are dealt in tiles of rows to the AIVs. For each tile the weights and places are
 //! copied to UB; for each token and slot the scalar unit reads the place, the expert output row
 //! is copied in (double-buffered), scaled by the weight and added to the token's f32
-//! accumulator. The tile is converted to the output dtype and written back in one copy.
+//! accumulator. Binary ops with whole `[tokens, hidden]` operands fused after the MoE block (the
+//! residual add) then apply to the tile, their operand rows copied in with the weights. The tile
+//! is converted to the output dtype and written back in one copy.
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{BufferPlanner, Kernel, ParamRole, Pipe, Stmt, VecArg, VecOp};
@@ -17,14 +19,25 @@ use crate::cost::Work;
 use crate::lower::LowerError;
 use crate::tile::build::block_trips;
 
+/// A binary op applied to the combined rows and a whole `[tokens, hidden]` operand of the output
+/// dtype (a residual add), computed in f32 on the running value rounded to the output dtype, as
+/// a separate kernel would compute it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AfterCombine {
+    /// The vector instruction.
+    pub op: VecOp,
+    /// The combined rows are the op's first operand (`x - r`, not `r - x`).
+    pub combined_first: bool,
+}
+
 /// Builds the combine kernel. Parameters: `y f32 [tokens · top_k, hidden]`, `weights f32
-/// [tokens, top_k]`, `places i32 [tokens, top_k]` in, `out [tokens, hidden]` of `dtype` out.
+/// [tokens, top_k]`, `places i32 [tokens, top_k]` in, `out [tokens, hidden]` of `dtype` out,
+/// then one `[tokens, hidden]` operand of `dtype` per op of `after`, applied in order.
 pub fn kernel(
     name: &str,
-    tokens: u64,
-    hidden: u64,
-    top_k: u64,
+    (tokens, hidden, top_k): (u64, u64, u64),
     dtype: DType,
+    after: &[AfterCombine],
     target: &Target,
 ) -> Result<(Kernel, Work), LowerError> {
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
@@ -36,9 +49,16 @@ pub fn kernel(
     let kp = pitch(top_k, DType::F32);
     let cast = dtype != DType::F32;
     let fixed = 2 * ub_bytes(DType::F32, 1, hp);
+    let widened = cast && !after.is_empty();
     let per_row = ub_bytes(DType::F32, 1, hp)
         + if cast { ub_bytes(dtype, 1, hp) } else { 0 }
-        + 2 * ub_bytes(DType::F32, 1, kp);
+        + 2 * ub_bytes(DType::F32, 1, kp)
+        + after.len() as u64 * ub_bytes(dtype, 1, hp)
+        + if widened {
+            ub_bytes(DType::F32, 1, hp)
+        } else {
+            0
+        };
     let budget = target.buffers.ub.usable_bytes();
     if fixed + per_row > budget {
         return Err(LowerError::Unsupported(format!(
@@ -49,7 +69,7 @@ pub fn kernel(
     let rows = tokens.div_ceil(aiv).clamp(1, (budget - fixed) / per_row);
     let tiles = tokens.div_ceil(rows);
     let blocks = tiles.min(aiv);
-    let params = vec![
+    let mut params = vec![
         param(
             "y",
             DType::F32,
@@ -60,6 +80,14 @@ pub fn kernel(
         param("places", DType::I32, vec![tokens, top_k], ParamRole::Input),
         param("out", dtype, vec![tokens, hidden], ParamRole::Output),
     ];
+    params.extend((0..after.len()).map(|i| {
+        param(
+            &format!("operand{i}"),
+            dtype,
+            vec![tokens, hidden],
+            ParamRole::Input,
+        )
+    }));
     let mut planner = BufferPlanner::new();
     let yb = planner.add(target, ub("y", DType::F32, 1, hp, 2));
     let acc = planner.add(target, ub("acc", DType::F32, rows, hp, 1));
@@ -70,6 +98,14 @@ pub fn kernel(
     };
     let wb = planner.add(target, ub("w", DType::F32, rows, kp, 1));
     let pb = planner.add(target, ub("places", DType::I32, rows, kp, 1));
+    let operand_bufs: Vec<_> = (0..after.len())
+        .map(|i| planner.add(target, ub(&format!("operand{i}"), dtype, rows, hp, 1)))
+        .collect();
+    let wide = if widened {
+        planner.add(target, ub("wide", DType::F32, rows, hp, 1))
+    } else {
+        acc
+    };
     let buffers = planner.finish();
 
     let h = || c(hidden);
@@ -119,10 +155,40 @@ pub fn kernel(
             src: gm(2, (v("t0"), c(0)), (v("rl"), c(top_k))),
         },
     ];
+    for (i, &buf) in operand_bufs.iter().enumerate() {
+        body.push(Stmt::CopyIn {
+            dst: tile(buf, c(0), (c(0), c(0)), (v("rl"), h())),
+            src: gm(4 + i, (v("t0"), c(0)), (v("rl"), h())),
+        });
+    }
     body.extend(sync(Pipe::Mte2, Pipe::V, 2));
     body.extend(sync(Pipe::Mte2, Pipe::S, 0));
     body.push(wait(Pipe::Mte3, Pipe::V, 0));
     body.push(for_("r", v("rl"), false, per_token));
+    let whole = || v("rl").mul(c(hp));
+    for (step, &buf) in after.iter().zip(&operand_bufs) {
+        let operand = if cast {
+            // Round the running value to the output dtype, as a separate kernel reads it.
+            body.push(unary(VecOp::Cast, at0(ob, c(0)), at0(acc, c(0)), whole()));
+            body.push(unary(VecOp::Cast, at0(acc, c(0)), at0(ob, c(0)), whole()));
+            body.push(unary(VecOp::Cast, at0(wide, c(0)), at0(buf, c(0)), whole()));
+            wide
+        } else {
+            buf
+        };
+        let (a, b) = if step.combined_first {
+            (acc, operand)
+        } else {
+            (operand, acc)
+        };
+        body.push(binary(
+            step.op,
+            at0(acc, c(0)),
+            at0(a, c(0)),
+            at0(b, c(0)),
+            whole(),
+        ));
+    }
     body.extend([set(Pipe::V, Pipe::Mte2, 2), set(Pipe::S, Pipe::Mte2, 0)]);
     if cast {
         body.push(unary(
@@ -159,10 +225,11 @@ pub fn kernel(
     let tiling = [("tile_tokens", rows), ("tiles", tiles), ("top_k", top_k)];
     let kernel = Kernel::vector(name, blocks as u32, params, buffers, vector, &tiling);
     let eb = dtype.bits() as f64 / 8.0;
+    let operands = after.len() as u64;
     let work = Work {
-        flops: 2.0 * (tokens * top_k * hidden) as f64,
+        flops: (2 * top_k + operands) as f64 * (tokens * hidden) as f64,
         bytes: (tokens * top_k * hidden * 4 + tokens * top_k * 8) as f64
-            + (tokens * hidden) as f64 * eb,
+            + ((1 + operands) * tokens * hidden) as f64 * eb,
         cube: false,
         dtype: DType::F32,
     };
