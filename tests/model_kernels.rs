@@ -176,12 +176,9 @@ fn emitted_ascendc_runs_every_fixture_under_emulation() {
     }
 }
 
-/// The residual add after each MoE block runs in the block's combine kernel (the cost model
-/// finds that faster than a launch of its own): Mixtral has no residual kernel after its
-/// experts, and its combine kernel reads the residual.
-#[test]
-fn the_residual_add_after_a_moe_block_runs_in_its_combine() {
-    let case = checkpoint("mixtral", 1e-5);
+/// The kernels `name`'s checkpoint fixture compiles to for ascend910b2.
+fn checkpoint_kernels(name: &str) -> Vec<cubevec::ir::kernel::Kernel> {
+    let case = checkpoint(name, 0.0);
     let model = Model::load(&case.model).expect("model");
     let inputs = HashMap::from([(
         case.input.0.to_string(),
@@ -190,7 +187,15 @@ fn the_residual_add_after_a_moe_block_runs_in_its_combine() {
     let target = Target::by_name("ascend910b2").expect("target");
     let bindings = model.bindings_for(&inputs).expect("bindings");
     let compiled = model.compile(&target, &bindings).expect("compile");
-    let kernels = &compiled.program().kernels;
+    compiled.program().kernels.clone()
+}
+
+/// The residual add after each MoE block runs in the block's combine kernel (the cost model
+/// finds that faster than a launch of its own): Mixtral has no residual kernel after its
+/// experts, and its combine kernel reads the residual.
+#[test]
+fn the_residual_add_after_a_moe_block_runs_in_its_combine() {
+    let kernels = checkpoint_kernels("mixtral");
     let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
     assert!(
         names.iter().all(|n| !n.contains("residual")),
@@ -202,4 +207,28 @@ fn the_residual_add_after_a_moe_block_runs_in_its_combine() {
         .expect("a combine kernel");
     let params: Vec<&str> = combine.params.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(params, ["y", "weights", "places", "out", "operand0"]);
+}
+
+/// A bf16 checkpoint's head widens its logits to f32 in the head GEMM's epilogue: one MIX
+/// kernel writing f32, no cast kernel after it.
+#[test]
+fn a_bf16_head_writes_f32_logits_itself() {
+    let kernels = checkpoint_kernels("mixtral-bf16");
+    let head: Vec<_> = kernels
+        .iter()
+        .filter(|k| k.name.contains("lm_head"))
+        .collect();
+    assert_eq!(
+        head.len(),
+        1,
+        "{:?}",
+        head.iter().map(|k| &k.name).collect::<Vec<_>>()
+    );
+    assert_eq!(head[0].core, cubevec::ir::kernel::CoreType::Mix1To2);
+    let c = head[0]
+        .params
+        .iter()
+        .find(|p| p.name == "c")
+        .expect("output");
+    assert_eq!(c.dtype, cubevec::ir::DType::F32);
 }

@@ -96,6 +96,7 @@ fn expert_gate_up_swiglu_mix() {
             operands: Vec::new(),
             steps: swiglu.steps,
             output: swiglu.output,
+            result: DType::BF16,
         }),
         halves: Some(Halves::Separate),
         ..up_runtime()
@@ -109,13 +110,14 @@ fn o_proj_with_residual_mix() {
     let p = GemmProblem {
         epilogue: Some(Epilogue {
             paired: false,
-            operands: vec![EpilogueOperand::Full],
+            operands: vec![(EpilogueOperand::Full, DType::BF16)],
             steps: vec![ChainStep {
                 op: VecOp::Add,
                 dst: 0,
                 srcs: vec![ChainArg::Input(0), ChainArg::Input(1)],
             }],
             output: 0,
+            result: DType::BF16,
         }),
         ..GemmProblem::plain("o_proj_residual", 64, 512, 1024, DType::BF16, true)
     };

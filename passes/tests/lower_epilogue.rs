@@ -58,6 +58,9 @@ fn reference(
                 )
             }
             EpilogueNode::Unary(u) => interp::eval_op(&Op::Unary(*u), &[Some(&x)], &bindings),
+            EpilogueNode::Cast { to, .. } => {
+                interp::eval_op(&Op::Cast { to: *to }, &[Some(&x)], &bindings)
+            }
             EpilogueNode::Binary {
                 op,
                 operand,
@@ -326,6 +329,103 @@ fn operands_of_other_shapes_or_types_are_refused() {
     assert!(refuse(shape(DType::F32, &[32, 48])).contains("of type f32 with a bf16 product"));
 }
 
+/// A bf16 product widened to f32, a residual added in f32, the sum rounded back to bf16: the
+/// widening adds no step, the rounding is the store's.
+#[test]
+fn casts_around_an_f32_residual_add() {
+    let (bf16, f32) = (DType::BF16, DType::F32);
+    check(
+        Op::MatMul,
+        2,
+        vec![
+            random(bf16, &[2, 40, 96], 31),
+            random(bf16, &[96, 80], 32),
+            random(f32, &[2, 40, 80], 33),
+        ],
+        &[
+            EpilogueNode::Cast {
+                from: bf16,
+                to: f32,
+            },
+            binary(BinaryOp::Add, 2, true),
+            EpilogueNode::Cast {
+                from: f32,
+                to: bf16,
+            },
+        ],
+        1e-2,
+    );
+}
+
+/// Casts alone: bf16 logits widened to f32 (a bf16 model's head), and an f32 product rounded to
+/// bf16.
+#[test]
+fn a_cast_alone_after_a_gemm() {
+    let (bf16, f32) = (DType::BF16, DType::F32);
+    check(
+        linear_layer(),
+        2,
+        vec![random(bf16, &[24, 64], 41), random(bf16, &[200, 64], 42)],
+        &[EpilogueNode::Cast {
+            from: bf16,
+            to: f32,
+        }],
+        1e-2,
+    );
+    check(
+        linear_layer(),
+        2,
+        vec![random(f32, &[48, 72], 43), random(f32, &[40, 72], 44)],
+        &[EpilogueNode::Cast {
+            from: f32,
+            to: bf16,
+        }],
+        1e-2,
+    );
+}
+
+/// A rounding cast must be the chain's last node, and a cast must start from the running dtype.
+#[test]
+fn misplaced_casts_are_refused() {
+    let target = Target::by_name("ascend910b2").expect("target");
+    let (bf16, f32) = (DType::BF16, DType::F32);
+    let t = |dtype, dims: &[u64]| cubevec_passes::lower::TensorShape::new(dtype, dims.to_vec());
+    let ctx = OpContext {
+        name: "k3_fused",
+        op: &Op::MatMul,
+        inputs: vec![Some(t(f32, &[32, 64])), Some(t(f32, &[64, 48]))],
+        outputs: vec![t(f32, &[32, 48])],
+        target: &target,
+    };
+    let refuse = |nodes: &[EpilogueNode]| {
+        lower_gemm_epilogue(&ctx, nodes)
+            .expect_err("refused")
+            .to_string()
+    };
+    let rounding_first = [
+        EpilogueNode::Cast {
+            from: f32,
+            to: bf16,
+        },
+        EpilogueNode::Cast {
+            from: bf16,
+            to: f32,
+        },
+    ];
+    assert!(refuse(&rounding_first).contains("before other nodes"));
+    let from_elsewhere = [
+        EpilogueNode::Cast {
+            from: bf16,
+            to: f32,
+        },
+        EpilogueNode::Cast {
+            from: DType::F16,
+            to: f32,
+        },
+    ];
+    assert!(refuse(&from_elsewhere).contains("after a f32 value"));
+}
+
 /// At prefill size the product's HBM round trip and the second launch's reads cost more than
 /// the epilogue on the AIVs, which overlaps the Cube: the fused kernel is modelled faster than
 /// the GEMM and the vector kernel together.
@@ -403,12 +503,13 @@ proptest! {
         let fused = GemmProblem {
             epilogue: Some(Epilogue {
                 paired: false,
-                operands: vec![EpilogueOperand::Full],
+                operands: vec![(EpilogueOperand::Full, f16)],
                 steps: vec![
                     ChainStep { op: VecOp::Add, dst: 0, srcs: vec![ChainArg::Input(0), ChainArg::Input(1)] },
                     ChainStep { op: VecOp::Relu, dst: 1, srcs: vec![ChainArg::Temp(0)] },
                 ],
                 output: 1,
+                result: f16,
             }),
             ..plain.clone()
         };
@@ -466,6 +567,7 @@ proptest! {
                 operands: Vec::new(),
                 steps: swiglu.steps,
                 output: swiglu.output,
+                result: f16,
             }),
             halves: Some(if stacked { Halves::Stacked } else { Halves::Separate }),
             ..GemmProblem::plain("paired", m, n, k, f16, false)

@@ -1,10 +1,12 @@
 //! A GEMM (`MatMul` or `Gemm`) with the elementwise nodes that follow it, as one MIX kernel
 //! (see [`crate::tile::epilogue`]).
 //!
-//! The partitioner finds the chains ([`EpilogueNode`]s: unary ops and binary ops whose other
-//! operand is a whole `[m, n]` tensor, an `[n]` row or an `[m, 1]` column) and asks [`lower_gemm_epilogue`] for the
-//! fused launch; [`fusible_unary`] and [`fusible_binary`] say which ops a chain may hold.
+//! The partitioner finds the chains ([`EpilogueNode`]s: unary ops, binary ops whose other
+//! operand is a whole `[m, n]` tensor, an `[n]` row or an `[m, 1]` column, and casts) and asks
+//! [`lower_gemm_epilogue`] for the fused launch; [`fusible_unary`], [`fusible_binary`] and
+//! [`fusible_cast`] say which ops a chain may hold.
 
+use cubevec_ir::kernel::VecOp;
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::{DType, Op};
 
@@ -26,6 +28,14 @@ pub enum EpilogueNode {
     },
     /// A unary op of the running value.
     Unary(UnaryOp),
+    /// A cast of the running value from `from` to `to`: exact widenings (to f32) anywhere, any
+    /// other cast between f32, f16 and bf16 as the last node (the store rounds).
+    Cast {
+        /// The running value's dtype before.
+        from: DType,
+        /// Its dtype after.
+        to: DType,
+    },
     /// A binary op of the running value and operand `operand` of the fused context.
     Binary {
         /// The op.
@@ -47,14 +57,32 @@ pub fn fusible_binary(op: BinaryOp) -> bool {
     binary_op(op).is_some()
 }
 
+/// Whether an epilogue may cast from `from` to `to`: both f32, f16 or bf16.
+pub fn fusible_cast(from: DType, to: DType) -> bool {
+    let float = |d: DType| matches!(d, DType::F32 | DType::F16 | DType::BF16);
+    float(from) && float(to)
+}
+
+/// Whether the cast from `from` to `to` keeps every value (f16 and bf16 widened to f32): such a
+/// cast may come anywhere in a chain, which computes in f32.
+pub fn widens_exactly(from: DType, to: DType) -> bool {
+    from == to || to == DType::F32
+}
+
 /// The fused launch of a GEMM and its epilogue: `ctx` is the GEMM's context with the other
 /// operands of `nodes` appended to its inputs and the chain's last result as its one result.
-/// The product keeps the result's dtype between the GEMM and the chain, as unfused.
+/// The product keeps its dtype (the result's, or the first cast's source) between the GEMM and
+/// the chain, as unfused.
 pub fn lower_gemm_epilogue(
     ctx: &OpContext,
     nodes: &[EpilogueNode],
 ) -> Result<Lowering, LowerError> {
     let (mut problem, bias) = linear::gemm_problem(ctx)?;
+    let first_cast = nodes.iter().find_map(|node| match node {
+        EpilogueNode::Cast { from, .. } => Some(*from),
+        _ => None,
+    });
+    problem.output = first_cast.unwrap_or(problem.output);
     let up = match nodes.first() {
         Some(EpilogueNode::SwiGlu { up }) => {
             pair_halves(ctx, &mut problem, *up, bias.is_some())?;
@@ -64,20 +92,23 @@ pub fn lower_gemm_epilogue(
     };
     let out = ctx.output(0)?;
     let (m, n) = (problem.total_m(), problem.n);
-    if out.elements() != m * n || out.shape.last() != Some(&n) || out.dtype != problem.output {
+    if out.elements() != m * n || out.shape.last() != Some(&n) {
         return Err(LowerError::Unsupported(format!(
-            "`{}`: the epilogue result {:?} {} is not the {m} × {n} product",
-            ctx.name, out.shape, out.dtype
+            "`{}`: the epilogue result {:?} is not the {m} × {n} product",
+            ctx.name, out.shape
         )));
     }
-    let mut builder = ChainBuilder::default();
+    let mut builder = ChainBuilder::new(problem.output);
     if let Some(c) = bias {
         builder.binary(ctx, BinaryOp::Add, c, true)?;
     }
-    for node in nodes {
+    for (i, node) in nodes.iter().enumerate() {
         match node {
             EpilogueNode::SwiGlu { .. } => builder.swiglu()?,
             EpilogueNode::Unary(op) => builder.unary(*op)?,
+            EpilogueNode::Cast { from, to } => {
+                builder.cast(ctx, (*from, *to), i + 1 == nodes.len())?
+            }
             EpilogueNode::Binary {
                 op,
                 operand,
@@ -85,19 +116,25 @@ pub fn lower_gemm_epilogue(
             } => builder.binary(ctx, *op, *operand, *product_first)?,
         }
     }
-    if builder.steps.is_empty() {
+    if nodes.is_empty() && bias.is_none() {
         return Err(LowerError::Unsupported(format!(
             "`{}`: an empty epilogue",
             ctx.name
         )));
     }
-    let operands = builder.operands.clone();
+    if builder.dtype != out.dtype {
+        return Err(LowerError::Unsupported(format!(
+            "`{}`: the epilogue computes {}, not the result's {}",
+            ctx.name, builder.dtype, out.dtype
+        )));
+    }
+    let operands: Vec<usize> = builder.operands.iter().map(|&(i, ..)| i).collect();
     problem.epilogue = Some(builder.finish());
     let chosen = plan(&problem, ctx.target)?;
     let (dtype, ws) = chosen.workspace().unwrap_or((problem.output, Vec::new()));
     let mut args = vec![ArgRef::Operand(0), ArgRef::Operand(1), ArgRef::Result(0)];
     args.extend(up.map(ArgRef::Operand));
-    args.extend(operands.iter().map(|&(i, _)| ArgRef::Operand(i)));
+    args.extend(operands.into_iter().map(ArgRef::Operand));
     args.push(ArgRef::Scratch(0));
     Ok(Lowering {
         scratch: vec![Scratch {
@@ -139,18 +176,30 @@ fn pair_halves(
 }
 
 /// Builds the epilogue's steps node by node.
-#[derive(Default)]
 struct ChainBuilder {
     steps: Vec<ChainStep>,
     /// The product is paired (a SwiGLU came first).
     paired: bool,
     /// The running value: the product (input 0) or a temporary.
     running: Option<usize>,
-    /// Context input index and kind of each epilogue operand, in parameter order.
-    operands: Vec<(usize, EpilogueOperand)>,
+    /// The running value's dtype in the graph (the chain computes in f32).
+    dtype: DType,
+    /// Context input index, kind and dtype of each epilogue operand, in parameter order.
+    operands: Vec<(usize, EpilogueOperand, DType)>,
 }
 
 impl ChainBuilder {
+    /// A chain over a product of `dtype`.
+    fn new(dtype: DType) -> ChainBuilder {
+        ChainBuilder {
+            steps: Vec::new(),
+            paired: false,
+            running: None,
+            dtype,
+            operands: Vec::new(),
+        }
+    }
+
     fn current(&self) -> ChainArg {
         self.running.map_or(ChainArg::Input(0), ChainArg::Temp)
     }
@@ -219,16 +268,16 @@ impl ChainBuilder {
                 ctx.name, other.shape
             )));
         };
-        if other.dtype != out.dtype {
+        if other.dtype != self.dtype {
             return Err(LowerError::Unsupported(format!(
                 "`{}`: an epilogue operand of type {} with a {} product",
-                ctx.name, other.dtype, out.dtype
+                ctx.name, other.dtype, self.dtype
             )));
         }
-        let index = match self.operands.iter().position(|&(i, _)| i == operand) {
+        let index = match self.operands.iter().position(|&(i, ..)| i == operand) {
             Some(p) => p,
             None => {
-                self.operands.push((operand, kind));
+                self.operands.push((operand, kind, other.dtype));
                 self.operands.len() - 1
             }
         };
@@ -248,12 +297,41 @@ impl ChainBuilder {
         Ok(())
     }
 
-    fn finish(self) -> Epilogue {
+    /// A cast of the running value: an exact widening adds no step (the chain is in f32 already),
+    /// any other cast must be the `last` node, whose rounding the store does.
+    fn cast(
+        &mut self,
+        ctx: &OpContext,
+        (from, to): (DType, DType),
+        last: bool,
+    ) -> Result<(), LowerError> {
+        if from != self.dtype || !fusible_cast(from, to) || !(last || widens_exactly(from, to)) {
+            return Err(LowerError::Unsupported(format!(
+                "`{}`: no epilogue cast from {from} to {to} after a {} value{}",
+                ctx.name,
+                self.dtype,
+                if last { "" } else { " before other nodes" }
+            )));
+        }
+        self.dtype = to;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Epilogue {
+        if self.running.is_none() {
+            // Nothing but casts: the result is the product, copied as `x · 1`.
+            self.steps.push(ChainStep {
+                op: VecOp::Muls,
+                dst: 0,
+                srcs: vec![ChainArg::Input(0), ChainArg::Imm(1.0)],
+            });
+        }
         Epilogue {
             paired: self.paired,
-            operands: self.operands.iter().map(|&(_, kind)| kind).collect(),
+            operands: self.operands.iter().map(|&(_, k, d)| (k, d)).collect(),
             steps: self.steps,
             output: self.running.unwrap_or(0),
+            result: self.dtype,
         }
     }
 }

@@ -403,6 +403,7 @@ pub fn lower_moe(ctx: &OpContext, epilogue: &[EpilogueNode]) -> Result<Lowering,
                     operands: Vec::new(),
                     steps: chain.steps.clone(),
                     output: chain.output,
+                    result: dtype,
                 }),
                 halves: Some(Halves::Separate),
                 ..expert_gemm(

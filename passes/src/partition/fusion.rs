@@ -6,7 +6,9 @@
 //! through nodes that are its only user: shape views that keep the last axis (the `[m, n]`
 //! rows of the product stay rows), unary ops with a vector lowering, and binary ops with a
 //! vector instruction whose other operand is a whole tensor of the product's shape, an `[n]`
-//! row or a `[.., 1]` column (one value per row). First in the chain may come a SwiGLU: of the product's two halves, or of the product
+//! row or a `[.., 1]` column (one value per row), and casts between f32, f16 and bf16 (exact
+//! widenings anywhere, any other cast last). First in the chain may come a SwiGLU: of the
+//! product's two halves, or of the product
 //! (the gate) and the product of a second GEMM of the same input (the up projection, which the
 //! launch computes too). It stops at a value that is a graph output or has several users, and
 //! ends at its last elementwise node, where the fused launch goes (by then every other operand
@@ -17,7 +19,9 @@
 use cubevec_ir::graph::Node;
 use cubevec_ir::{Graph, NodeId, Op, ValueId};
 
-use crate::lower::epilogue::{EpilogueNode, fusible_binary, fusible_gemm, fusible_unary};
+use crate::lower::epilogue::{
+    EpilogueNode, fusible_binary, fusible_cast, fusible_gemm, fusible_unary, widens_exactly,
+};
 
 /// The most elementwise nodes one epilogue takes.
 const MAX_NODES: usize = 8;
@@ -120,7 +124,7 @@ fn chain_from(
         return None;
     }
     let mut n = *shape(product)?.last()?;
-    let dtype = graph.value(product).ty.dtype;
+    let mut dtype = graph.value(product).ty.dtype;
     let mut chain = Chain {
         start,
         nodes: Vec::new(),
@@ -141,11 +145,26 @@ fn chain_from(
             break;
         };
         let result_shape = shape(result)?;
-        if graph.value(result).ty.dtype != dtype {
+        let result_dtype = graph.value(result).ty.dtype;
+        let cast = matches!(next.op, Op::Cast { .. })
+            && !moe
+            && fusible_cast(dtype, result_dtype)
+            && result_shape == current_shape;
+        if result_dtype != dtype && !cast {
             break;
         }
         let ops_before = chain.ops.len();
+        let mut ends = false;
         match &next.op {
+            Op::Cast { .. } if cast => {
+                chain.ops.push(EpilogueNode::Cast {
+                    from: dtype,
+                    to: result_dtype,
+                });
+                // A rounding cast ends the chain: the launch's store does it.
+                ends = !widens_exactly(dtype, result_dtype);
+                dtype = result_dtype;
+            }
             op if op.is_view() && result_shape.last() == Some(&n) => {}
             Op::SwiGlu {
                 split: true,
@@ -214,6 +233,9 @@ fn chain_from(
         current = result;
         if chain.ops.len() > ops_before {
             kept = (chain.nodes.len(), current);
+        }
+        if ends {
+            break;
         }
     }
     if chain.ops.is_empty() {

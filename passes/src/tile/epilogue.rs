@@ -53,29 +53,35 @@ pub enum EpilogueOperand {
 
 /// An elementwise chain applied to every product tile: [`ChainArg::Input`] 0 is the product
 /// (of a paired GEMM: the first matrix's half, input 1 the second's), the operands follow;
-/// operands have the output dtype, the chain computes in f32.
+/// the chain computes in f32 on operands widened from their dtypes and stores its result in
+/// `result` (the product's dtype, or another one a cast in the chain asked for).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Epilogue {
     /// The product tile holds two halves that the chain pairs up (SwiGLU's gate and up, see
     /// [`super::gemm::GemmProblem::halves`]).
     pub paired: bool,
-    /// The other operands, in kernel parameter order after the output.
-    pub operands: Vec<EpilogueOperand>,
+    /// The other operands with their dtypes, in kernel parameter order after the output.
+    pub operands: Vec<(EpilogueOperand, DType)>,
     /// The steps, in order (no [`VecOp::Cast`]: the tiler converts).
     pub steps: Vec<ChainStep>,
     /// The temporary holding the result after the last step.
     pub output: usize,
+    /// The dtype the result is stored in (the kernel's output parameter).
+    pub result: DType,
 }
 
 impl Epilogue {
-    /// Elements of the other operands for an `m × n` product.
-    pub fn operand_elements(&self, m: u64, n: u64) -> u64 {
+    /// Bytes of the other operands for an `m × n` product.
+    pub fn operand_bytes(&self, m: u64, n: u64) -> f64 {
         self.operands
             .iter()
-            .map(|o| match o {
-                EpilogueOperand::Full => m * n,
-                EpilogueOperand::Row => n,
-                EpilogueOperand::Column => m,
+            .map(|(o, dtype)| {
+                let elements = match o {
+                    EpilogueOperand::Full => m * n,
+                    EpilogueOperand::Row => n,
+                    EpilogueOperand::Column => m,
+                };
+                elements as f64 * dtype.bits() as f64 / 8.0
             })
             .sum()
     }
@@ -89,18 +95,23 @@ impl Epilogue {
         temps_used(&self.steps, self.output)
     }
 
-    /// Checks the steps' operands and the output dtype.
+    /// Checks the steps' operands and the dtypes of the product, the operands and the result.
     pub(super) fn check(&self, name: &str, output: DType) -> Result<(), TileError> {
         let invalid = |message: String| TileError::Invalid {
             name: name.to_string(),
             message,
         };
-        if !matches!(output, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(TileError::Unsupported {
-                name: name.to_string(),
-                dtype: output,
-                what: "epilogue output (f32, f16 or bf16)".into(),
-            });
+        let dtypes = [(output, "product"), (self.result, "result")]
+            .into_iter()
+            .chain(self.operands.iter().map(|&(_, d)| (d, "operand")));
+        for (dtype, what) in dtypes {
+            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+                return Err(TileError::Unsupported {
+                    name: name.to_string(),
+                    dtype,
+                    what: format!("epilogue {what} (f32, f16 or bf16)"),
+                });
+            }
         }
         for (i, step) in self.steps.iter().enumerate() {
             if !step.operands_fit(self.first_operand_input() + self.operands.len()) {
@@ -114,7 +125,7 @@ impl Epilogue {
     }
 
     /// Rows per UB chunk for `n1`-column tiles of `m1` rows (at most half a tile: each AIV
-    /// takes half), or `None` when not even one row fits UB.
+    /// takes half) of an `output` product, or `None` when not even one row fits UB.
     pub(super) fn chunk_rows(
         &self,
         output: DType,
@@ -122,10 +133,11 @@ impl Epilogue {
         n1: u64,
         target: &Target,
     ) -> Option<u64> {
-        let eb = (output.bits() / 8) as u64;
-        let widened = if output == DType::F32 { 0 } else { 4 };
+        let bytes_of = |dtype: DType| (dtype.bits() / 8) as u64;
+        let widened_of = |dtype: DType| if dtype == DType::F32 { 0 } else { 4 };
         let (mut fixed, mut per_row) = (0, 0);
-        for o in &self.operands {
+        for &(o, dtype) in &self.operands {
+            let (eb, widened) = (bytes_of(dtype), widened_of(dtype));
             let bytes = n1 * (2 * eb + widened);
             match o {
                 EpilogueOperand::Full => per_row += bytes,
@@ -140,7 +152,11 @@ impl Epilogue {
             }
         }
         // The product (two stages, widened once), the temporaries and the result (two stages).
-        per_row += n1 * (2 * eb + widened + 4 * self.temps() as u64 + 2 * eb);
+        per_row += n1
+            * (2 * bytes_of(output)
+                + widened_of(output)
+                + 4 * self.temps() as u64
+                + 2 * bytes_of(self.result));
         let usable = target.buffers.ub.usable_bytes();
         let most = usable.checked_sub(fixed)? / per_row;
         // Equal chunks of an AIV's half tile.
@@ -149,7 +165,7 @@ impl Epilogue {
     }
 
     /// The kernel parameters after the output: the operands (inputs), then the workspace of
-    /// `blocks` blocks × two `m1 × n1` slots.
+    /// `blocks` blocks × two `m1 × n1` slots of the `output` product.
     pub(super) fn params(
         &self,
         output: DType,
@@ -163,9 +179,9 @@ impl Epilogue {
             .operands
             .iter()
             .enumerate()
-            .map(|(i, o)| Param {
+            .map(|(i, &(o, dtype))| Param {
                 name: format!("e{i}"),
-                dtype: output,
+                dtype,
                 shape: match o {
                     EpilogueOperand::Full => vec![m, n],
                     EpilogueOperand::Row => vec![n],
@@ -207,7 +223,7 @@ pub(super) struct EpilogueBufs {
 pub(super) struct EpiloguePlan<'a> {
     /// The chain.
     pub epilogue: &'a Epilogue,
-    /// Output dtype (of the workspace, the operands and the result).
+    /// Dtype of the product (in the workspace).
     pub output: DType,
     /// Rows of an output tile.
     pub m1: u64,
@@ -228,26 +244,27 @@ impl EpiloguePlan<'_> {
     /// Places the UB buffers.
     pub(super) fn buffers(&self, planner: &mut BufferPlanner, target: &Target) -> EpilogueBufs {
         let (rows, n1) = (self.rows, self.n1);
-        let wide = self.output != DType::F32;
         let mut add = |name: String, dtype, rows, cols, stages| {
             planner.add(target, ub_buffer(&name, dtype, rows, cols, stages))
         };
         let product = add("ep_c".into(), self.output, rows, n1, 2);
-        let product_f32 = wide.then(|| add("ep_cf".into(), DType::F32, rows, n1, 1));
+        let product_f32 =
+            (self.output != DType::F32).then(|| add("ep_cf".into(), DType::F32, rows, n1, 1));
         let mut operands = Vec::new();
-        for (i, o) in self.epilogue.operands.iter().enumerate() {
+        for (i, &(o, dtype)) in self.epilogue.operands.iter().enumerate() {
+            let wide = dtype != DType::F32;
             let bufs = match o {
                 EpilogueOperand::Full | EpilogueOperand::Row => {
-                    let r = if *o == EpilogueOperand::Full { rows } else { 1 };
+                    let r = if o == EpilogueOperand::Full { rows } else { 1 };
                     OperandBufs {
-                        load: add(format!("ep_x{i}"), self.output, r, n1, 2),
+                        load: add(format!("ep_x{i}"), dtype, r, n1, 2),
                         wide: wide.then(|| add(format!("ep_xf{i}"), DType::F32, r, n1, 1)),
                         dup: None,
                     }
                 }
                 EpilogueOperand::Column => OperandBufs {
-                    load: add(format!("ep_x{i}"), self.output, 1, rows, 2),
-                    dup: wide.then(|| add(format!("ep_xd{i}"), self.output, 1, n1, 1)),
+                    load: add(format!("ep_x{i}"), dtype, 1, rows, 2),
+                    dup: wide.then(|| add(format!("ep_xd{i}"), dtype, 1, n1, 1)),
                     wide: Some(add(format!("ep_xf{i}"), DType::F32, 1, n1, 1)),
                 },
             };
@@ -256,7 +273,7 @@ impl EpiloguePlan<'_> {
         let temps = (0..self.epilogue.temps())
             .map(|j| add(format!("ep_t{j}"), DType::F32, rows, n1, 1))
             .collect();
-        let result = add("ep_y".into(), self.output, rows, n1, 2);
+        let result = add("ep_y".into(), self.epilogue.result, rows, n1, 2);
         EpilogueBufs {
             product,
             product_f32,
@@ -316,7 +333,7 @@ impl EpiloguePlan<'_> {
                 ),
             },
         ];
-        for (i, (o, x)) in self.epilogue.operands.iter().zip(&b.operands).enumerate() {
+        for (i, (&(o, _), x)) in self.epilogue.operands.iter().zip(&b.operands).enumerate() {
             let first_row = || v("rb").add(v("mo")).add(v("er"));
             let (at, size) = match o {
                 EpilogueOperand::Full => ((first_row(), v("no")), (v("en"), v("nl"))),
@@ -412,7 +429,7 @@ impl EpiloguePlan<'_> {
             let second = product(offset.clone().add(c(self.n1 / 2)));
             inputs.push(widen(&mut out, second, b.product_f32));
         }
-        for (o, x) in self.epilogue.operands.iter().zip(&b.operands) {
+        for (&(o, _), x) in self.epilogue.operands.iter().zip(&b.operands) {
             match (o, x.wide) {
                 (EpilogueOperand::Column, Some(wide)) => {
                     // The row's value along a row: duplicated in the output dtype, then
@@ -429,12 +446,11 @@ impl EpiloguePlan<'_> {
                     inputs.push(widen(&mut out, row_buf, to));
                 }
                 _ => {
-                    let full = *o == EpilogueOperand::Full;
+                    let full = o == EpilogueOperand::Full;
                     inputs.push(widen(&mut out, at(x.load, stage(), full), x.wide));
                 }
             }
         }
-        let widened = b.product_f32.is_some();
         for step in &self.epilogue.steps {
             let srcs = step
                 .srcs
@@ -454,7 +470,7 @@ impl EpiloguePlan<'_> {
         }
         let result = VecArg::Slice(at(b.temps[self.epilogue.output], c(0), true));
         let dst = at(b.result, stage(), true);
-        out.push(if widened {
+        out.push(if self.epilogue.result != DType::F32 {
             vec_op(VecOp::Cast, dst, vec![result], count)
         } else {
             // A copy as `x · 1`, which keeps the sign of a zero result.

@@ -57,7 +57,8 @@ pub struct GemmProblem {
     pub k: u64,
     /// Dtype of A and B.
     pub input: DType,
-    /// Dtype of C (converted by the Fixpipe).
+    /// Dtype of the product as the Fixpipe converts it: of C, or of the workspace an epilogue
+    /// reads (which stores C in [`Epilogue::result`]).
     pub output: DType,
     /// B is stored `[n, k]` (weights as in `GroupedMatMul` and `nn.Linear`) instead of `[k, n]`.
     pub b_transposed: bool,
@@ -132,14 +133,16 @@ impl GemmProblem {
         let ib = self.input.bits() as f64 / 8.0;
         let ob = self.output.bits() as f64 / 8.0;
         let used = self.groups.iter().filter(|&&rows| rows > 0).count() as f64;
-        let epilogue_elements =
-            self.epilogue
-                .as_ref()
-                .map_or(0, |e| e.operand_elements(self.total_m(), self.n)) as f64;
+        let (epilogue_bytes, rb) = self.epilogue.as_ref().map_or((0.0, ob), |e| {
+            (
+                e.operand_bytes(self.total_m(), self.n),
+                e.result.bits() as f64 / 8.0,
+            )
+        });
         let pn = self.product_cols() as f64;
         Work {
             flops: 2.0 * m * pn * k,
-            bytes: (m * k + used * k * pn) * ib + (m * n + epilogue_elements) * ob,
+            bytes: (m * k + used * k * pn) * ib + m * n * rb + epilogue_bytes,
             cube: true,
             dtype: self.input,
         }
@@ -470,7 +473,10 @@ fn build_kernel(
         },
         Param {
             name: "c".into(),
-            dtype: problem.output,
+            dtype: problem
+                .epilogue
+                .as_ref()
+                .map_or(problem.output, |e| e.result),
             shape: vec![m_total, problem.n],
             role: if split {
                 ParamRole::OutputZeroed
@@ -565,7 +571,7 @@ fn build_kernel(
             && problem.n.is_multiple_of(t.n1)
             && e.operands
                 .iter()
-                .all(|o| *o == epilogue::EpilogueOperand::Full),
+                .all(|(o, _)| *o == epilogue::EpilogueOperand::Full),
         operand_param,
         ws_param,
     });
