@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use super::exec::run_instance;
 use super::expr::{Env, Expr, ExprError};
 use super::print::stmt_to_string;
@@ -320,10 +322,26 @@ struct Access {
 }
 
 /// Key of a tracked memory object: a buffer stage or a GM parameter.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Object {
     Stage(BufId, i64),
     Param(usize),
+}
+
+/// What an access touches, for error messages: a buffer or parameter by name, or a role.
+#[derive(Clone, Copy)]
+enum What<'a> {
+    Named(&'a str),
+    Role(&'static str),
+}
+
+impl std::fmt::Display for What<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            What::Named(name) => write!(f, "`{name}`"),
+            What::Role(role) => f.write_str(role),
+        }
+    }
 }
 
 /// The state of one core instance while its program is walked.
@@ -337,8 +355,8 @@ struct Sim<'k> {
     known: [[u64; 7]; 7],
     /// Set flags and the ordering they carry.
     flags: BTreeMap<(Pipe, Pipe, i64), [u64; 7]>,
-    written: BTreeSet<Object>,
-    access: BTreeMap<Object, Access>,
+    written: FxHashSet<Object>,
+    access: FxHashMap<Object, Access>,
     /// Cross-core sets and waits per flag id.
     cross: BTreeMap<u8, (u64, u64)>,
 }
@@ -403,7 +421,7 @@ fn pipe_index(p: Pipe) -> usize {
 
 impl<'k> Sim<'k> {
     fn new(kernel: &'k Kernel, side: Side, instance: u64) -> Sim<'k> {
-        let mut written = BTreeSet::new();
+        let mut written = FxHashSet::default();
         for (i, p) in kernel.params.iter().enumerate() {
             if p.role == ParamRole::Input || p.role == ParamRole::OutputZeroed {
                 written.insert(Object::Param(i));
@@ -417,7 +435,7 @@ impl<'k> Sim<'k> {
             known: [[0; 7]; 7],
             flags: BTreeMap::new(),
             written,
-            access: BTreeMap::new(),
+            access: FxHashMap::default(),
             cross: BTreeMap::new(),
         }
     }
@@ -534,7 +552,8 @@ impl<'k> Sim<'k> {
     }
 
     /// Records an access by `pipe` and checks it is ordered after conflicting accesses.
-    fn touch(&mut self, obj: Object, pipe: Pipe, write: bool, what: &str) -> Result<(), String> {
+    /// Records an access of `obj` (`what` in errors) on `pipe` and checks its ordering.
+    fn touch(&mut self, obj: Object, pipe: Pipe, write: bool, what: What) -> Result<(), String> {
         let p = pipe_index(pipe);
         if !write && !self.written.contains(&obj) {
             return Err(format!("{what} is read before it is written"));
@@ -655,23 +674,13 @@ impl<'k> Sim<'k> {
                 {
                     return Err(format!("m={m} n={n} k={k} exceeds an operand buffer"));
                 }
-                self.touch(
-                    Self::stage_obj(&ra),
-                    pipe,
-                    false,
-                    &format!("`{}`", ra.buf.name),
-                )?;
-                self.touch(
-                    Self::stage_obj(&rb),
-                    pipe,
-                    false,
-                    &format!("`{}`", rb.buf.name),
-                )?;
-                let what = format!("`{}`", rc.buf.name);
+                self.touch(Self::stage_obj(&ra), pipe, false, What::Named(&ra.buf.name))?;
+                self.touch(Self::stage_obj(&rb), pipe, false, What::Named(&rb.buf.name))?;
+                let what = What::Named(&rc.buf.name);
                 if ev(init, env, "init")? == 0 {
-                    self.touch(Self::stage_obj(&rc), pipe, false, &what)?;
+                    self.touch(Self::stage_obj(&rc), pipe, false, what)?;
                 }
-                self.touch(Self::stage_obj(&rc), pipe, true, &what)
+                self.touch(Self::stage_obj(&rc), pipe, true, what)
             }
             Stmt::Fixpipe {
                 dst,
@@ -716,14 +725,8 @@ impl<'k> Sim<'k> {
                     }
                     _ => {}
                 }
-                let what = format!("`{}`", r.buf.name);
-                self.touch(Self::stage_obj(&r), pipe, false, &what)?;
-                self.touch(
-                    Object::Param(dst.param),
-                    pipe,
-                    true,
-                    &format!("`{}`", p.name),
-                )
+                self.touch(Self::stage_obj(&r), pipe, false, What::Named(&r.buf.name))?;
+                self.touch(Object::Param(dst.param), pipe, true, What::Named(&p.name))
             }
             Stmt::CopyOut { dst, src } => {
                 let r = self.tile(src, env)?;
@@ -744,18 +747,8 @@ impl<'k> Sim<'k> {
                 if !(r.col as u64 * r.buf.dtype.bits() as u64).is_multiple_of(256) {
                     return Err("UB source column is not 32-byte aligned".into());
                 }
-                self.touch(
-                    Self::stage_obj(&r),
-                    pipe,
-                    false,
-                    &format!("`{}`", r.buf.name),
-                )?;
-                self.touch(
-                    Object::Param(dst.param),
-                    pipe,
-                    true,
-                    &format!("`{}`", p.name),
-                )
+                self.touch(Self::stage_obj(&r), pipe, false, What::Named(&r.buf.name))?;
+                self.touch(Object::Param(dst.param), pipe, true, What::Named(&p.name))
             }
             Stmt::Vector {
                 op,
@@ -781,8 +774,18 @@ impl<'k> Sim<'k> {
                         "reductions take f16 or f32 with equal types, not {st} → {dt}"
                     ));
                 }
-                self.touch(Object::Stage(sb, ss), pipe, false, "reduction source")?;
-                self.touch(Object::Stage(db, ds), pipe, true, "reduction destination")
+                self.touch(
+                    Object::Stage(sb, ss),
+                    pipe,
+                    false,
+                    What::Role("reduction source"),
+                )?;
+                self.touch(
+                    Object::Stage(db, ds),
+                    pipe,
+                    true,
+                    What::Role("reduction destination"),
+                )
             }
             Stmt::LoadScalar { src, .. } => match src {
                 ScalarSrc::Gm { param, index } => {
@@ -799,11 +802,11 @@ impl<'k> Sim<'k> {
                             p.name
                         ));
                     }
-                    self.touch(Object::Param(*param), pipe, false, &format!("`{}`", p.name))
+                    self.touch(Object::Param(*param), pipe, false, What::Named(&p.name))
                 }
                 ScalarSrc::Ub(slice) => {
                     let (b, st, _) = self.slice(slice, 1, env, false)?;
-                    self.touch(Object::Stage(b, st), pipe, false, "scalar load")
+                    self.touch(Object::Stage(b, st), pipe, false, What::Role("scalar load"))
                 }
             },
             Stmt::SetValue { dst, value } => {
@@ -814,7 +817,7 @@ impl<'k> Sim<'k> {
                     ev(e, env, "value")?;
                 }
                 let (b, st, _) = self.slice(dst, 1, env, false)?;
-                self.touch(Object::Stage(b, st), pipe, true, "scalar store")
+                self.touch(Object::Stage(b, st), pipe, true, What::Role("scalar store"))
             }
             Stmt::SetFlag { from, to, event } => {
                 let event = ev(event, env, "event")?;
@@ -927,13 +930,13 @@ impl<'k> Sim<'k> {
             Object::Param(src.param),
             Pipe::Mte2,
             false,
-            &format!("`{}`", p.name),
+            What::Named(&p.name),
         )?;
         self.touch(
             Self::stage_obj(&r),
             Pipe::Mte2,
             true,
-            &format!("`{}`", r.buf.name),
+            What::Named(&r.buf.name),
         )
     }
 
@@ -1000,13 +1003,13 @@ impl<'k> Sim<'k> {
             Self::stage_obj(&s),
             Pipe::Mte1,
             false,
-            &format!("`{}`", s.buf.name),
+            What::Named(&s.buf.name),
         )?;
         self.touch(
             Self::stage_obj(&d),
             Pipe::Mte1,
             true,
-            &format!("`{}`", d.buf.name),
+            What::Named(&d.buf.name),
         )
     }
 
@@ -1093,9 +1096,14 @@ impl<'k> Sim<'k> {
             ));
         }
         for obj in reads {
-            self.touch(obj, Pipe::V, false, "vector operand")?;
+            self.touch(obj, Pipe::V, false, What::Role("vector operand"))?;
         }
-        self.touch(Object::Stage(db, ds), Pipe::V, true, "vector result")
+        self.touch(
+            Object::Stage(db, ds),
+            Pipe::V,
+            true,
+            What::Role("vector result"),
+        )
     }
 
     fn finish(&self) -> Result<(), KernelError> {

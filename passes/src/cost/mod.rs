@@ -11,13 +11,14 @@
 //! cost-relevant inputs repeat (tile extents, not offsets) are evaluated once and memoised, so
 //! the walk costs about one evaluation per distinct tile shape.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use cubevec_ir::DType;
 use cubevec_ir::kernel::{
     BufId, Env, Expr, Kernel, KernelError, MemLevel, ParamRole, ScalarSrc, Side, Stmt, VecArg,
 };
 use cubevec_ir::target::Target;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 /// What limits a kernel on the roofline.
@@ -121,48 +122,61 @@ impl Span {
     }
 }
 
-/// The buffers a statement reads or writes.
-fn touched(stmt: &Stmt) -> Vec<BufId> {
+/// Room for the distinct buffers one statement touches (at most three: an Mmad's operands, a
+/// binary vector op's destination and sources).
+const MAX_OPERANDS: usize = 4;
+
+/// Calls `f` with each buffer a statement reads or writes (without allocating: the cost walk
+/// asks for every statement it visits).
+fn for_each_touched(stmt: &Stmt, mut f: impl FnMut(BufId)) {
     let slice = |a: &VecArg| match a {
         VecArg::Slice(s) | VecArg::Element(s) => Some(s.buf),
         VecArg::Imm(_) | VecArg::Scalar(_) => None,
     };
     match stmt {
-        Stmt::CopyIn { dst, .. } => vec![dst.buf],
-        Stmt::LoadL0 { dst, src, .. } => vec![dst.buf, src.buf],
-        Stmt::Mmad { c, a, b, .. } => vec![*c, *a, *b],
-        Stmt::Fixpipe { src, .. } | Stmt::CopyOut { src, .. } => vec![src.buf],
-        Stmt::Vector { dst, srcs, .. } => {
-            let mut out = vec![dst.buf];
-            out.extend(srcs.iter().filter_map(slice));
-            out
+        Stmt::CopyIn { dst, .. } => f(dst.buf),
+        Stmt::LoadL0 { dst, src, .. } => {
+            f(dst.buf);
+            f(src.buf);
         }
-        Stmt::Reduce { dst, src, .. } => vec![dst.buf, src.buf],
+        Stmt::Reduce { dst, src, .. } => {
+            f(dst.buf);
+            f(src.buf);
+        }
+        Stmt::Mmad { c, a, b, .. } => {
+            f(*c);
+            f(*a);
+            f(*b);
+        }
+        Stmt::Fixpipe { src, .. } | Stmt::CopyOut { src, .. } => f(src.buf),
+        Stmt::Vector { dst, srcs, .. } => {
+            f(dst.buf);
+            srcs.iter().filter_map(slice).for_each(f);
+        }
         Stmt::LoadScalar {
             src: ScalarSrc::Ub(s),
             ..
-        } => vec![s.buf],
+        } => f(s.buf),
         Stmt::SetValue { dst, value } => {
-            let mut out = vec![dst.buf];
-            out.extend(slice(value));
-            out
+            f(dst.buf);
+            slice(value).into_iter().for_each(f);
         }
-        _ => Vec::new(),
+        _ => {}
     }
 }
 
 /// Slots for the single-stage buffers that statements of two or more pipes touch: work on
 /// such a buffer is serialised across the iterations of a pipelined loop.
-fn shared_slots(kernel: &Kernel) -> HashMap<BufId, usize> {
+fn shared_slots(kernel: &Kernel) -> FxHashMap<BufId, usize> {
     fn walk(body: &[Stmt], pipes: &mut HashMap<BufId, BTreeSet<usize>>) {
         for stmt in body {
             if let Stmt::For { body, .. } = stmt {
                 walk(body, pipes);
             }
             let pipe = stmt.pipe().index().unwrap_or(0);
-            for buf in touched(stmt) {
+            for_each_touched(stmt, |buf| {
                 pipes.entry(buf).or_default().insert(pipe);
-            }
+            });
         }
     }
     let mut pipes = HashMap::new();
@@ -192,12 +206,12 @@ pub fn l2_spill(target: &Target, reuse_bytes: f64) -> f64 {
 struct Walker<'a> {
     kernel: &'a Kernel,
     target: &'a Target,
-    memo: HashMap<(usize, Vec<i64>), Span>,
-    deps: HashMap<usize, Vec<String>>,
-    slots: HashMap<BufId, usize>,
+    memo: FxHashMap<(usize, Vec<i64>), Span>,
+    deps: FxHashMap<usize, Vec<String>>,
+    slots: FxHashMap<BufId, usize>,
     /// The 64-byte lines of input parameters the current core instance has read with
     /// `LoadScalar` (its data cache, invalidated once at the kernel's start).
-    cached_lines: HashSet<(usize, i64)>,
+    cached_lines: FxHashSet<(usize, i64)>,
 }
 
 fn ev(e: &Expr, env: &Env, context: &str) -> Result<f64, KernelError> {
@@ -275,8 +289,8 @@ impl Walker<'_> {
         rows * row / self.target.mte.gm_bytes_per_cycle_per_core
     }
 
-    fn leaf(&mut self, stmt: &Stmt, env: &Env) -> Result<Span, KernelError> {
-        let mut s = Span::default();
+    /// Adds the cost of a statement without a body to `total`.
+    fn leaf(&mut self, stmt: &Stmt, env: &Env, total: &mut Span) -> Result<(), KernelError> {
         let overhead = self.target.model.instruction_overhead_cycles as f64;
         let pipe = stmt.pipe().index().unwrap_or(0);
         let latency = self.target.model.transfer_latency_cycles as f64;
@@ -286,7 +300,7 @@ impl Walker<'_> {
                 let dtype = self.kernel.params[src.param].dtype;
                 let (rows, cols) = (ev(&src.rows, env, "rows")?, ev(&src.cols, env, "cols")?);
                 let row_bytes = cols * dtype.bits() as f64 / 8.0;
-                s.gm_read = rows * row_bytes;
+                total.gm_read += rows * row_bytes;
                 wait = latency;
                 self.gm_transfer(rows, row_bytes)
             }
@@ -314,7 +328,7 @@ impl Walker<'_> {
                 let dtype = self.kernel.params[dst.param].dtype;
                 let (rows, cols) = (ev(&dst.rows, env, "rows")?, ev(&dst.cols, env, "cols")?);
                 let bytes = rows * cols * dtype.bits() as f64 / 8.0;
-                s.gm_write = bytes;
+                total.gm_write += bytes;
                 let fix = bytes / self.target.mte.fixpipe_bytes_per_cycle as f64;
                 wait = latency;
                 fix.max(self.gm_transfer(rows, cols * dtype.bits() as f64 / 8.0))
@@ -323,7 +337,7 @@ impl Walker<'_> {
                 let dtype = self.kernel.params[dst.param].dtype;
                 let (rows, cols) = (ev(&dst.rows, env, "rows")?, ev(&dst.cols, env, "cols")?);
                 let row_bytes = cols * dtype.bits() as f64 / 8.0;
-                s.gm_write = rows * row_bytes;
+                total.gm_write += rows * row_bytes;
                 wait = latency;
                 self.gm_transfer(rows, row_bytes)
             }
@@ -376,18 +390,26 @@ impl Walker<'_> {
             Stmt::SetValue { .. } => overhead,
             _ => 0.0,
         };
-        s.busy[pipe] = cycles;
-        for buf in touched(stmt) {
-            if let Some(&slot) = self.slots.get(&buf) {
-                if s.shared.len() <= slot {
-                    s.shared.resize(slot + 1, 0.0);
-                }
-                s.shared[slot] = cycles;
+        total.busy[pipe] += cycles;
+        // Each shared buffer the statement touches (once, however many operands name it).
+        let mut hit = [usize::MAX; MAX_OPERANDS];
+        let slots = &self.slots;
+        for_each_touched(stmt, |buf| {
+            if let Some(&slot) = slots.get(&buf)
+                && let Some(free) = hit.iter().position(|&h| h == slot || h == usize::MAX)
+            {
+                hit[free] = slot;
             }
+        });
+        for &slot in hit.iter().take_while(|&&h| h != usize::MAX) {
+            if total.shared.len() <= slot {
+                total.shared.resize(slot + 1, 0.0);
+            }
+            total.shared[slot] += cycles;
         }
         // Transfer start-up latency delays completion but does not occupy the engine.
-        s.span = cycles + wait;
-        Ok(s)
+        total.span += cycles + wait;
+        Ok(())
     }
 
     fn body(&mut self, body: &[Stmt], env: &mut Env) -> Result<Span, KernelError> {
@@ -403,8 +425,7 @@ impl Walker<'_> {
                     bound.push((var, env.insert(var, v)));
                 }
                 Stmt::LoadScalar { var, planned, .. } => {
-                    let s = self.leaf(stmt, env)?;
-                    total.then(&s);
+                    self.leaf(stmt, env, &mut total)?;
                     let v = planned.eval(env).map_err(|source| KernelError::Expr {
                         context: format!("planned value of {var}"),
                         source,
@@ -415,10 +436,7 @@ impl Walker<'_> {
                     let s = self.for_loop(stmt, env)?;
                     total.then(&s);
                 }
-                leaf => {
-                    let s = self.leaf(leaf, env)?;
-                    total.then(&s);
-                }
+                leaf => self.leaf(leaf, env, &mut total)?,
             }
         }
         for (name, previous) in bound.into_iter().rev() {
@@ -447,7 +465,8 @@ impl Walker<'_> {
             .iter()
             .map(|d| env.get(d).copied().unwrap_or(0))
             .collect();
-        if let Some(hit) = self.memo.get(&(id, key_values.clone())) {
+        let key = (id, key_values);
+        if let Some(hit) = self.memo.get(&key) {
             return Ok(hit.clone());
         }
         let trips = extent.eval(env).map_err(|source| KernelError::Expr {
@@ -469,7 +488,7 @@ impl Walker<'_> {
         if *pipelined && let Some(first) = first {
             total.span = total.max_resource() + (first.span - first.max_busy()).max(0.0);
         }
-        self.memo.insert((id, key_values), total.clone());
+        self.memo.insert(key, total.clone());
         Ok(total)
     }
 }
@@ -493,10 +512,10 @@ pub fn estimate_with_reuse(
     let mut walker = Walker {
         kernel,
         target,
-        memo: HashMap::new(),
-        deps: HashMap::new(),
+        memo: FxHashMap::default(),
+        deps: FxHashMap::default(),
         slots: shared_slots(kernel),
-        cached_lines: HashSet::new(),
+        cached_lines: FxHashSet::default(),
     };
     let mut slowest = Span::default();
     let (mut gm_read, mut gm_write) = (0.0, 0.0);
