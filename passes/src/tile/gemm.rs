@@ -1501,10 +1501,15 @@ fn plan_with(
     Ok(chosen)
 }
 
-/// The candidate with the lowest modelled time; near-ties (within 1e-9) go to fewer work
+/// How close to the best modelled time a candidate must come to tie with it.
+const TIE: f64 = 1e-9;
+
+/// The candidate with the lowest modelled time; near-ties (within [`TIE`]) go to fewer work
 /// units, then to the earlier candidate. Candidates are costed in the order of their
-/// [`lower_bound_us`], and the search stops at the first whose bound exceeds the best time
-/// found: the rest cannot win, so their kernels are never built.
+/// [`lower_bound_us`] (never more than their modelled time), so their kernels are built only
+/// while they could still win: the search stops at the first bound beyond a tie with the best
+/// time found, and skips a candidate whose bound is already reached by a costed candidate
+/// that would win the tie-break against it.
 fn search(
     problem: &GemmProblem,
     static_rows: bool,
@@ -1514,27 +1519,32 @@ fn search(
         .into_iter()
         .filter(|t| static_rows || !t.a_panel)
         .collect();
-    let mut order: Vec<(f64, usize)> = all
+    let mut order: Vec<(f64, (u64, usize))> = all
         .iter()
         .enumerate()
-        .map(|(i, t)| (lower_bound_us(problem, t, target), i))
+        .map(|(i, t)| (lower_bound_us(problem, t, target), (units(problem, t), i)))
         .collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut best_time = f64::INFINITY;
-    let mut timed: Vec<(f64, u64, usize)> = Vec::new();
-    for (bound, i) in order {
-        if bound > best_time * (1.0 + 1e-6) {
+    let mut timed: Vec<(f64, (u64, usize))> = Vec::new();
+    for (bound, key) in order {
+        if bound > best_time * (1.0 + TIE) {
             break;
         }
-        let time = evaluate(problem, &all[i], target)?.cost.modeled_time_us;
+        // A costed candidate at most this bound with a smaller tie-break key: this one can
+        // neither beat it nor win a tie against it.
+        if timed.iter().any(|&(time, k)| time <= bound && k < key) {
+            continue;
+        }
+        let time = evaluate(problem, &all[key.1], target)?.cost.modeled_time_us;
         best_time = best_time.min(time);
-        timed.push((time, units(problem, &all[i]), i));
+        timed.push((time, key));
     }
     timed
         .into_iter()
-        .filter(|(time, _, _)| *time <= best_time * (1.0 + 1e-9))
-        .min_by_key(|&(_, u, i)| (u, i))
-        .map(|(_, _, i)| all[i])
+        .filter(|(time, _)| *time <= best_time * (1.0 + TIE))
+        .min_by_key(|&(_, key)| key)
+        .map(|(_, (_, i))| all[i])
         .ok_or_else(|| TileError::NoFit {
             name: problem.name.clone(),
             reason: "no candidate evaluated".into(),
