@@ -237,8 +237,37 @@ impl Expr {
 
     /// Evaluates under `env`.
     pub fn eval(&self, env: &Env) -> Result<i64, ExprError> {
+        // The fast path carries no error detail; a failure is evaluated again for its error.
+        match self.value(env) {
+            Some(v) => Ok(v),
+            None => self.eval_explained(env),
+        }
+    }
+
+    /// The value under `env`, or `None` where [`Expr::eval`] fails.
+    fn value(&self, env: &Env) -> Option<i64> {
+        let bin = |a: &Expr, b: &Expr| Some((a.value(env)?, b.value(env)?));
+        match self {
+            Expr::Const(v) => Some(*v),
+            Expr::Var(name) => env.get(name).copied(),
+            Expr::Add(a, b) => bin(a, b).and_then(|(x, y)| x.checked_add(y)),
+            Expr::Sub(a, b) => bin(a, b).and_then(|(x, y)| x.checked_sub(y)),
+            Expr::Mul(a, b) => bin(a, b).and_then(|(x, y)| x.checked_mul(y)),
+            Expr::Div(a, b) => bin(a, b)
+                .filter(|&(_, y)| y > 0)
+                .map(|(x, y)| x.div_euclid(y)),
+            Expr::Rem(a, b) => bin(a, b)
+                .filter(|&(_, y)| y > 0)
+                .map(|(x, y)| x.rem_euclid(y)),
+            Expr::Min(a, b) => bin(a, b).map(|(x, y)| x.min(y)),
+            Expr::Max(a, b) => bin(a, b).map(|(x, y)| x.max(y)),
+        }
+    }
+
+    /// [`Expr::eval`] with the error of a failing evaluation.
+    fn eval_explained(&self, env: &Env) -> Result<i64, ExprError> {
         let bin = |a: &Expr, b: &Expr| -> Result<(i64, i64), ExprError> {
-            Ok((a.eval(env)?, b.eval(env)?))
+            Ok((a.eval_explained(env)?, b.eval_explained(env)?))
         };
         let overflow = || ExprError::Overflow(self.to_string());
         match self {
