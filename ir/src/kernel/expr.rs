@@ -33,7 +33,8 @@ pub enum Expr {
 ///
 /// Kernels bind a handful of variables (block, loop and `let` names) and rebind them on every
 /// iteration, so the environment is a short list searched linearly by a packed prefix of the
-/// name; a name keeps its slot when it goes out of scope, so rebinding it never allocates.
+/// name, newest first (the innermost names, read most often); a name keeps its slot when it
+/// goes out of scope, so rebinding it never allocates.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     slots: Vec<Slot>,
@@ -71,7 +72,7 @@ impl Env {
         let key = NameKey::of(name);
         self.slots
             .iter()
-            .position(|s| s.key == key && (name.len() <= 8 || s.name == name))
+            .rposition(|s| s.key == key && (name.len() <= 8 || s.name == name))
     }
 
     /// The value of `name`, if bound.
