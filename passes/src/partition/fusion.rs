@@ -8,11 +8,10 @@
 //! vector instruction whose other operand is a whole tensor of the product's shape, an `[n]`
 //! row or a `[.., 1]` column (one value per row), and casts between f32, f16 and bf16 (exact
 //! widenings anywhere, any other cast last). First in the chain may come a SwiGLU: of the
-//! product's two halves, or of the product
-//! (the gate) and the product of a second GEMM of the same input (the up projection, which the
-//! launch computes too). It stops at a value that is a graph output or has several users, and
-//! ends at its last elementwise node, where the fused launch goes (by then every other operand
-//! exists). After a `Moe` block a chain holds only shape views and binary ops whose other
+//! product's two halves, or of the product (the gate) and the product of a second GEMM of the
+//! same input (the up projection, which the launch computes too). It stops at a value that is a
+//! graph output or has several users, and ends at its last elementwise node, where the fused
+//! launch goes (by then every other operand exists). After a `Moe` block a chain holds only shape views and binary ops whose other
 //! operand is a whole tensor of the block's result (the residual add). Whether a chain is fused
 //! is the partitioner's decision, by modelled time.
 
@@ -31,7 +30,7 @@ const MAX_NODES: usize = 8;
 pub struct Chain {
     /// The GEMM or `Moe` node.
     pub start: NodeId,
-    /// The nodes folded into the launch after the GEMM (views and elementwise ops), in order;
+    /// The nodes folded into the launch after the start (views and elementwise ops), in order;
     /// the launch takes the place of the last.
     pub nodes: Vec<NodeId>,
     /// The up projection's GEMM of a two-GEMM SwiGLU, also computed by the launch.
