@@ -6,7 +6,6 @@
 //! [`lower_gemm_epilogue`] for the fused launch; [`fusible_unary`], [`fusible_binary`] and
 //! [`fusible_cast`] say which ops a chain may hold.
 
-use cubevec_ir::kernel::VecOp;
 use cubevec_ir::op::{BinaryOp, UnaryOp};
 use cubevec_ir::{DType, Op};
 
@@ -317,15 +316,8 @@ impl ChainBuilder {
         Ok(())
     }
 
-    fn finish(mut self) -> Epilogue {
-        if self.running.is_none() {
-            // Nothing but casts: the result is the product, copied as `x · 1`.
-            self.steps.push(ChainStep {
-                op: VecOp::Muls,
-                dst: 0,
-                srcs: vec![ChainArg::Input(0), ChainArg::Imm(1.0)],
-            });
-        }
+    /// The epilogue: with nothing but casts, no steps (the store converts the product).
+    fn finish(self) -> Epilogue {
         Epilogue {
             paired: self.paired,
             operands: self.operands.iter().map(|&(_, k, d)| (k, d)).collect(),

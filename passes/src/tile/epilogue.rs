@@ -62,9 +62,10 @@ pub struct Epilogue {
     pub paired: bool,
     /// The other operands with their dtypes, in kernel parameter order after the output.
     pub operands: Vec<(EpilogueOperand, DType)>,
-    /// The steps, in order (no [`VecOp::Cast`]: the tiler converts).
+    /// The steps, in order (no [`VecOp::Cast`]: the tiler converts); none when the chain only
+    /// changes the dtype (the result is the product).
     pub steps: Vec<ChainStep>,
-    /// The temporary holding the result after the last step.
+    /// The temporary holding the result after the last step (unused without steps).
     pub output: usize,
     /// The dtype the result is stored in (the kernel's output parameter).
     pub result: DType,
@@ -92,7 +93,11 @@ impl Epilogue {
     }
 
     fn temps(&self) -> usize {
-        temps_used(&self.steps, self.output)
+        if self.steps.is_empty() {
+            0
+        } else {
+            temps_used(&self.steps, self.output)
+        }
     }
 
     /// Checks the steps' operands and the dtypes of the product, the operands and the result.
@@ -112,6 +117,11 @@ impl Epilogue {
                     what: format!("epilogue {what} (f32, f16 or bf16)"),
                 });
             }
+        }
+        if self.steps.is_empty() && (self.paired || !self.operands.is_empty()) {
+            return Err(invalid(
+                "an epilogue without steps has neither a pair nor operands to combine".into(),
+            ));
         }
         for (i, step) in self.steps.iter().enumerate() {
             if !step.operands_fit(self.first_operand_input() + self.operands.len()) {
@@ -468,7 +478,11 @@ impl EpiloguePlan<'_> {
                 count.clone(),
             ));
         }
-        let result = VecArg::Slice(at(b.temps[self.epilogue.output], c(0), true));
+        let result = VecArg::Slice(if self.epilogue.steps.is_empty() {
+            inputs[0].clone()
+        } else {
+            at(b.temps[self.epilogue.output], c(0), true)
+        });
         let dst = at(b.result, stage(), true);
         out.push(if self.epilogue.result != DType::F32 {
             vec_op(VecOp::Cast, dst, vec![result], count)
