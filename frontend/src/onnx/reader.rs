@@ -280,7 +280,7 @@ pub fn read_tensor(
         WeightData::External(slices) => {
             let mut bytes = Vec::new();
             for slice in slices {
-                bytes.extend_from_slice(&read_slice(file, base_dir, name, slice)?);
+                read_slice(file, base_dir, name, slice, &mut bytes)?;
             }
             Arc::from(bytes)
         }
@@ -301,13 +301,14 @@ pub fn read_tensor(
     })
 }
 
-/// The bytes of one slice of tensor `name`'s external data.
+/// Appends the bytes of one slice of tensor `name`'s external data to `out`.
 fn read_slice(
     file: &Path,
     base_dir: &Path,
     name: &str,
     slice: &FileSlice,
-) -> Result<Vec<u8>, OnnxError> {
+    out: &mut Vec<u8>,
+) -> Result<(), OnnxError> {
     let full = base_dir.join(&slice.path);
     let io_err = |source| OnnxError::ExternalFile {
         file: file.to_path_buf(),
@@ -330,7 +331,8 @@ fn read_slice(
     };
     let start = usize::try_from(offset).map_err(|_| range_err())?;
     let end = usize::try_from(offset.saturating_add(length)).map_err(|_| range_err())?;
-    Ok(map.get(start..end).ok_or_else(range_err)?.to_vec())
+    out.extend_from_slice(map.get(start..end).ok_or_else(range_err)?);
+    Ok(())
 }
 
 /// Decodes a standalone serialized `TensorProto` (a test-data `.pb` file) into a tensor.

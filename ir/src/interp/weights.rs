@@ -47,8 +47,8 @@ impl<'a> WeightLoader<'a> {
             }
             WeightData::Absent => return Err(InterpError::AbsentWeight(name.to_string())),
             WeightData::External(slices) => {
-                let total = slices.iter().map(|s| s.length as usize).sum();
-                let mut bytes = Vec::with_capacity(total);
+                // Grown slice by slice: a length is trusted only once its slice is in its file.
+                let mut bytes = Vec::new();
                 for slice in slices {
                     bytes.extend_from_slice(self.slice(name, slice)?);
                 }
