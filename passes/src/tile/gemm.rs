@@ -1494,8 +1494,12 @@ fn plan_with(
         plan.kernel.name.clone_from(&problem.name);
         return Ok(plan);
     }
-    let tiling = search(problem, table.is_none(), target)?;
-    let chosen = evaluate_with(problem, table, &tiling, target)?;
+    let searched = search(problem, table.is_none(), target)?;
+    // The search costed the static kernel; a runtime table needs the kernel that reads it.
+    let chosen = match table {
+        None => searched,
+        Some(_) => evaluate_with(problem, table, &searched.tiling, target)?,
+    };
     verify(&chosen.kernel, target)?;
     plan_cache().insert(key, chosen.clone());
     Ok(chosen)
@@ -1509,12 +1513,12 @@ const TIE: f64 = 1e-9;
 /// [`lower_bound_us`] (never more than their modelled time), so their kernels are built only
 /// while they could still win: the search stops at the first bound beyond a tie with the best
 /// time found, and skips a candidate whose bound is already reached by a costed candidate
-/// that would win the tie-break against it.
+/// that would win the tie-break against it. Returns the winner's plan (of the static kernel).
 fn search(
     problem: &GemmProblem,
     static_rows: bool,
     target: &Target,
-) -> Result<GemmTiling, TileError> {
+) -> Result<GemmPlan, TileError> {
     let all: Vec<GemmTiling> = candidates(problem, target)?
         .into_iter()
         .filter(|t| static_rows || !t.a_panel)
@@ -1526,25 +1530,29 @@ fn search(
         .collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut best_time = f64::INFINITY;
-    let mut timed: Vec<(f64, (u64, usize))> = Vec::new();
+    // The costed candidates that may still win, with their plans.
+    let mut timed: Vec<(f64, (u64, usize), GemmPlan)> = Vec::new();
     for (bound, key) in order {
         if bound > best_time * (1.0 + TIE) {
             break;
         }
         // A costed candidate at most this bound with a smaller tie-break key: this one can
         // neither beat it nor win a tie against it.
-        if timed.iter().any(|&(time, k)| time <= bound && k < key) {
+        if timed.iter().any(|&(time, k, _)| time <= bound && k < key) {
             continue;
         }
-        let time = evaluate(problem, &all[key.1], target)?.cost.modeled_time_us;
+        let plan = evaluate(problem, &all[key.1], target)?;
+        let time = plan.cost.modeled_time_us;
         best_time = best_time.min(time);
-        timed.push((time, key));
+        timed.push((time, key, plan));
+        // Beyond a tie with the best, a candidate can no longer win (nor, being above every
+        // bound still to come, skip one).
+        timed.retain(|(time, ..)| *time <= best_time * (1.0 + TIE));
     }
     timed
         .into_iter()
-        .filter(|(time, _)| *time <= best_time * (1.0 + TIE))
-        .min_by_key(|&(_, key)| key)
-        .map(|(_, (_, i))| all[i])
+        .min_by_key(|(_, key, _)| *key)
+        .map(|(_, _, plan)| plan)
         .ok_or_else(|| TileError::NoFit {
             name: problem.name.clone(),
             reason: "no candidate evaluated".into(),
