@@ -134,8 +134,8 @@ mod tests {
         WeightData::file_slice("w.safetensors", offset, 8)
     }
 
-    /// `x [2, 2] + concat(pieces)` for `[1, 2]` f32 pieces of the given data, plus `extra`
-    /// (another reader of the first piece) when asked.
+    /// `x [rows, 2] + concat(pieces)` for `[1, 2]` f32 pieces of the given data, and another
+    /// reader of the first piece when `first_read_again`.
     fn stack(pieces: Vec<WeightData>, first_read_again: bool) -> Graph {
         let mut graph = Graph::new("stack");
         let mut b = graph.builder();

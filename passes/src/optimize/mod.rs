@@ -485,8 +485,9 @@ fn rebuild(
 /// Drops nodes whose results nothing needs (values exported for another segment's context and
 /// not used in the end), then initializers and values nothing refers to, and renumbers the
 /// values, all in place ([`Graph::retain_values`]). Nodes are in topological order, so one
-/// backward sweep finds what is live. `tags` (one per node) are kept for the nodes kept. `appended` is the first value and
-/// initializer index the rebuild appended; returned is where those that remain start.
+/// backward sweep finds what is live. `tags` (one per node) are kept for the nodes kept.
+/// `appended` is the first value and initializer index the rebuild appended; returned is where
+/// those that remain start.
 fn compact<T>(
     graph: &mut Graph,
     mut tags: Vec<T>,
