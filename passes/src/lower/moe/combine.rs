@@ -101,11 +101,8 @@ pub fn kernel(
     let operand_bufs: Vec<_> = (0..after.len())
         .map(|i| planner.add(target, ub(&format!("operand{i}"), dtype, rows, hp, 1)))
         .collect();
-    let wide = if widened {
-        planner.add(target, ub("wide", DType::F32, rows, hp, 1))
-    } else {
-        acc
-    };
+    // The operands widened to f32, when they are narrower.
+    let wide = widened.then(|| planner.add(target, ub("wide", DType::F32, rows, hp, 1)));
     let buffers = planner.finish();
 
     let h = || c(hidden);
@@ -167,7 +164,7 @@ pub fn kernel(
     body.push(for_("r", v("rl"), false, per_token));
     let whole = || v("rl").mul(c(hp));
     for (step, &buf) in after.iter().zip(&operand_bufs) {
-        let operand = if cast {
+        let operand = if let Some(wide) = wide {
             // Round the running value to the output dtype, as a separate kernel reads it.
             body.push(unary(VecOp::Cast, at0(ob, c(0)), at0(acc, c(0)), whole()));
             body.push(unary(VecOp::Cast, at0(acc, c(0)), at0(ob, c(0)), whole()));
