@@ -5,7 +5,7 @@
 //! ```
 //!
 //! `CONFIG_DIR` holds a DeepSeek-V3 `config.json` (default: the repository's fixture). The single
-//! layer is the same config with one (MoE) layer. Each graph is optimised three times (each time
+//! layer is the same config with one (MoE) layer. Each graph is optimised twenty times (each time
 //! a copy made before the clock starts, since the optimiser rewrites its graph in place) and the
 //! fastest run is reported, with the phase breakdown of that run (the time to drop the returned
 //! graph is not counted). The allocator is mimalloc, as in `compile-model`.
@@ -65,8 +65,8 @@ fn main() -> Result<()> {
     )?;
     let single = load(single_dir.path())?;
 
-    let (full_s, full_report) = time_optimize(&full, 3)?;
-    let (single_s, single_report) = time_optimize(&single, 3)?;
+    let (full_s, full_report) = time_optimize(&full, 20)?;
+    let (single_s, single_report) = time_optimize(&single, 20)?;
     println!(
         "== single MoE layer: {} nodes, {:.1} ms",
         single.nodes.len(),

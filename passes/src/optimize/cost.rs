@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use cubevec_ir::graph::TensorType;
 use cubevec_ir::op::{ExpertActivation, Op};
 use cubevec_ir::{DType, Dim};
+use rustc_hash::FxHashMap;
 
 /// Estimates the run time of one operation, in seconds.
 pub trait CostModel: Send + Sync {
@@ -189,14 +190,26 @@ impl CostModel for RooflineCost {
 /// The modelled run time of a whole graph (nodes in topological order, as a verified graph has
 /// them): the sum of its op costs, nodes computed from weights alone excluded.
 pub fn graph_cost(graph: &cubevec_ir::Graph, cost: &dyn CostModel) -> f64 {
+    graph_cost_keyed(graph, cost, |_| None)
+}
+
+/// [`graph_cost`] where nodes given the same key by `key_of` (called with each node's index) have
+/// operands and results of the same types, so each key's op is costed once: the nodes of the
+/// segments replaying one template.
+pub fn graph_cost_keyed(
+    graph: &cubevec_ir::Graph,
+    cost: &dyn CostModel,
+    key_of: impl Fn(usize) -> Option<(usize, usize)>,
+) -> f64 {
     let mut weight_only = vec![false; graph.values.len()];
     for init in &graph.initializers {
         if let Some(w) = weight_only.get_mut(init.value.index()) {
             *w = true;
         }
     }
+    let mut costed: FxHashMap<(usize, usize), f64> = FxHashMap::default();
     let mut total = 0.0;
-    for node in &graph.nodes {
+    for (i, node) in graph.nodes.iter().enumerate() {
         let from_weights = node
             .inputs
             .iter()
@@ -210,13 +223,20 @@ pub fn graph_cost(graph: &cubevec_ir::Graph, cost: &dyn CostModel) -> f64 {
         if from_weights {
             continue;
         }
-        let inputs: Vec<Option<&TensorType>> = node
-            .inputs
-            .iter()
-            .map(|v| v.map(|v| &graph.value(v).ty))
-            .collect();
-        let outputs: Vec<&TensorType> = node.outputs.iter().map(|&v| &graph.value(v).ty).collect();
-        total += cost.op_cost(&node.op, &inputs, &outputs);
+        let op_cost = || {
+            let inputs: Vec<Option<&TensorType>> = node
+                .inputs
+                .iter()
+                .map(|v| v.map(|v| &graph.value(v).ty))
+                .collect();
+            let outputs: Vec<&TensorType> =
+                node.outputs.iter().map(|&v| &graph.value(v).ty).collect();
+            cost.op_cost(&node.op, &inputs, &outputs)
+        };
+        total += match key_of(i) {
+            Some(key) => *costed.entry(key).or_insert_with(op_cost),
+            None => op_cost(),
+        };
     }
     total
 }

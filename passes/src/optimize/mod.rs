@@ -33,7 +33,7 @@ use cubevec_ir::verify::{Rewrite, VerifyError, verify, verify_rewritten};
 use egg::{BackoffScheduler, Runner};
 use rustc_hash::FxHashMap;
 
-pub use cost::{CostModel, RooflineCost, graph_cost};
+pub use cost::{CostModel, RooflineCost, graph_cost, graph_cost_keyed};
 pub use custom::CustomRules;
 pub use language::ConstTensor;
 pub use report::{OptimizeReport, PhaseTime};
@@ -53,7 +53,8 @@ pub struct OptimizeOptions {
     pub rules: Vec<RuleFamily>,
     /// Largest constant (in elements) carried by value and produced by folding.
     pub fold_limit: usize,
-    /// Fewest nodes in a segment (smaller pieces between cuts are merged).
+    /// Fewest nodes in a segment, but for a short piece between repeating ones (shorter pieces
+    /// between cuts are merged with a neighbour that does not repeat).
     pub min_segment_nodes: usize,
     /// Optimise identical segments once and replay the result.
     pub reuse_templates: bool,
@@ -145,13 +146,7 @@ pub fn optimize_with_cost(
         _ => return Err(OptimizeError::Input(Box::new(input_error(&graph)))),
     };
     let input_check_s = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let mut report = OptimizeReport {
-        ops_before: report::op_counts(&graph),
-        cost_before: graph_cost(&graph, cost),
-        ..OptimizeReport::default()
-    };
-    let report_before = start.elapsed().as_secs_f64();
+    let mut report = OptimizeReport::default();
     let start = Instant::now();
     let constants = template::small_constants(&graph, options.fold_limit);
     let forms = index_form::graph_forms(&graph, &order, &constants);
@@ -166,6 +161,17 @@ pub fn optimize_with_cost(
     report.segments = segments.len();
     report.templates = firsts.len();
     report.add_time("templates", start.elapsed().as_secs_f64());
+    let start = Instant::now();
+    // Nodes at the same place of segments with the same template have the same types.
+    let mut place = vec![None; graph.nodes.len()];
+    for (seg, &t) in segments.iter().zip(&template_of) {
+        for (i, node) in seg.nodes.iter().enumerate() {
+            place[node.index()] = Some((t, i));
+        }
+    }
+    report.ops_before = report::op_counts(&graph);
+    report.cost_before = graph_cost_keyed(&graph, cost, |n| place[n]);
+    let report_before = start.elapsed().as_secs_f64();
 
     let mut programs = Vec::with_capacity(firsts.len());
     for &first in &firsts {
@@ -207,7 +213,7 @@ pub fn optimize_with_cost(
     report.add_time("verify", start.elapsed().as_secs_f64());
     let start = Instant::now();
     report.ops_after = report::op_counts(&graph);
-    report.cost_after = graph_cost(&graph, cost);
+    report.cost_after = graph_cost_keyed(&graph, cost, |n| instances.get(n).copied());
     report.add_time("report", report_before + start.elapsed().as_secs_f64());
     Ok((graph, report))
 }
@@ -393,45 +399,64 @@ fn rebuild(
         constants.entry(c.clone()).or_insert(v);
     }
     let mut fresh = FreshNames::default();
-    // Nodes by a hash of their op and operands.
-    let mut computed: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+    // Nodes by a hash of their op and operands: the newest node with each hash, and for each
+    // node the one before it with the same hash.
+    let mut newest_with_hash: FxHashMap<u64, usize> = FxHashMap::default();
+    newest_with_hash.reserve(old_nodes.len());
+    let mut older_with_hash: Vec<Option<usize>> = Vec::with_capacity(old_nodes.len());
     let mut instances = Vec::with_capacity(old_nodes.len());
+    let mut params: Vec<Option<ValueId>> = Vec::new();
+    // The graph node computing each program node of the current segment.
+    let mut computed_by: Vec<usize> = Vec::new();
     for (s, seg) in segments.iter().enumerate() {
         let program = &programs[template_of[s]];
-        let params: Vec<Option<ValueId>> = seg.params.iter().map(|&v| mapped(&map, v)).collect();
-        let mut results: Vec<Vec<ValueId>> = Vec::with_capacity(program.nodes.len());
+        params.clear();
+        params.extend(seg.params.iter().map(|&v| mapped(&map, v)));
+        computed_by.clear();
         let mut operand = |operand: &Operand,
-                           results: &[Vec<ValueId>],
+                           computed_by: &[usize],
                            graph: &mut Graph,
                            fresh: &mut FreshNames| {
             match operand {
                 Operand::Absent => None,
                 Operand::Param(i) => params.get(*i as usize).copied().flatten(),
-                Operand::Node { node, output } => results
+                Operand::Node { node, output } => computed_by
                     .get(*node)
-                    .and_then(|r| r.get(*output as usize))
+                    .and_then(|&n| graph.nodes[n].outputs.get(*output as usize))
                     .copied(),
-                Operand::Const(c) => Some(*constants.entry(c.clone()).or_insert_with(|| {
-                    let name = fresh.constant(graph);
-                    graph.add_initializer(name, c.ty(), WeightData::Inline(c.bytes.clone()))
-                })),
+                Operand::Const(c) => Some(match constants.get(c) {
+                    Some(&v) => v,
+                    None => {
+                        let name = fresh.constant(graph);
+                        let v = graph.add_initializer(
+                            name,
+                            c.ty(),
+                            WeightData::Inline(c.bytes.clone()),
+                        );
+                        constants.insert(c.clone(), v);
+                        v
+                    }
+                }),
             }
         };
         for (k, pn) in program.nodes.iter().enumerate() {
             let inputs: Vec<Option<ValueId>> = pn
                 .inputs
                 .iter()
-                .map(|o| operand(o, &results, graph, &mut fresh))
+                .map(|o| operand(o, &computed_by, graph, &mut fresh))
                 .collect();
             // The same op on the same values is computed once (across segments too).
             let hash = rustc_hash::FxBuildHasher.hash_one((&pn.op, &inputs));
-            let same = computed.get(&hash).and_then(|nodes| {
-                (nodes.iter())
-                    .map(|&i| &graph.nodes[i])
-                    .find(|n| n.op == pn.op && n.inputs == inputs)
-            });
+            let mut same = newest_with_hash.get(&hash).copied();
+            while let Some(n) = same {
+                let node = &graph.nodes[n];
+                if node.op == pn.op && node.inputs == inputs {
+                    break;
+                }
+                same = older_with_hash[n];
+            }
             if let Some(existing) = same {
-                results.push(existing.outputs.clone());
+                computed_by.push(existing);
                 continue;
             }
             let name = match pn.origin.and_then(|p| seg.nodes.get(p)) {
@@ -456,18 +481,19 @@ fn rebuild(
                     }
                 })
                 .collect();
-            computed.entry(hash).or_default().push(graph.nodes.len());
+            let index = graph.nodes.len();
+            older_with_hash.push(newest_with_hash.insert(hash, index));
             graph.add_node(Node {
                 name,
                 op: pn.op.clone(),
                 inputs,
-                outputs: outputs.clone(),
+                outputs,
             });
             instances.push((template_of[s], k));
-            results.push(outputs);
+            computed_by.push(index);
         }
         for (k, o) in program.outputs.iter().enumerate() {
-            let value = operand(o, &results, graph, &mut fresh);
+            let value = operand(o, &computed_by, graph, &mut fresh);
             if let Some(&v) = seg.outputs.get(k) {
                 map[v.index()] = value;
             }

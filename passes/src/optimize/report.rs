@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use cubevec_ir::Graph;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// Time spent in one phase.
@@ -68,7 +69,7 @@ impl OptimizeReport {
 
 /// Node counts per op name.
 pub fn op_counts(graph: &Graph) -> BTreeMap<String, usize> {
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut counts: FxHashMap<&'static str, usize> = FxHashMap::default();
     for node in &graph.nodes {
         *counts.entry(node.op.name()).or_insert(0) += 1;
     }

@@ -4,8 +4,9 @@
 //! order, a *cut* is a point where a single input-dependent value is live (values that do not
 //! depend on the graph inputs, such as weights and rotary tables, are passed to every segment as
 //! parameters and do not count; values live across a large part of the graph count only between
-//! uses a few nodes apart). Consecutive
-//! pieces are merged until each has at least a minimum number of nodes.
+//! uses a few nodes apart). Pieces
+//! shorter than a minimum number of nodes are merged with a neighbour, unless that neighbour's
+//! ops repeat elsewhere (a layer), which then stays whole.
 //!
 //! Each segment gets a signature: its ops and attributes, how nodes connect, and the kind and
 //! type of every parameter (weights by dtype and shape, not by identity; small inline constants
@@ -179,27 +180,7 @@ pub fn split(
             cuts.push(b);
         }
     }
-    // Pieces between cuts, merged up to the minimum size.
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    let mut start = 0;
-    for &c in cuts.iter().chain(std::iter::once(&n)) {
-        if c - start >= min_nodes.max(1) || (c == n && c > start) {
-            ranges.push((start, c));
-            start = c;
-        }
-    }
-    // A short last piece joins the one before, unless that one repeats an earlier piece (the
-    // last layer of a stack before the final norm and head): the repeat is worth more as a
-    // reuse of its template than the short piece is as context.
-    if let [.., prev, last] = ranges[..]
-        && last.1 - last.0 < min_nodes
-        && !repeats_earlier(graph, order, &ranges[..ranges.len() - 2], prev)
-    {
-        ranges.pop();
-        if let Some(prev) = ranges.last_mut() {
-            prev.1 = last.1;
-        }
-    }
+    let ranges = group_pieces(graph, order, &cuts, min_nodes.max(1));
     let mut mark = vec![usize::MAX; graph.values.len()];
     let mut segments: Vec<Segment> = ranges
         .iter()
@@ -254,18 +235,87 @@ fn kind_of(
     }
 }
 
-/// Whether the nodes of `range` (positions in `order`) have the same ops as those of one of
-/// `earlier`.
-fn repeats_earlier(
+/// Groups the pieces between `cuts` into segment ranges (positions in `order`). A piece of at
+/// least `min` nodes stands alone. A run of shorter pieces is cut into chunks of at least `min`
+/// nodes; what is left (or a whole run shorter than `min`) joins the next piece, or else the one
+/// before, unless that piece's ops repeat elsewhere in the graph: a layer is worth more as a
+/// replay of its template than the short piece is as context, so then the short piece stands
+/// alone (DeepSeek-V3's embedding, its dense MLPs between attention blocks, the final norm and
+/// head).
+fn group_pieces(
     graph: &Graph,
     order: &[NodeId],
-    earlier: &[(usize, usize)],
-    range: (usize, usize),
-) -> bool {
+    cuts: &[usize],
+    min: usize,
+) -> Vec<(usize, usize)> {
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for &c in cuts.iter().chain(std::iter::once(&order.len())) {
+        if c > start {
+            pieces.push((start, c));
+            start = c;
+        }
+    }
+    let repeats = repeated_pieces(graph, order, &pieces);
+    // Ranges so far, each with whether it is a piece whose ops repeat (kept whole).
+    let mut ranges: Vec<((usize, usize), bool)> = Vec::new();
+    // The run of short pieces not placed yet.
+    let mut run: Option<(usize, usize)> = None;
+    for (&piece, &repeated) in pieces.iter().zip(&repeats) {
+        if piece.1 - piece.0 < min {
+            let (s, _) = run.unwrap_or(piece);
+            if piece.1 - s >= min {
+                ranges.push(((s, piece.1), false));
+                run = None;
+            } else {
+                run = Some((s, piece.1));
+            }
+            continue;
+        }
+        match run.take() {
+            Some(short) if !repeated => ranges.push(((short.0, piece.1), false)),
+            Some(short) => {
+                place_short(&mut ranges, short);
+                ranges.push((piece, true));
+            }
+            None => ranges.push((piece, repeated)),
+        }
+    }
+    if let Some(short) = run {
+        place_short(&mut ranges, short);
+    }
+    ranges.into_iter().map(|(range, _)| range).collect()
+}
+
+/// Appends the short range `short` to the last range unless that one repeats (or there is
+/// none), in which case it becomes a range of its own.
+fn place_short(ranges: &mut Vec<((usize, usize), bool)>, short: (usize, usize)) {
+    match ranges.last_mut() {
+        Some((last, false)) => last.1 = short.1,
+        _ => ranges.push((short, false)),
+    }
+}
+
+/// For each piece (positions in `order`), whether another piece has the same ops.
+fn repeated_pieces(graph: &Graph, order: &[NodeId], pieces: &[(usize, usize)]) -> Vec<bool> {
+    use std::hash::{Hash, Hasher};
     let ops = |(s, e): (usize, usize)| order[s..e].iter().map(|&n| &graph.node(n).op);
-    earlier
-        .iter()
-        .any(|&r| r.1 - r.0 == range.1 - range.0 && ops(r).eq(ops(range)))
+    let mut by_hash: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+    let mut repeats = vec![false; pieces.len()];
+    for (i, &piece) in pieces.iter().enumerate() {
+        let mut hasher = FxHasher::default();
+        for op in ops(piece) {
+            op.hash(&mut hasher);
+        }
+        let same = by_hash.entry(hasher.finish()).or_default();
+        if let Some(&j) = same.iter().find(|&&j| ops(pieces[j]).eq(ops(piece))) {
+            repeats[i] = true;
+            repeats[j] = true;
+        } else {
+            same.push(i);
+        }
+    }
+    repeats
 }
 
 /// The index form of parameter `v` of kind `kind`: only constants and node results have forms,
@@ -459,8 +509,8 @@ enum Item<'a> {
     Result(&'a cubevec_ir::graph::TensorType),
 }
 
-/// Hashes all but the parameters' types and forms: a deep model's segments have thousands of
-/// weight parameters, and equal hashes are compared in full anyway.
+/// Hashes all but the parameters' types and forms and the results' shapes (their dtypes and
+/// ranks only): shapes are costly to hash, and equal hashes are compared in full anyway.
 impl std::hash::Hash for Item<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         std::mem::discriminant(self).hash(state);
@@ -468,7 +518,7 @@ impl std::hash::Hash for Item<'_> {
             Item::Param(kind, _, _) => kind.hash(state),
             Item::Node(op, inputs) => (op, inputs).hash(state),
             Item::Ref(r) => r.hash(state),
-            Item::Result(ty) => ty.hash(state),
+            Item::Result(ty) => (ty.dtype, ty.shape.rank()).hash(state),
         }
     }
 }
