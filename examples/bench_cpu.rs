@@ -5,6 +5,10 @@
 //!
 //!     cargo run --release --example bench_cpu -- MODEL --input NAME=FILE.npy [--iters N]
 //!         [--warmup N] [--threads N] [--output FIRST_OUTPUT.npy]
+//!
+//! With `--fma-peak` instead of a model it prints the machine's f32 FMA throughput with 128-bit
+//! vectors (the widest the pinned cranelift emits) on `--threads` threads at once: the bound on
+//! any JIT-compiled GEMM here.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +31,54 @@ fn cpu_ms() -> Option<f64> {
     Some(ticks * 10.0)
 }
 
+/// Steps of each thread's FMA chains in one measurement of [`fma128_peak_gflops`] (about 20 ms
+/// at 3 GHz), and how many measurements it takes the best of (a busy machine slows some).
+const FMA_STEPS: u64 = 10_000_000;
+const FMA_MEASUREMENTS: usize = 7;
+
+/// f32 FMA throughput with 128-bit vectors over `threads` threads running at once, GFLOP/s in
+/// all (`None` without FMA).
+fn fma128_peak_gflops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        let threads = threads.max(1);
+        let flops = (threads as u64 * FMA_STEPS * FMA_CHAINS as u64 * 8) as f64;
+        let measure = || {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    // SAFETY: the CPU has FMA (checked above).
+                    s.spawn(|| std::hint::black_box(unsafe { fma128_chains(FMA_STEPS) }));
+                }
+            });
+            flops / start.elapsed().as_secs_f64() / 1e9
+        };
+        return (0..FMA_MEASUREMENTS).map(|_| measure()).reduce(f64::max);
+    }
+    None
+}
+
+/// Independent accumulators of [`fma128_chains`]: enough to cover the FMA latency on both ports.
+const FMA_CHAINS: usize = 12;
+
+/// `steps` rounds of one 4-lane FMA on each of [`FMA_CHAINS`] accumulators; their sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn fma128_chains(steps: u64) -> f32 {
+    use std::arch::x86_64::{_mm_add_ps, _mm_cvtss_f32, _mm_fmadd_ps, _mm_set1_ps};
+    use std::hint::black_box;
+    // Opaque starting values, so the chains are neither merged nor folded.
+    let (b, c) = (_mm_set1_ps(black_box(1.0 - 1e-7)), _mm_set1_ps(black_box(1e-7)));
+    let mut acc: [_; FMA_CHAINS] = std::array::from_fn(|i| _mm_set1_ps(black_box(i as f32)));
+    for _ in 0..steps {
+        for a in acc.iter_mut() {
+            *a = _mm_fmadd_ps(*a, b, c);
+        }
+    }
+    let sum = acc.into_iter().fold(_mm_set1_ps(0.0), |s, a| _mm_add_ps(s, a));
+    _mm_cvtss_f32(sum)
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -37,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     let mut inputs = HashMap::new();
     let (mut warmup, mut iters) = (3usize, 10usize);
     let mut output = None;
+    let (mut threads, mut fma_peak) = (0usize, false);
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("a flag is missing its value");
         match arg.as_str() {
@@ -47,12 +100,25 @@ fn main() -> anyhow::Result<()> {
             }
             "--warmup" => warmup = value()?.parse()?,
             "--iters" => iters = value()?.parse()?,
-            "--threads" => cubevec_backend_cpu::set_max_threads(value()?.parse()?),
+            "--threads" => threads = value()?.parse()?,
+            "--fma-peak" => fma_peak = true,
             "--output" => output = Some(value()?),
             other if model_path.is_none() => model_path = Some(other.to_string()),
             other => bail!("unexpected argument `{other}`"),
         }
     }
+    if fma_peak {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        println!(
+            "{}",
+            serde_json::json!({"threads": threads, "fma128_gflops": fma128_peak_gflops(threads)})
+        );
+        return Ok(());
+    }
+    cubevec_backend_cpu::set_max_threads(threads);
     let model_path = model_path.context("usage: bench_cpu MODEL --input NAME=FILE.npy")?;
     let phase = Instant::now();
     let model = Model::load(&model_path)?;

@@ -14,6 +14,11 @@ Both engines get the same thread count and the same input; each time is the medi
 optimise, partition for the 910B2 schedule, JIT). cubevec's first output is checked against
 ONNX Runtime's (largest difference relative to the largest magnitude). A model cubevec cannot
 compile is skipped with the reason.
+
+Under the MatMul the bound of its JIT code is printed: its FLOPs at the machine's f32 FMA
+throughput with 128-bit vectors (the widest the pinned cranelift emits), measured on the same
+thread count, and the ratio to ONNX Runtime that bound allows (ONNX Runtime uses the widest
+vectors the CPU has).
 """
 
 from __future__ import annotations
@@ -140,6 +145,20 @@ def cubevec_run(binary: Path, path: Path, feeds: dict[str, np.ndarray], threads:
     return json.loads(result.stdout), np.load(out)
 
 
+def print_fma_bound(binary: Path, threads: int, flops: float, ort_ms: float, ours_ms: float) -> None:
+    """The time ``flops`` take at the 128-bit FMA peak on ``threads`` threads, and what it allows."""
+    result = subprocess.run([str(binary), "--fma-peak", "--threads", str(threads)], check=True,
+                            capture_output=True, text=True)
+    peak = json.loads(result.stdout)["fma128_gflops"]
+    if not peak:
+        print("  (no FMA on this CPU: no 128-bit bound measured)")
+        return
+    bound_ms = flops / (peak * 1e9) * 1e3
+    print(f"  bound: {peak:.1f} GFLOP/s 128-bit FMA peak on {threads} threads = {bound_ms:.3f} ms,"
+          f" at most {ort_ms / bound_ms:.2f}x ORT (ORT ran at {flops / ort_ms / 1e6:.0f} GFLOP/s,"
+          f" cubevec at {flops / ours_ms / 1e6:.0f}: {bound_ms / ours_ms:.0%} of the peak)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cubevec", type=Path, required=True, help="the bench_cpu example binary")
@@ -156,6 +175,7 @@ def main() -> None:
         cases.append((f"tiny {path.stem}", lambda p=path: (p, fixture_inputs(p))))
     cases.append(("MoE block h1024 e16 top-2 x256", lambda: realistic_moe_block(args.scratch)))
     cases.append(("MatMul 1024^3 f32", lambda: matmul_model(args.scratch, 1024)))
+    flops = {"MatMul 1024^3 f32": 2.0 * 1024**3}
     cases = [c for c in cases if args.only in c[0]]
 
     print(f"threads: {args.threads}; median of {args.iters} runs after {args.warmup} warm-up runs")
@@ -179,6 +199,8 @@ def main() -> None:
             else float("nan")
         print(f"{label:<40} {ort_ms:>9.3f} {ours:>11.3f} {ort_ms / ours:>6.2f}x {diff:>13.2e}"
               f" {report['launches']:>8} {report['compile_ms']:>10.0f}")
+        if label in flops:
+            print_fma_bound(args.cubevec, args.threads, flops[label], ort_ms, ours)
 
 
 if __name__ == "__main__":
