@@ -68,14 +68,19 @@ fn fma128_chains(steps: u64) -> f32 {
     use std::arch::x86_64::{_mm_add_ps, _mm_cvtss_f32, _mm_fmadd_ps, _mm_set1_ps};
     use std::hint::black_box;
     // Opaque starting values, so the chains are neither merged nor folded.
-    let (b, c) = (_mm_set1_ps(black_box(1.0 - 1e-7)), _mm_set1_ps(black_box(1e-7)));
+    let (b, c) = (
+        _mm_set1_ps(black_box(1.0 - 1e-7)),
+        _mm_set1_ps(black_box(1e-7)),
+    );
     let mut acc: [_; FMA_CHAINS] = std::array::from_fn(|i| _mm_set1_ps(black_box(i as f32)));
     for _ in 0..steps {
         for a in acc.iter_mut() {
             *a = _mm_fmadd_ps(*a, b, c);
         }
     }
-    let sum = acc.into_iter().fold(_mm_set1_ps(0.0), |s, a| _mm_add_ps(s, a));
+    let sum = acc
+        .into_iter()
+        .fold(_mm_set1_ps(0.0), |s, a| _mm_add_ps(s, a));
     _mm_cvtss_f32(sum)
 }
 

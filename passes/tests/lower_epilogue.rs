@@ -305,6 +305,30 @@ fn gemm_with_a_bias_term_matches_the_interpreter() {
 }
 
 #[test]
+fn epilogue_operands_are_told_apart_by_their_element_counts_at_any_rank() {
+    use EpilogueOperand::{Column, Full, Row};
+    let cases: [(&[u64], &[u64], Option<EpilogueOperand>); 10] = [
+        (&[6, 8], &[6, 8], Some(Full)),
+        (&[2, 3, 8], &[6, 8], Some(Full)),
+        (&[8], &[6, 8], Some(Row)),
+        (&[1, 1, 8], &[2, 3, 8], Some(Row)),
+        (&[6, 1], &[6, 8], Some(Column)),
+        (&[2, 3, 1], &[2, 3, 8], Some(Column)),
+        (&[3, 8], &[2, 3, 8], None),
+        (&[6, 2], &[6, 8], None),
+        (&[1], &[6, 8], None),
+        (&[], &[6, 8], None),
+    ];
+    for (operand, product, want) in cases {
+        assert_eq!(
+            EpilogueOperand::of(operand, product),
+            want,
+            "{operand:?} against {product:?}"
+        );
+    }
+}
+
+#[test]
 fn operands_of_other_shapes_or_types_are_refused() {
     let target = Target::by_name("ascend910b2").expect("target");
     let shape = |dtype, dims: &[u64]| cubevec_passes::lower::TensorShape::new(dtype, dims.to_vec());

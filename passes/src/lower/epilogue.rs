@@ -253,14 +253,7 @@ impl ChainBuilder {
         })?;
         let other = ctx.input(operand)?;
         let out = ctx.output(0)?;
-        let n = out.shape.last().copied().unwrap_or(0);
-        let kind = if other.elements() == out.elements() && other.shape.last() == Some(&n) {
-            EpilogueOperand::Full
-        } else if other.elements() == n && other.shape.last() == Some(&n) {
-            EpilogueOperand::Row
-        } else if other.shape.last() == Some(&1) && other.elements() * n == out.elements() {
-            EpilogueOperand::Column
-        } else {
+        let Some(kind) = EpilogueOperand::of(&other.shape, &out.shape) else {
             return Err(LowerError::Unsupported(format!(
                 "`{}`: an epilogue operand of shape {:?} is not the product's shape, a row or a \
                  column",

@@ -41,7 +41,7 @@ use super::epilogue::EpilogueNode;
 use super::{ArgRef, KernelCall, LowerError, Lowering, OpContext, Scratch, TensorShape};
 use crate::cost::{Work, estimate};
 use crate::tile::TileError;
-use crate::tile::epilogue::Epilogue;
+use crate::tile::epilogue::{Epilogue, EpilogueOperand};
 use crate::tile::gemm::{GemmProblem, GroupTable, GroupTableKind, Halves, plan_runtime};
 use crate::tile::vector::plan_chain;
 use combine::AfterCombine;
@@ -511,8 +511,7 @@ fn combine_epilogue(
         };
         let other = ctx.input(operand)?;
         let vec_op = binary_op(op).filter(|_| {
-            other.elements() == elements
-                && other.shape.last() == Some(&hidden)
+            EpilogueOperand::of(&other.shape, &out.shape) == Some(EpilogueOperand::Full)
                 && other.dtype == out.dtype
         });
         let Some(vec_op) = vec_op else {

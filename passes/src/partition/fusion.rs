@@ -21,6 +21,7 @@ use cubevec_ir::{Graph, NodeId, Op, ValueId};
 use crate::lower::epilogue::{
     EpilogueNode, fusible_binary, fusible_cast, fusible_gemm, fusible_unary, widens_exactly,
 };
+use crate::tile::epilogue::EpilogueOperand;
 
 /// The most elementwise nodes one epilogue takes.
 const MAX_NODES: usize = 8;
@@ -202,14 +203,11 @@ fn chain_from(
                     break;
                 };
                 let other = if *slot == 0 { *b } else { *a };
-                let other_shape = shape(other)?;
-                let elements: u64 = other_shape.iter().product();
-                let full = other_shape == current_shape;
-                let row = elements == n && other_shape.last() == Some(&n);
-                let column = other_shape.len() == current_shape.len()
-                    && other_shape.split_last().map(|(l, lead)| (*l, lead))
-                        == current_shape.split_last().map(|(_, lead)| (1, lead));
-                let lines_up = full || (!moe && (row || column));
+                let lines_up = match EpilogueOperand::of(&shape(other)?, &current_shape) {
+                    Some(EpilogueOperand::Full) => true,
+                    Some(EpilogueOperand::Row | EpilogueOperand::Column) => !moe,
+                    None => false,
+                };
                 if !lines_up || graph.value(other).ty.dtype != dtype {
                     break;
                 }

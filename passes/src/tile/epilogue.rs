@@ -51,6 +51,29 @@ pub enum EpilogueOperand {
     Column,
 }
 
+impl EpilogueOperand {
+    /// How an operand of shape `operand` lines up with a product of shape `product` that it is
+    /// broadcast against (the result having the product's shape), or `None` when it is none of
+    /// the three. In a valid broadcast the element count tells them apart, whatever the ranks:
+    /// the product's, a row's (ending in the product's last axis) or one per product row
+    /// (ending in 1).
+    pub fn of(operand: &[u64], product: &[u64]) -> Option<EpilogueOperand> {
+        let elements: u64 = operand.iter().product();
+        let total: u64 = product.iter().product();
+        let n = *product.last()?;
+        let last = operand.last().copied().unwrap_or(1);
+        if elements == total && last == n {
+            Some(EpilogueOperand::Full)
+        } else if elements == n && last == n {
+            Some(EpilogueOperand::Row)
+        } else if last == 1 && elements * n == total {
+            Some(EpilogueOperand::Column)
+        } else {
+            None
+        }
+    }
+}
+
 /// An elementwise chain applied to every product tile: [`ChainArg::Input`] 0 is the product
 /// (of a paired GEMM: the first matrix's half, input 1 the second's), the operands follow;
 /// the chain computes in f32 on operands widened from their dtypes and stores its result in
