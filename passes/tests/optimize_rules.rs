@@ -904,3 +904,90 @@ fn an_invalid_input_graph_is_rejected() {
     );
     assert!(err.to_string().starts_with("input graph: "), "{err}");
 }
+
+/// `reshape(transpose(reshape(x, [.., a, b]), swap of the last two), [.., a·b])`: the
+/// de-interleaving permutation an export applies to rotary halves.
+fn deinterleave(
+    g: &mut Graph,
+    name: &str,
+    x: cubevec_ir::ValueId,
+    dims: &[u64],
+    (a, b): (u64, u64),
+) -> cubevec_ir::ValueId {
+    let lead: Vec<Dim> = dims[..dims.len() - 1]
+        .iter()
+        .map(|&d| Dim::Known(d))
+        .collect();
+    let split = [lead.clone(), vec![Dim::Known(a), Dim::Known(b)]].concat();
+    let s = op(
+        g,
+        &format!("{name}.split"),
+        Op::Reshape { shape: split },
+        &[x],
+    );
+    // The split has one axis more: swap its last two.
+    let rank = dims.len() + 1;
+    let mut perm: Vec<u64> = (0..rank as u64).collect();
+    perm.swap(rank - 2, rank - 1);
+    let t = op(g, &format!("{name}.swap"), Op::Transpose { perm }, &[s]);
+    let merged = [lead, vec![Dim::Known(a * b)]].concat();
+    op(
+        g,
+        &format!("{name}.merge"),
+        Op::Reshape { shape: merged },
+        &[t],
+    )
+}
+
+/// Queries and keys whose trailing 8 dims are permuted, the keys' by `key_split` and shared by
+/// both heads through an expand.
+fn permuted_rotary_attention(key_split: (u64, u64)) -> Graph {
+    let mut g = Graph::new("permuted-rotary");
+    let qa = input(&mut g, "q_nope", &[1, 2, 3, 4]);
+    let qb = input(&mut g, "q_rope", &[1, 2, 3, 8]);
+    let ka = input(&mut g, "k_nope", &[1, 2, 3, 4]);
+    let kb = input(&mut g, "k_rope", &[1, 1, 3, 8]);
+    let v = input(&mut g, "v", &[1, 2, 3, 4]);
+    let qp = deinterleave(&mut g, "q", qb, &[1, 2, 3, 8], (4, 2));
+    let kp = deinterleave(&mut g, "k", kb, &[1, 1, 3, 8], key_split);
+    let shape = [1, 2, 1, 1].map(Dim::Known).to_vec();
+    let ke = op(&mut g, "k.heads", Op::Expand { shape }, &[kp]);
+    let q = op(&mut g, "q", Op::Concat { axis: -1 }, &[qa, qp]);
+    let k = op(&mut g, "k", Op::Concat { axis: -1 }, &[ka, ke]);
+    let attention = Op::Attention {
+        scale_bits: 0.25f32.to_bits(),
+        causal: true,
+    };
+    let y = op(&mut g, "attention", attention, &[q, k, v]);
+    output(&mut g, y);
+    g
+}
+
+#[test]
+fn a_permutation_common_to_query_and_key_parts_is_dropped() {
+    let g = permuted_rotary_attention((4, 2));
+    let options = only(&[RuleFamily::Attention]);
+    let (opt, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert_eq!(
+        report.rules_fired["attention-common-key-permutation"], 1,
+        "{report}"
+    );
+    assert_eq!(count(&opt, "transpose"), 0, "{report}");
+    assert_eq!(count(&opt, "reshape"), 0, "{report}");
+    assert_eq!(count(&opt, "attention"), 1, "{report}");
+}
+
+#[test]
+fn different_permutations_of_query_and_key_parts_stay() {
+    // [4, 2] de-interleaves the queries, [2, 4] interleaves the keys: the scores change.
+    let g = permuted_rotary_attention((2, 4));
+    let options = only(&[RuleFamily::Attention]);
+    let (opt, report) = optimise_and_compare(&g, &options, F32_TOLERANCE);
+    assert!(
+        !report
+            .rules_fired
+            .contains_key("attention-common-key-permutation"),
+        "{report}"
+    );
+    assert_eq!(count(&opt, "transpose"), 2, "{report}");
+}

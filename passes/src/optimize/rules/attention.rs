@@ -23,7 +23,9 @@
 //! `attention-causal-mask` turns an existing `attention` whose mask is proven causal (a bool
 //! mask, or an additive one as above) into `causal = true` without the mask, and
 //! `attention-grouped-heads` lets an existing `attention` read repeated key/value heads
-//! unrepeated.
+//! unrepeated. `attention-common-key-permutation` drops a permutation of the head dimension
+//! applied alike to the queries' and keys' trailing parts (an export's de-interleaving of
+//! rotary halves): the scores sum over that dimension, so it cancels.
 
 use cubevec_ir::op::{BinaryOp, Op, UnaryOp};
 use cubevec_ir::{DType, Dim, Shape};
@@ -38,6 +40,7 @@ pub(super) fn rules() -> Vec<Box<dyn Rule>> {
         Box::new(ScaledDotProductAttention),
         Box::new(CausalMask),
         Box::new(GroupedHeads),
+        Box::new(CommonKeyPermutation),
     ]
 }
 
@@ -401,6 +404,142 @@ impl Rule for GroupedHeads {
         };
         if ungrouped(ctx, k).len() > 1 && ungrouped(ctx, v).len() > 1 {
             build(ctx, class, (q, k, v), mask, *scale_bits, *causal, out);
+        }
+    }
+}
+
+/// `(x, a, b)` for every `reshape(transpose(reshape(x, lead ++ [a, b]), swap of the last two
+/// axes), lead ++ [a·b])` in class `id`: `x` with its last axis permuted (element `i·b + j` moved
+/// to `j·a + i`).
+fn last_axis_permutations(ctx: &Ctx<'_>, id: Id) -> Vec<(Id, u64, u64)> {
+    let mut out = Vec::new();
+    let Some(ty) = ctx.ty(id) else {
+        return out;
+    };
+    for (op, operands) in ctx.ops(id) {
+        let (Op::Reshape { .. }, [t]) = (op, operands) else {
+            continue;
+        };
+        for (op, operands) in ctx.ops(*t) {
+            let (Op::Transpose { perm }, [split]) = (op, operands) else {
+                continue;
+            };
+            let r = perm.len() as u64;
+            let swaps_last = r >= 2
+                && perm[..perm.len() - 2].iter().copied().eq(0..r - 2)
+                && perm[perm.len() - 2..] == [r - 1, r - 2];
+            if !swaps_last {
+                continue;
+            }
+            for (op, operands) in ctx.ops(*split) {
+                let (Op::Reshape { .. }, [x]) = (op, operands) else {
+                    continue;
+                };
+                let (Some(xt), Some(st)) = (ctx.ty(*x), ctx.ty(*split)) else {
+                    continue;
+                };
+                let (xd, sd) = (xt.shape.dims(), st.shape.dims());
+                let (Some((last, lead)), [.., Dim::Known(a), Dim::Known(b)]) =
+                    (xd.split_last(), sd)
+                else {
+                    continue;
+                };
+                let splits_last = sd.len() == xd.len() + 1
+                    && *last == Dim::Known(a * b)
+                    && lead.iter().zip(sd).all(|(x, s)| x.provably_equal(s))
+                    && xt == ty;
+                if splits_last {
+                    out.push((*x, *a, *b));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `(x, a, b, expand)` for every last-axis permutation of [`last_axis_permutations`] in class
+/// `id`, directly (`expand` is `None`) or under an `expand` that keeps the last axis (the keys
+/// shared by all heads): `expand(P(x))` is `P(expand(x))`.
+fn permuted_parts<'a>(ctx: &Ctx<'a>, id: Id) -> Vec<(Id, u64, u64, Option<&'a Op>)> {
+    let mut out: Vec<_> = (last_axis_permutations(ctx, id).into_iter())
+        .map(|(x, a, b)| (x, a, b, None))
+        .collect();
+    let last = |id: Id| ctx.ty(id).and_then(|t| t.shape.dims().last().cloned());
+    for (op, operands) in ctx.ops(id) {
+        if let (Op::Expand { .. }, [p]) = (op, operands)
+            && last(*p).is_some_and(|d| last(id) == Some(d))
+        {
+            for (x, a, b) in last_axis_permutations(ctx, *p) {
+                out.push((x, a, b, Some(op)));
+            }
+        }
+    }
+    out
+}
+
+/// The two parts of every concatenation along the last axis of two operands in class `id`.
+fn last_axis_halves(ctx: &Ctx<'_>, id: Id) -> Vec<(Id, Id)> {
+    ctx.ops(id)
+        .filter_map(|(op, operands)| match (op, operands) {
+            (Op::Concat { axis }, [a, b]) if ctx.is_last_axis(id, &[*axis]) => Some((*a, *b)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `attention(concat(qa, P(qb)), concat(ka, P(kb)), v, ..)` → `attention(concat(qa, qb),
+/// concat(ka, kb), v, ..)` for one last-axis permutation `P` of both trailing parts, which
+/// start at the same offset.
+struct CommonKeyPermutation;
+
+impl Rule for CommonKeyPermutation {
+    fn name(&self) -> &'static str {
+        "attention-common-key-permutation"
+    }
+
+    fn find(&self, ctx: &Ctx<'_>, class: Id, node: &TensorNode, out: &mut Vec<Recipe>) {
+        let (Some(op @ Op::Attention { .. }), [q, k, rest @ ..]) =
+            (node.ir_op(), node.children.as_slice())
+        else {
+            return;
+        };
+        let last = |id: Id| ctx.ty(id).and_then(|t| t.shape.dims().last());
+        for (qa, qp) in last_axis_halves(ctx, *q) {
+            for (qb, a, b) in last_axis_permutations(ctx, qp) {
+                for (ka, kp) in last_axis_halves(ctx, *k) {
+                    if last(ka).is_none() || last(ka) != last(qa) {
+                        continue;
+                    }
+                    for (kb, ka_, kb_, expand) in permuted_parts(ctx, kp) {
+                        if (ka_, kb_) != (a, b) {
+                            continue;
+                        }
+                        let mut r = Recipe::new();
+                        let concat = Op::Concat { axis: -1 };
+                        let Some(q2) =
+                            r.op(ctx, concat.clone(), &[Slot::Class(qa), Slot::Class(qb)])
+                        else {
+                            continue;
+                        };
+                        let k_part = match expand {
+                            Some(e) => r.op(ctx, e.clone(), &[Slot::Class(kb)]),
+                            None => Some(Slot::Class(kb)),
+                        };
+                        let Some(k2) =
+                            k_part.and_then(|kb| r.op(ctx, concat, &[Slot::Class(ka), kb]))
+                        else {
+                            continue;
+                        };
+                        let mut inputs = vec![q2, k2];
+                        inputs.extend(rest.iter().map(|&c| Slot::Class(c)));
+                        if let Some(y) = r.op(ctx, op.clone(), &inputs)
+                            && r.ty(ctx, y) == ctx.ty(class)
+                        {
+                            out.push(r.union(class, y));
+                        }
+                    }
+                }
+            }
         }
     }
 }
