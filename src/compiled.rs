@@ -8,7 +8,7 @@ use std::time::Duration;
 use cubevec_backend_ascend::{Manifest, Project, emit_project, emulate};
 
 use cubevec_ir::interp::{self, RunOptions};
-use cubevec_ir::kernel::eval::ProgramMemory;
+use cubevec_ir::kernel::eval::{EvalError, ProgramMemory};
 use cubevec_ir::kernel::{ParamRole, Program, TensorId};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
@@ -298,16 +298,7 @@ impl<'m> CompiledModel<'m> {
     pub fn cpu_runner(&self, inputs: &HashMap<String, Tensor>) -> Result<CpuRunner, Error> {
         let backend = cubevec_backend_cpu::CpuBackend::new(self.target())?;
         let compiled = backend.compile_program(self.program())?;
-        let memory = self
-            .prepared_memory(inputs)?
-            .tensors
-            .iter()
-            .zip(&self.program().tensors)
-            .map(|(data, t)| {
-                let shape = vec![t.elements() as usize];
-                data.to_tensor(shape).map(|tensor| tensor.bytes().to_vec())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let memory = self.prepared_bytes(inputs)?;
         Ok(CpuRunner { compiled, memory })
     }
 
@@ -543,6 +534,46 @@ impl<'m> CompiledModel<'m> {
             .constants(&self.inner.partition, &self.inner.bindings)?
         {
             memory.write(id, &tensor)?;
+        }
+        Ok(memory)
+    }
+
+    /// Each program tensor's bytes in its storage layout with the inputs and constants filled
+    /// in and zeros elsewhere: the CPU back end's memory, made without the reference executor's
+    /// element-per-`u64` [`ProgramMemory`] (four times a bf16 model's weights).
+    fn prepared_bytes(&self, inputs: &HashMap<String, Tensor>) -> Result<Vec<Vec<u8>>, Error> {
+        let program = self.program();
+        self.check_bindings(inputs)?;
+        let mut memory: Vec<Vec<u8>> = (program.tensors.iter())
+            .map(|t| vec![0; t.dtype.storage_bytes(t.elements() as usize)])
+            .collect();
+        let mut fill = |id: TensorId, value: &Tensor| {
+            let t = (program.tensors.get(id.index()))
+                .ok_or_else(|| EvalError::Memory(format!("no tensor t{}", id.0)))?;
+            if t.dtype != value.dtype() || t.elements() as usize != value.numel() {
+                return Err(Error::from(EvalError::Memory(format!(
+                    "tensor t{} is {} x {}, the value is {} x {}",
+                    id.0,
+                    t.dtype,
+                    t.elements(),
+                    value.dtype(),
+                    value.numel()
+                ))));
+            }
+            memory[id.index()].copy_from_slice(value.bytes());
+            Ok(())
+        };
+        for binding in &program.inputs {
+            let tensor = inputs
+                .get(&binding.name)
+                .ok_or_else(|| Error::Inputs(format!("input `{}` was not given", binding.name)))?;
+            fill(binding.tensor, tensor)?;
+        }
+        for (id, tensor) in self
+            .model()
+            .constants(&self.inner.partition, &self.inner.bindings)?
+        {
+            fill(id, &tensor)?;
         }
         Ok(memory)
     }

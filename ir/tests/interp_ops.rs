@@ -996,3 +996,77 @@ fn npy_files_written_by_numpy() {
     );
     assert!(matches!(read("absent.npy"), Err(NpyError::Io { .. })));
 }
+
+/// The positions ONNX `Slice` picks along an axis of `dim` elements: negative bounds count from
+/// the end, then for a positive step both are clamped to `[0, dim]`, for a negative one `start`
+/// to `[0, dim - 1]` and `end` to `[-1, dim - 1]`.
+fn onnx_slice(dim: i64, start: i64, end: i64, step: i64) -> Vec<i64> {
+    let clamp = |v: i64, low: i64, high: i64| {
+        let v = if v < 0 { v.saturating_add(dim) } else { v };
+        v.clamp(low, high)
+    };
+    if step > 0 {
+        let (s, e) = (clamp(start, 0, dim), clamp(end, 0, dim));
+        (s..e).step_by(step as usize).collect()
+    } else {
+        let (s, e) = (clamp(start, 0, dim - 1), clamp(end, -1, dim - 1));
+        let mut out = Vec::new();
+        let mut i = s;
+        while i > e {
+            out.push(i);
+            i += step;
+        }
+        out
+    }
+}
+
+proptest::proptest! {
+    /// Slices copied in contiguous runs (innermost step 1, any outer steps) and element by
+    /// element pick what the ONNX rules say, in every dtype width.
+    #[test]
+    fn slices_pick_what_the_onnx_rules_say(
+        shape in proptest::collection::vec(1usize..5, 1..5),
+        picks in proptest::collection::vec((0usize..4, -6i64..7, -6i64..7, -3i64..4), 0..4),
+        inner_unit_step in proptest::bool::ANY,
+        dtype in proptest::sample::select(vec![F32, BF16, I8, I64]),
+    ) {
+        let rank = shape.len();
+        let mut spec: Vec<(i64, i64, i64)> = shape.iter().map(|&d| (0, d as i64, 1)).collect();
+        for &(axis, start, end, step) in &picks {
+            let step = if step == 0 { 1 } else { step };
+            spec[axis % rank] = (start, end, step);
+        }
+        if inner_unit_step {
+            spec[rank - 1].2 = 1;
+        }
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = (0..count).map(|i| (i % 100) as f32).collect();
+        let x = Tensor::from_f32(dtype, shape.clone(), &values);
+        let op = Op::Slice {
+            axes: (0..rank as i64).collect(),
+            starts: spec.iter().map(|s| s.0).collect(),
+            ends: spec.iter().map(|s| s.1).collect(),
+            steps: spec.iter().map(|s| s.2).collect(),
+        };
+        let got = &interp::eval_op(&op, &[Some(&x)], &DimBindings::new()).unwrap()[0];
+        let axes: Vec<Vec<i64>> = (shape.iter().zip(&spec))
+            .map(|(&d, &(s, e, st))| onnx_slice(d as i64, s, e, st))
+            .collect();
+        let want_shape: Vec<usize> = axes.iter().map(Vec::len).collect();
+        let mut want = Vec::new();
+        let total: usize = want_shape.iter().product();
+        for flat in 0..total {
+            let (mut rest, mut source) = (flat, 0usize);
+            let mut stride = count;
+            for (axis, picked) in axes.iter().enumerate() {
+                let inner: usize = want_shape[axis + 1..].iter().product();
+                stride /= shape[axis];
+                source += picked[rest / inner] as usize * stride;
+                rest %= inner;
+            }
+            want.push(values[source]);
+        }
+        proptest::prop_assert_eq!(got.shape(), &want_shape[..]);
+        proptest::prop_assert_eq!(got.to_f32_vec(), want);
+    }
+}

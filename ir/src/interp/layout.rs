@@ -3,6 +3,7 @@
 
 use super::OpError;
 use super::util;
+use crate::DType;
 use crate::shape::{Dim, DimBindings};
 use crate::tensor::Tensor;
 
@@ -166,6 +167,9 @@ pub fn slice(
     }
     let st = util::strides(x.shape());
     let base: i64 = first.iter().zip(&st).map(|(&f, &s)| f * s as i64).sum();
+    if let Some(t) = slice_by_runs(x, base as usize, &step, &shape) {
+        return Ok(t);
+    }
     // Offsets with possibly negative strides: compute in i64 over the result's shape.
     let count: usize = shape.iter().product();
     let mut picked = Vec::with_capacity(count);
@@ -195,6 +199,59 @@ pub fn slice(
         }
     }
     Ok(util::take(x, &picked, shape))
+}
+
+/// The slice of `x` starting at element `base` with `step` per axis and the result's `shape`,
+/// copied in contiguous runs: the trailing axes the slice keeps whole, and the one before them
+/// if it steps by 1 (a split along any axis copies whole rows or blocks, not elements). `None`
+/// when the innermost axis does not step by 1 or the dtype packs two elements per byte.
+fn slice_by_runs(x: &Tensor, base: usize, step: &[i64], shape: &[usize]) -> Option<Tensor> {
+    if x.dtype() == DType::F4E2M1 {
+        return None;
+    }
+    let rank = shape.len();
+    // Axes `outer..` form one contiguous run of `run` elements.
+    let mut outer = rank;
+    let mut run = 1usize;
+    while outer > 0 && step[outer - 1] == 1 && shape[outer - 1] == x.shape()[outer - 1] {
+        outer -= 1;
+        run *= shape[outer];
+    }
+    if outer > 0 && step[outer - 1] == 1 {
+        outer -= 1;
+        run *= shape[outer];
+    } else if outer == rank && rank > 0 {
+        return None;
+    }
+    let size = util::elem_size(x.dtype());
+    let count: usize = shape.iter().product();
+    let strides = util::strides(x.shape());
+    let bytes = x.bytes();
+    let mut data = Vec::with_capacity(count * size);
+    if count > 0 {
+        let mut idx = vec![0usize; outer];
+        'runs: loop {
+            let start = (idx.iter().zip(step).zip(&strides))
+                .map(|((&i, &p), &s)| i as i64 * p * s as i64)
+                .sum::<i64>()
+                + base as i64;
+            let start = start as usize * size;
+            data.extend_from_slice(&bytes[start..start + run * size]);
+            let mut ax = outer;
+            loop {
+                if ax == 0 {
+                    break 'runs;
+                }
+                ax -= 1;
+                idx[ax] += 1;
+                if idx[ax] < shape[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+    }
+    Some(util::pack(x.dtype(), shape.to_vec(), data))
 }
 
 /// Removes the listed size-1 axes (every size-1 axis when the list is empty, like ONNX).
