@@ -668,6 +668,7 @@ pub fn attr_tensor(
     } else {
         proto.name.clone()
     };
-    let data = reader::decode_tensor(file, base_dir, proto, &name)?;
+    // The attribute stays with its node: decode a copy (attribute tensors are small).
+    let data = reader::decode_tensor(file, base_dir, &mut proto.clone(), &name)?;
     reader::read_tensor(file, base_dir, &name, &data)
 }

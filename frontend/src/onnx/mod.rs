@@ -88,10 +88,14 @@ fn import(
     base_dir: &Path,
     options: &LoadOptions,
 ) -> Result<Graph, OnnxError> {
-    let model = ModelProto::decode(bytes).map_err(|source| OnnxError::Decode {
+    let mut model = ModelProto::decode(bytes).map_err(|source| OnnxError::Decode {
         file: file.to_path_buf(),
         source,
     })?;
+    // The initializers are decoded by value, their data moved rather than copied.
+    let initializers = (model.graph.as_mut())
+        .map(|g| std::mem::take(&mut g.initializer))
+        .unwrap_or_default();
     let opsets = opsets(&model, file)?;
     let graph = model.graph.as_ref().ok_or_else(|| OnnxError::NoGraph {
         file: file.to_path_buf(),
@@ -109,9 +113,10 @@ fn import(
         graph.name.as_str()
     };
     let mut imp = Importer::new(name, file, base_dir);
-    for init in &graph.initializer {
-        let data = reader::decode_tensor(file, base_dir, init, &init.name)?;
-        imp.add_initializer(&init.name, data)?;
+    for mut init in initializers {
+        let name = std::mem::take(&mut init.name);
+        let data = reader::decode_tensor(file, base_dir, &mut init, &name)?;
+        imp.add_initializer(&name, data)?;
     }
     for input in &graph.input {
         if imp.is_bound(&input.name) {

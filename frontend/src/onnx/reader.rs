@@ -84,11 +84,12 @@ pub struct TensorData {
 }
 
 /// Decodes a `TensorProto` (initializer, attribute or test data) without reading external data.
-/// External files are checked to exist and to be long enough.
+/// External files are checked to exist and to be long enough. The inline `raw_data` is moved
+/// out of `proto` (a model's weights are not copied once more).
 pub fn decode_tensor(
     file: &Path,
     base_dir: &Path,
-    proto: &TensorProto,
+    proto: &mut TensorProto,
     name: &str,
 ) -> Result<TensorData, OnnxError> {
     let bad = |reason: String| OnnxError::BadTensorData {
@@ -122,8 +123,8 @@ pub fn decode_tensor(
         let data = external(file, base_dir, proto, name, expected)?;
         return Ok(TensorData { ty, sizes, data });
     }
-    let bytes = match &proto.raw_data {
-        Some(raw) => raw.clone(),
+    let bytes = match proto.raw_data.take() {
+        Some(raw) => raw,
         None => typed_bytes(proto, dtype, numel).map_err(bad)?,
     };
     if bytes.len() != expected {
@@ -338,12 +339,13 @@ fn read_slice(
 /// Decodes a standalone serialized `TensorProto` (a test-data `.pb` file) into a tensor.
 pub fn tensor_from_pb(path: &Path, bytes: &[u8]) -> Result<(String, Tensor), OnnxError> {
     use prost::Message;
-    let proto = TensorProto::decode(bytes).map_err(|source| OnnxError::Decode {
+    let mut proto = TensorProto::decode(bytes).map_err(|source| OnnxError::Decode {
         file: path.to_path_buf(),
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let data = decode_tensor(path, base, &proto, &proto.name)?;
-    let tensor = read_tensor(path, base, &proto.name, &data)?;
-    Ok((proto.name, tensor))
+    let name = std::mem::take(&mut proto.name);
+    let data = decode_tensor(path, base, &mut proto, &name)?;
+    let tensor = read_tensor(path, base, &name, &data)?;
+    Ok((name, tensor))
 }
