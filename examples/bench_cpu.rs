@@ -32,8 +32,9 @@ fn cpu_ms() -> Option<f64> {
 }
 
 /// Steps of each thread's FMA chains in one measurement of [`fma128_peak_gflops`] (about 20 ms
-/// at 3 GHz), and how many measurements it takes the best of (a busy machine slows some).
+/// at 3 GHz).
 const FMA_STEPS: u64 = 10_000_000;
+/// Measurements [`fma128_peak_gflops`] takes the best of (a busy machine slows some).
 const FMA_MEASUREMENTS: usize = 7;
 
 /// f32 FMA throughput with 128-bit vectors over `threads` threads running at once, GFLOP/s in

@@ -4,9 +4,8 @@
 //! order, a *cut* is a point where a single input-dependent value is live (values that do not
 //! depend on the graph inputs, such as weights and rotary tables, are passed to every segment as
 //! parameters and do not count; values live across a large part of the graph count only between
-//! uses a few nodes apart). Pieces
-//! shorter than a minimum number of nodes are merged with a neighbour, unless that neighbour's
-//! ops repeat elsewhere (a layer), which then stays whole.
+//! uses a few nodes apart). Pieces shorter than a minimum number of nodes are merged with a
+//! neighbour, unless that neighbour's ops repeat elsewhere (a layer), which then stays whole.
 //!
 //! Each segment gets a signature: its ops and attributes, how nodes connect, and the kind and
 //! type of every parameter (weights by dtype and shape, not by identity; small inline constants

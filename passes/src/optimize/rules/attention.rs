@@ -510,8 +510,8 @@ impl Rule for CommonKeyPermutation {
                     if last(ka).is_none() || last(ka) != last(qa) {
                         continue;
                     }
-                    for (kb, ka_, kb_, expand) in permuted_parts(ctx, kp) {
-                        if (ka_, kb_) != (a, b) {
+                    for (kb, a2, b2, expand) in permuted_parts(ctx, kp) {
+                        if (a2, b2) != (a, b) {
                             continue;
                         }
                         let mut r = Recipe::new();
