@@ -176,7 +176,7 @@ fn truncated_file_is_a_decode_error() {
 #[test]
 fn bad_tensor_data_length_names_the_tensor() {
     let mut w = f32_raw("w", &[4], &[1.0, 2.0, 3.0, 4.0]);
-    w.raw_data.as_mut().unwrap().pop();
+    w.raw_data.as_mut().unwrap().truncate(15);
     let err = onnx::load_bytes(&add_weight_model(w), Path::new(".")).unwrap_err();
     assert!(
         matches!(&err, OnnxError::BadTensorData { tensor, .. } if tensor == "w"),
@@ -197,7 +197,7 @@ fn bad_tensor_data_length_names_the_tensor() {
 #[test]
 fn unsupported_element_types_and_values() {
     let mut w = f32_raw("w", &[1], &[]);
-    w.raw_data = Some(vec![0; 8]);
+    w.raw_data = Some(vec![0; 8].into());
     w.data_type = DataType::Double as i32;
     let err = onnx::load_bytes(&add_weight_model(w), Path::new(".")).unwrap_err();
     assert!(

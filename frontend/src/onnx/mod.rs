@@ -26,6 +26,7 @@ pub mod symbolic;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+use bytes::Bytes;
 use cubevec_ir::{Graph, Tensor};
 use prost::Message;
 
@@ -56,7 +57,7 @@ pub fn load(path: &Path) -> Result<Graph, OnnxError> {
 /// Reads a model from its serialized bytes; external data is resolved relative to `base_dir`.
 pub fn load_bytes(bytes: &[u8], base_dir: &Path) -> Result<Graph, OnnxError> {
     import(
-        bytes,
+        Bytes::copy_from_slice(bytes),
         Path::new("<memory>"),
         base_dir,
         &LoadOptions::default(),
@@ -70,7 +71,7 @@ pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Graph, OnnxError>
         source,
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    import(&bytes, path, base_dir, options)
+    import(bytes.into(), path, base_dir, options)
 }
 
 /// Reads a serialized `TensorProto` file (ONNX test data) as its name and tensor.
@@ -82,8 +83,10 @@ pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), OnnxError> {
     reader::tensor_from_pb(path, &bytes)
 }
 
+/// Decodes and imports a model. The initializers' raw data are views of `bytes`, each copied
+/// once into its weight.
 fn import(
-    bytes: &[u8],
+    bytes: Bytes,
     file: &Path,
     base_dir: &Path,
     options: &LoadOptions,

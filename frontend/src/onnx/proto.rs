@@ -381,9 +381,10 @@ pub struct TensorProto {
     /// The tensor's name.
     #[prost(string, tag = "8")]
     pub name: String,
-    /// Little-endian element bytes (sub-byte types packed).
-    #[prost(bytes = "vec", optional, tag = "9")]
-    pub raw_data: Option<Vec<u8>>,
+    /// Little-endian element bytes (sub-byte types packed); decoded from a [`bytes::Bytes`]
+    /// buffer, a view of it rather than a copy.
+    #[prost(bytes = "bytes", optional, tag = "9")]
+    pub raw_data: Option<bytes::Bytes>,
     /// f64 elements.
     #[prost(double, repeated, tag = "10")]
     pub double_data: Vec<f64>,

@@ -84,8 +84,8 @@ pub struct TensorData {
 }
 
 /// Decodes a `TensorProto` (initializer, attribute or test data) without reading external data.
-/// External files are checked to exist and to be long enough. The inline `raw_data` is moved
-/// out of `proto` (a model's weights are not copied once more).
+/// External files are checked to exist and to be long enough. The inline `raw_data` is taken
+/// out of `proto` and copied once, into the weight.
 pub fn decode_tensor(
     file: &Path,
     base_dir: &Path,
@@ -123,9 +123,9 @@ pub fn decode_tensor(
         let data = external(file, base_dir, proto, name, expected)?;
         return Ok(TensorData { ty, sizes, data });
     }
-    let bytes = match proto.raw_data.take() {
-        Some(raw) => raw,
-        None => typed_bytes(proto, dtype, numel).map_err(bad)?,
+    let bytes: Arc<[u8]> = match proto.raw_data.take() {
+        Some(raw) => Arc::from(&raw[..]),
+        None => Arc::from(typed_bytes(proto, dtype, numel).map_err(bad)?),
     };
     if bytes.len() != expected {
         return Err(bad(format!(
@@ -136,7 +136,7 @@ pub fn decode_tensor(
     Ok(TensorData {
         ty,
         sizes,
-        data: WeightData::Inline(Arc::from(bytes)),
+        data: WeightData::Inline(bytes),
     })
 }
 

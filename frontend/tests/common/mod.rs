@@ -77,7 +77,13 @@ pub fn f32_raw(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
         data_type: DataType::Float as i32,
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
         ..TensorProto::default()
     }
 }
