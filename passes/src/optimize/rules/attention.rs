@@ -408,69 +408,20 @@ impl Rule for GroupedHeads {
     }
 }
 
-/// `(x, a, b)` for every `reshape(transpose(reshape(x, lead ++ [a, b]), swap of the last two
-/// axes), lead ++ [a·b])` in class `id`: `x` with its last axis permuted (element `i·b + j` moved
-/// to `j·a + i`).
-fn last_axis_permutations(ctx: &Ctx<'_>, id: Id) -> Vec<(Id, u64, u64)> {
-    let mut out = Vec::new();
-    let Some(ty) = ctx.ty(id) else {
-        return out;
-    };
-    for (op, operands) in ctx.ops(id) {
-        let (Op::Reshape { .. }, [t]) = (op, operands) else {
-            continue;
-        };
-        for (op, operands) in ctx.ops(*t) {
-            let (Op::Transpose { perm }, [split]) = (op, operands) else {
-                continue;
-            };
-            let r = perm.len() as u64;
-            let swaps_last = r >= 2
-                && perm[..perm.len() - 2].iter().copied().eq(0..r - 2)
-                && perm[perm.len() - 2..] == [r - 1, r - 2];
-            if !swaps_last {
-                continue;
-            }
-            for (op, operands) in ctx.ops(*split) {
-                let (Op::Reshape { .. }, [x]) = (op, operands) else {
-                    continue;
-                };
-                let (Some(xt), Some(st)) = (ctx.ty(*x), ctx.ty(*split)) else {
-                    continue;
-                };
-                let (xd, sd) = (xt.shape.dims(), st.shape.dims());
-                let (Some((last, lead)), [.., Dim::Known(a), Dim::Known(b)]) =
-                    (xd.split_last(), sd)
-                else {
-                    continue;
-                };
-                let splits_last = sd.len() == xd.len() + 1
-                    && *last == Dim::Known(a * b)
-                    && lead.iter().zip(sd).all(|(x, s)| x.provably_equal(s))
-                    && xt == ty;
-                if splits_last {
-                    out.push((*x, *a, *b));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `(x, a, b, expand)` for every last-axis permutation of [`last_axis_permutations`] in class
-/// `id`, directly (`expand` is `None`) or under an `expand` that keeps the last axis (the keys
-/// shared by all heads): `expand(P(x))` is `P(expand(x))`.
-fn permuted_parts<'a>(ctx: &Ctx<'a>, id: Id) -> Vec<(Id, u64, u64, Option<&'a Op>)> {
-    let mut out: Vec<_> = (last_axis_permutations(ctx, id).into_iter())
-        .map(|(x, a, b)| (x, a, b, None))
+/// `(x, pair, expand)` for every [`Ctx::last_axis_permutations`] of `x` in class `id`, directly
+/// (`expand` is `None`) or under an `expand` that keeps the last axis (the keys shared by all
+/// heads): `expand(P(x))` is `P(expand(x))`.
+fn permuted_parts<'a>(ctx: &Ctx<'a>, id: Id) -> Vec<(Id, (u64, u64), Option<&'a Op>)> {
+    let mut out: Vec<_> = (ctx.last_axis_permutations(id).into_iter())
+        .map(|p| (p.x, p.pair, None))
         .collect();
     let last = |id: Id| ctx.ty(id).and_then(|t| t.shape.dims().last().cloned());
     for (op, operands) in ctx.ops(id) {
         if let (Op::Expand { .. }, [p]) = (op, operands)
             && last(*p).is_some_and(|d| last(id) == Some(d))
         {
-            for (x, a, b) in last_axis_permutations(ctx, *p) {
-                out.push((x, a, b, Some(op)));
+            for p in ctx.last_axis_permutations(*p) {
+                out.push((p.x, p.pair, Some(op)));
             }
         }
     }
@@ -505,13 +456,14 @@ impl Rule for CommonKeyPermutation {
         };
         let last = |id: Id| ctx.ty(id).and_then(|t| t.shape.dims().last());
         for (qa, qp) in last_axis_halves(ctx, *q) {
-            for (qb, a, b) in last_axis_permutations(ctx, qp) {
+            for q_perm in ctx.last_axis_permutations(qp) {
+                let qb = q_perm.x;
                 for (ka, kp) in last_axis_halves(ctx, *k) {
                     if last(ka).is_none() || last(ka) != last(qa) {
                         continue;
                     }
-                    for (kb, a2, b2, expand) in permuted_parts(ctx, kp) {
-                        if (a2, b2) != (a, b) {
+                    for (kb, pair, expand) in permuted_parts(ctx, kp) {
+                        if pair != q_perm.pair {
                             continue;
                         }
                         let mut r = Recipe::new();

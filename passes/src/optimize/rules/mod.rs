@@ -23,6 +23,7 @@ mod softmax;
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use cubevec_ir::Dim;
 use cubevec_ir::graph::TensorType;
 use cubevec_ir::infer::infer_types;
 use cubevec_ir::op::{BinaryOp, Op};
@@ -216,6 +217,48 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Every permutation of the last axis held by class `id` in the form
+    /// `reshape(transpose(reshape(x, lead ++ [a, b]), swap of the last two axes), shape of x)`
+    /// (how exports de-interleave rotary pairs when `b` is 2).
+    pub fn last_axis_permutations(&self, id: Id) -> Vec<LastAxisPermutation<'a>> {
+        let mut out = Vec::new();
+        for (merge, operands) in self.ops(id) {
+            let (Op::Reshape { shape: merged }, [swapped]) = (merge, operands) else {
+                continue;
+            };
+            for (swap, operands) in self.ops(*swapped) {
+                let (Op::Transpose { perm }, [pairs]) = (swap, operands) else {
+                    continue;
+                };
+                if !swaps_last_two(perm) {
+                    continue;
+                }
+                for (split, operands) in self.ops(*pairs) {
+                    let (Op::Reshape { shape: split_shape }, [x]) = (split, operands) else {
+                        continue;
+                    };
+                    let Some(x_ty) = self.ty(*x) else { continue };
+                    let (Some((last, lead)), [.., Dim::Known(a), Dim::Known(b)]) =
+                        (x_ty.shape.dims().split_last(), split_shape.as_slice())
+                    else {
+                        continue;
+                    };
+                    if *last == Dim::Known(a * b)
+                        && split_shape[..split_shape.len() - 2] == *lead
+                        && *merged == x_ty.shape.0
+                    {
+                        out.push(LastAxisPermutation {
+                            x: *x,
+                            pair: (*a, *b),
+                            ops: [split, swap, merge],
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The projections `(index, tuple operand, tuple op)` held by a class.
     pub fn projections(&self, id: Id) -> Vec<(u32, Id, &'a Op, &'a [Id])> {
         let mut out = Vec::new();
@@ -228,6 +271,29 @@ impl<'a> Ctx<'a> {
         }
         out
     }
+}
+
+/// Whether `perm` swaps the last two axes and keeps the others.
+fn swaps_last_two(perm: &[u64]) -> bool {
+    let n = perm.len();
+    n >= 2
+        && perm[..n - 2]
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| p == i as u64)
+        && perm[n - 2] == (n - 1) as u64
+        && perm[n - 1] == (n - 2) as u64
+}
+
+/// A permutation of the last axis found by [`Ctx::last_axis_permutations`]: `x` viewed as
+/// `[.., a, b]`, transposed and merged back (element `i·b + j` moves to `j·a + i`).
+pub struct LastAxisPermutation<'a> {
+    /// The permuted value.
+    pub x: Id,
+    /// `(a, b)`: the last axis split as `a` rows of `b`.
+    pub pair: (u64, u64),
+    /// The split reshape, the transpose and the merging reshape, in the order they apply.
+    pub ops: [&'a Op; 3],
 }
 
 /// Where a recipe operand comes from.

@@ -8,9 +8,9 @@
 //!   de-interleaved afterwards → `deinterleave(rope{interleaved}(x, cos, sin))`.
 //! - Interleaved form as DeepSeek-V3's ONNX export writes it, on strided slices (`strided`).
 
+use cubevec_ir::Dim;
 use cubevec_ir::op::{BinaryOp, Op, UnaryOp};
 use cubevec_ir::shape::normalize_axis;
-use cubevec_ir::{Dim, Shape};
 use egg::Id;
 
 use super::{Ctx, Recipe, Rule, Slot};
@@ -162,18 +162,6 @@ impl Rule for RotateHalf {
     }
 }
 
-/// Whether `perm` swaps the last two axes and keeps the others.
-fn swaps_last_two(perm: &[u64]) -> bool {
-    let n = perm.len();
-    n >= 2
-        && perm[..n - 2]
-            .iter()
-            .enumerate()
-            .all(|(i, &p)| p == i as u64)
-        && perm[n - 2] == (n - 1) as u64
-        && perm[n - 1] == (n - 2) as u64
-}
-
 /// `rope(deinterleave(x), cos, sin)` → `deinterleave(rope{interleaved}(x, cos, sin))`, where
 /// `deinterleave` is `reshape [.., r, 2] → swap last two axes → reshape [.., 2r]`.
 struct DeinterleavedRope;
@@ -196,55 +184,28 @@ impl Rule for DeinterleavedRope {
         else {
             return;
         };
-        for (op, operands) in ctx.ops(*px) {
-            let (Op::Reshape { shape: merged }, [tp]) = (op, operands) else {
+        for p in ctx.last_axis_permutations(*px) {
+            if p.pair != (half, 2) {
+                continue;
+            }
+            let [split, swap, merge] = p.ops;
+            let mut r = Recipe::new();
+            let rotated = r.op(
+                ctx,
+                Op::Rope { interleaved: true },
+                &[Slot::Class(p.x), Slot::Class(*cos), Slot::Class(*sin)],
+            );
+            let Some(rotated) = rotated else { continue };
+            let Some(pairs) = r.op(ctx, split.clone(), &[rotated]) else {
                 continue;
             };
-            for (op2, operands2) in ctx.ops(*tp) {
-                let (Op::Transpose { perm }, [pairs]) = (op2, operands2) else {
-                    continue;
-                };
-                if !swaps_last_two(perm) {
-                    continue;
-                }
-                for (op3, operands3) in ctx.ops(*pairs) {
-                    let (Op::Reshape { shape: paired }, [x]) = (op3, operands3) else {
-                        continue;
-                    };
-                    let Some(x_ty) = ctx.ty(*x) else { continue };
-                    let dims = x_ty.shape.dims();
-                    let n = dims.len();
-                    let expected_pairs: Vec<Dim> = dims[..n.saturating_sub(1)]
-                        .iter()
-                        .cloned()
-                        .chain([Dim::Known(half), Dim::Known(2)])
-                        .collect();
-                    if n == 0
-                        || dims[n - 1] != Dim::Known(2 * half)
-                        || *paired != expected_pairs
-                        || Shape(merged.clone()) != x_ty.shape
-                    {
-                        continue;
-                    }
-                    let mut r = Recipe::new();
-                    let rotated = r.op(
-                        ctx,
-                        Op::Rope { interleaved: true },
-                        &[Slot::Class(*x), Slot::Class(*cos), Slot::Class(*sin)],
-                    );
-                    let Some(rotated) = rotated else { continue };
-                    let Some(p) = r.op(ctx, op3.clone(), &[rotated]) else {
-                        continue;
-                    };
-                    let Some(t) = r.op(ctx, op2.clone(), &[p]) else {
-                        continue;
-                    };
-                    let Some(y) = r.op(ctx, op.clone(), &[t]) else {
-                        continue;
-                    };
-                    out.push(r.union(class, y));
-                }
-            }
+            let Some(swapped) = r.op(ctx, swap.clone(), &[pairs]) else {
+                continue;
+            };
+            let Some(y) = r.op(ctx, merge.clone(), &[swapped]) else {
+                continue;
+            };
+            out.push(r.union(class, y));
         }
     }
 }
