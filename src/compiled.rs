@@ -8,7 +8,7 @@ use std::time::Duration;
 use cubevec_backend_ascend::{Manifest, Project, emit_project, emulate};
 
 use cubevec_ir::interp::{self, RunOptions};
-use cubevec_ir::kernel::eval::{EvalError, ProgramMemory};
+use cubevec_ir::kernel::eval::{EvalError, ProgramMemory, check_value};
 use cubevec_ir::kernel::{ParamRole, Program, TensorId};
 use cubevec_ir::shape::DimBindings;
 use cubevec_ir::target::Target;
@@ -520,21 +520,8 @@ impl<'m> CompiledModel<'m> {
 
     /// Memory with the inputs and constants filled in.
     fn prepared_memory(&self, inputs: &HashMap<String, Tensor>) -> Result<ProgramMemory, Error> {
-        let program = self.program();
-        self.check_bindings(inputs)?;
-        let mut memory = ProgramMemory::new(program);
-        for binding in &program.inputs {
-            let tensor = inputs
-                .get(&binding.name)
-                .ok_or_else(|| Error::Inputs(format!("input `{}` was not given", binding.name)))?;
-            memory.write(binding.tensor, tensor)?;
-        }
-        for (id, tensor) in self
-            .model()
-            .constants(&self.inner.partition, &self.inner.bindings)?
-        {
-            memory.write(id, &tensor)?;
-        }
+        let mut memory = ProgramMemory::new(self.program());
+        self.initial_values(inputs, |id, value| Ok(memory.write(id, value)?))?;
         Ok(memory)
     }
 
@@ -543,39 +530,40 @@ impl<'m> CompiledModel<'m> {
     /// element-per-`u64` [`ProgramMemory`] (four times a bf16 model's weights).
     fn prepared_bytes(&self, inputs: &HashMap<String, Tensor>) -> Result<Vec<Vec<u8>>, Error> {
         let program = self.program();
-        self.check_bindings(inputs)?;
         let mut memory: Vec<Vec<u8>> = (program.tensors.iter())
             .map(|t| vec![0; t.dtype.storage_bytes(t.elements() as usize)])
             .collect();
-        let mut fill = |id: TensorId, value: &Tensor| {
+        self.initial_values(inputs, |id, value| {
             let t = (program.tensors.get(id.index()))
                 .ok_or_else(|| EvalError::Memory(format!("no tensor t{}", id.0)))?;
-            if t.dtype != value.dtype() || t.elements() as usize != value.numel() {
-                return Err(Error::from(EvalError::Memory(format!(
-                    "tensor t{} is {} x {}, the value is {} x {}",
-                    id.0,
-                    t.dtype,
-                    t.elements(),
-                    value.dtype(),
-                    value.numel()
-                ))));
-            }
+            check_value(id, t.dtype, t.elements() as usize, value)?;
             memory[id.index()].copy_from_slice(value.bytes());
             Ok(())
-        };
-        for binding in &program.inputs {
+        })?;
+        Ok(memory)
+    }
+
+    /// Checks `inputs` against the bindings and calls `write` with each program input's value
+    /// and each constant's, which is all a run starts from.
+    fn initial_values(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mut write: impl FnMut(TensorId, &Tensor) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.check_bindings(inputs)?;
+        for binding in &self.program().inputs {
             let tensor = inputs
                 .get(&binding.name)
                 .ok_or_else(|| Error::Inputs(format!("input `{}` was not given", binding.name)))?;
-            fill(binding.tensor, tensor)?;
+            write(binding.tensor, tensor)?;
         }
         for (id, tensor) in self
             .model()
             .constants(&self.inner.partition, &self.inner.bindings)?
         {
-            fill(id, &tensor)?;
+            write(id, &tensor)?;
         }
-        Ok(memory)
+        Ok(())
     }
 
     fn read_outputs(&self, memory: &ProgramMemory) -> Result<Vec<(String, Tensor)>, Error> {

@@ -108,6 +108,24 @@ pub enum EvalError {
     },
 }
 
+/// Checks that `value` fits tensor `id` of `dtype` and `elements` (same dtype and count).
+pub fn check_value(
+    id: TensorId,
+    dtype: DType,
+    elements: usize,
+    value: &Tensor,
+) -> Result<(), EvalError> {
+    if dtype != value.dtype() || elements != value.numel() {
+        return Err(EvalError::Memory(format!(
+            "tensor t{} is {dtype} x {elements}, the value is {} x {}",
+            id.0,
+            value.dtype(),
+            value.numel()
+        )));
+    }
+    Ok(())
+}
+
 /// The contents of one GM tensor: its dtype and the bit pattern of every element, flat
 /// row-major. Values stored from numbers are rounded to the dtype (to nearest even; integers
 /// saturate); integer elements are exact.
@@ -327,16 +345,7 @@ impl ProgramMemory {
             .tensors
             .get_mut(id.index())
             .ok_or_else(|| EvalError::Memory(format!("no tensor t{}", id.0)))?;
-        if slot.dtype != value.dtype() || slot.len() != value.numel() {
-            return Err(EvalError::Memory(format!(
-                "tensor t{} is {} x {}, the value is {} x {}",
-                id.0,
-                slot.dtype,
-                slot.len(),
-                value.dtype(),
-                value.numel()
-            )));
-        }
+        check_value(id, slot.dtype, slot.len(), value)?;
         *slot = GmData::from_tensor(value);
         Ok(())
     }
