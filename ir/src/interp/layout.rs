@@ -167,45 +167,54 @@ pub fn slice(
     }
     let st = util::strides(x.shape());
     let base: i64 = first.iter().zip(&st).map(|(&f, &s)| f * s as i64).sum();
-    if let Some(t) = slice_by_runs(x, base as usize, &step, &shape) {
+    if let Some(t) = slice_by_runs(x, base, &step, &shape) {
         return Ok(t);
     }
-    // Offsets with possibly negative strides: compute in i64 over the result's shape.
-    let count: usize = shape.iter().product();
-    let mut picked = Vec::with_capacity(count);
-    if count > 0 {
-        let mut idx = vec![0usize; rank];
+    let mut picked = Vec::with_capacity(shape.iter().product());
+    for_each_offset(&shape, &step, &st, base, |offset| picked.push(offset));
+    Ok(util::take(x, &picked, shape))
+}
+
+/// Calls `f` with the source element offset of every index of `shape`, in row-major order:
+/// `base` plus each index times its axis's `step` and source `strides` (steps may be negative,
+/// so offsets are computed in `i64`).
+fn for_each_offset(
+    shape: &[usize],
+    step: &[i64],
+    strides: &[usize],
+    base: i64,
+    mut f: impl FnMut(usize),
+) {
+    if shape.contains(&0) {
+        return;
+    }
+    let mut idx = vec![0usize; shape.len()];
+    loop {
+        let offset = (idx.iter().zip(step).zip(strides))
+            .map(|((&i, &p), &s)| i as i64 * p * s as i64)
+            .sum::<i64>()
+            + base;
+        f(offset as usize);
+        let mut ax = shape.len();
         loop {
-            let off: i64 = base
-                + idx
-                    .iter()
-                    .zip(&step)
-                    .zip(&st)
-                    .map(|((&i, &p), &s)| i as i64 * p * s as i64)
-                    .sum::<i64>();
-            picked.push(off as usize);
-            let mut ax = rank;
-            loop {
-                if ax == 0 {
-                    return Ok(util::take(x, &picked, shape));
-                }
-                ax -= 1;
-                idx[ax] += 1;
-                if idx[ax] < shape[ax] {
-                    break;
-                }
-                idx[ax] = 0;
+            if ax == 0 {
+                return;
             }
+            ax -= 1;
+            idx[ax] += 1;
+            if idx[ax] < shape[ax] {
+                break;
+            }
+            idx[ax] = 0;
         }
     }
-    Ok(util::take(x, &picked, shape))
 }
 
 /// The slice of `x` starting at element `base` with `step` per axis and the result's `shape`,
 /// copied in contiguous runs: the trailing axes the slice keeps whole, and the one before them
 /// if it steps by 1 (a split along any axis copies whole rows or blocks, not elements). `None`
 /// when the innermost axis does not step by 1 or the dtype packs two elements per byte.
-fn slice_by_runs(x: &Tensor, base: usize, step: &[i64], shape: &[usize]) -> Option<Tensor> {
+fn slice_by_runs(x: &Tensor, base: i64, step: &[i64], shape: &[usize]) -> Option<Tensor> {
     if x.dtype() == DType::F4E2M1 {
         return None;
     }
@@ -228,28 +237,16 @@ fn slice_by_runs(x: &Tensor, base: usize, step: &[i64], shape: &[usize]) -> Opti
     let strides = util::strides(x.shape());
     let bytes = x.bytes();
     let mut data = Vec::with_capacity(count * size);
+    // An empty result reads nothing (its start may lie outside the source).
     if count > 0 {
-        let mut idx = vec![0usize; outer];
-        'runs: loop {
-            let start = (idx.iter().zip(step).zip(&strides))
-                .map(|((&i, &p), &s)| i as i64 * p * s as i64)
-                .sum::<i64>()
-                + base as i64;
-            let start = start as usize * size;
-            data.extend_from_slice(&bytes[start..start + run * size]);
-            let mut ax = outer;
-            loop {
-                if ax == 0 {
-                    break 'runs;
-                }
-                ax -= 1;
-                idx[ax] += 1;
-                if idx[ax] < shape[ax] {
-                    break;
-                }
-                idx[ax] = 0;
-            }
-        }
+        let prefix = ..outer;
+        for_each_offset(
+            &shape[prefix],
+            &step[prefix],
+            &strides[prefix],
+            base,
+            |offset| data.extend_from_slice(&bytes[offset * size..(offset + run) * size]),
+        );
     }
     Some(util::pack(x.dtype(), shape.to_vec(), data))
 }
