@@ -95,7 +95,7 @@ fn import(
         file: file.to_path_buf(),
         source,
     })?;
-    // The initializers are decoded by value, their data moved rather than copied.
+    // Taken out of the model, so that decoding each takes its raw data instead of cloning it.
     let initializers = (model.graph.as_mut())
         .map(|g| std::mem::take(&mut g.initializer))
         .unwrap_or_default();

@@ -551,7 +551,6 @@ impl<'k> Sim<'k> {
         Ok((s.buf, stage, buf.dtype))
     }
 
-    /// Records an access by `pipe` and checks it is ordered after conflicting accesses.
     /// Records an access of `obj` (`what` in errors) on `pipe` and checks its ordering.
     fn touch(&mut self, obj: Object, pipe: Pipe, write: bool, what: What) -> Result<(), String> {
         let p = pipe_index(pipe);

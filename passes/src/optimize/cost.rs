@@ -196,7 +196,7 @@ pub fn graph_cost(graph: &cubevec_ir::Graph, cost: &dyn CostModel) -> f64 {
 /// [`graph_cost`] where nodes given the same key by `key_of` (called with each node's index) have
 /// operands and results of the same types, so each key's op is costed once: the nodes of the
 /// segments replaying one template.
-pub fn graph_cost_keyed(
+pub(crate) fn graph_cost_keyed(
     graph: &cubevec_ir::Graph,
     cost: &dyn CostModel,
     key_of: impl Fn(usize) -> Option<(usize, usize)>,

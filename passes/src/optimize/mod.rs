@@ -33,7 +33,8 @@ use cubevec_ir::verify::{Rewrite, VerifyError, verify, verify_rewritten};
 use egg::{BackoffScheduler, Runner};
 use rustc_hash::FxHashMap;
 
-pub use cost::{CostModel, RooflineCost, graph_cost, graph_cost_keyed};
+use cost::graph_cost_keyed;
+pub use cost::{CostModel, RooflineCost, graph_cost};
 pub use custom::CustomRules;
 pub use language::ConstTensor;
 pub use report::{OptimizeReport, PhaseTime};

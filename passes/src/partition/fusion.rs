@@ -11,9 +11,9 @@
 //! product's two halves, or of the product (the gate) and the product of a second GEMM of the
 //! same input (the up projection, which the launch computes too). It stops at a value that is a
 //! graph output or has several users, and ends at its last elementwise node, where the fused
-//! launch goes (by then every other operand exists). After a `Moe` block a chain holds only shape views and binary ops whose other
-//! operand is a whole tensor of the block's result (the residual add). Whether a chain is fused
-//! is the partitioner's decision, by modelled time.
+//! launch goes (by then every other operand exists). After a `Moe` block a chain holds only
+//! shape views and binary ops whose other operand is a whole tensor of the block's result (the
+//! residual add). Whether a chain is fused is the partitioner's decision, by modelled time.
 
 use cubevec_ir::graph::Node;
 use cubevec_ir::{Graph, NodeId, Op, ValueId};

@@ -66,7 +66,7 @@ impl EpilogueOperand {
             Some(EpilogueOperand::Full)
         } else if elements == n && last == n {
             Some(EpilogueOperand::Row)
-        } else if last == 1 && elements * n == total {
+        } else if last == 1 && elements.checked_mul(n) == Some(total) {
             Some(EpilogueOperand::Column)
         } else {
             None
