@@ -8,14 +8,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 /// One dimension of a shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dim {
     /// A known size.
     Known(u64),
-    /// A named size bound at run time (`batch`, `seq`).
-    Sym(String),
+    /// A named size bound at run time (`batch`, `seq`). Shared: copies of a shape's dimensions
+    /// (every inferred type) share the name, and equal names from one source compare by address.
+    Sym(Arc<str>),
     /// `a + b`.
     Add(Box<Dim>, Box<Dim>),
     /// `a - b` (never negative at run time for a valid graph).
@@ -37,7 +39,7 @@ pub type DimBindings = HashMap<String, u64>;
 
 impl Dim {
     /// A named symbolic dimension.
-    pub fn sym(name: impl Into<String>) -> Dim {
+    pub fn sym(name: impl Into<Arc<str>>) -> Dim {
         Dim::Sym(name.into())
     }
 
@@ -87,7 +89,7 @@ impl Dim {
         match self {
             Dim::Known(_) => {}
             Dim::Sym(s) => {
-                if !out.contains(&s.as_str()) {
+                if !out.contains(&&**s) {
                     out.push(s);
                 }
             }
@@ -265,14 +267,14 @@ pub enum DimRelation {
 /// `min`, `max`), compared structurally.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Atom<'d> {
-    Sym(&'d str),
+    Sym(&'d Arc<str>),
     Opaque(&'d Dim),
 }
 
 impl Atom<'_> {
     fn to_dim(&self) -> Dim {
         match self {
-            Atom::Sym(s) => Dim::Sym(s.to_string()),
+            Atom::Sym(s) => Dim::Sym(Arc::clone(s)),
             Atom::Opaque(d) => (*d).clone(),
         }
     }

@@ -268,7 +268,7 @@ fn coverage_graph() -> Graph {
         ),
         Dim::Sym("sym with space".into()),
         Dim::Sym("min".into()),
-        Dim::Sym(String::new()),
+        Dim::sym(""),
         Dim::Known(u64::MAX),
     ];
     let odd = b.g.add_input(
@@ -966,7 +966,7 @@ fn dim_strategy() -> impl Strategy<Value = Dim> {
     let leaf = prop_oneof![
         any::<u64>().prop_map(Dim::Known),
         (0u64..300).prop_map(Dim::Known),
-        "[a-z_][a-z0-9_]{0,4}".prop_map(Dim::Sym),
+        "[a-z_][a-z0-9_]{0,4}".prop_map(Dim::sym),
         prop_oneof![Just("min"), Just("a b"), Just(""), Just("x\"y"), Just("é")].prop_map(Dim::sym),
     ];
     leaf.prop_recursive(6, 48, 2, |inner| {

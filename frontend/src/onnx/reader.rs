@@ -65,8 +65,8 @@ pub fn value_type(
                 let v = u64::try_from(*v).map_err(|_| bad(&format!("negative dimension {v}")))?;
                 Dim::Known(v)
             }
-            Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
-            _ => Dim::Sym(format!("{name}_d{axis}")),
+            Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::sym(p.as_str()),
+            _ => Dim::sym(format!("{name}_d{axis}")),
         });
     }
     Ok(TensorType::new(dtype, Shape(dims)))

@@ -626,18 +626,18 @@ pub fn bind_inputs(
         }
         for (dim, &size) in value.ty.shape.dims().iter().zip(tensor.shape()) {
             if let Dim::Sym(symbol) = dim {
-                match bindings.get(symbol) {
+                match bindings.get(&**symbol) {
                     Some(&bound) if bound != size as u64 => {
                         return Err(InterpError::SymbolMismatch {
                             input: value.name.clone(),
-                            symbol: symbol.clone(),
+                            symbol: symbol.to_string(),
                             bound,
                             got: size as u64,
                         });
                     }
                     Some(_) => {}
                     None => {
-                        bindings.insert(symbol.clone(), size as u64);
+                        bindings.insert(symbol.to_string(), size as u64);
                     }
                 }
             }
@@ -697,7 +697,7 @@ fn check_result(
             Some(_) => return Err(mismatch()),
             None => match dim {
                 Dim::Sym(symbol) => {
-                    bindings.insert(symbol.clone(), size as u64);
+                    bindings.insert(symbol.to_string(), size as u64);
                 }
                 _ => {
                     return Err(InterpError::UnboundShape {

@@ -280,8 +280,8 @@ impl Syn {
             SynKind::Word {
                 negative: false,
                 word,
-            } => Ok(Dim::Sym(word.clone())),
-            SynKind::Str(s) => Ok(Dim::Sym(s.clone())),
+            } => Ok(Dim::sym(word.as_str())),
+            SynKind::Str(s) => Ok(Dim::sym(s.as_str())),
             SynKind::Binary { op, lhs, rhs } => {
                 let (a, b) = (Box::new(lhs.to_dim()?), Box::new(rhs.to_dim()?));
                 Ok(match op {

@@ -561,7 +561,7 @@ fn offset_value(offset: &Dim, piece: &Shape) -> Option<i64> {
     fn lower(d: &Dim, positive: &[&str]) -> u64 {
         match d {
             Dim::Known(n) => *n,
-            Dim::Sym(s) => u64::from(positive.contains(&s.as_str())),
+            Dim::Sym(s) => u64::from(positive.contains(&&**s)),
             Dim::Add(a, b) => lower(a, positive).saturating_add(lower(b, positive)),
             Dim::Mul(a, b) => lower(a, positive).saturating_mul(lower(b, positive)),
             Dim::Min(a, b) => lower(a, positive).min(lower(b, positive)),
