@@ -24,14 +24,14 @@ pub mod report;
 pub mod rules;
 pub mod template;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use cubevec_ir::graph::{Graph, Node, ValueId, WeightData};
+use cubevec_ir::graph::{Graph, Node, NodeId, ValueId, WeightData};
 use cubevec_ir::verify::{Rewrite, VerifyError, verify, verify_rewritten};
 use egg::{BackoffScheduler, Runner};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use cost::graph_cost_keyed;
 pub use cost::{CostModel, RooflineCost, graph_cost};
@@ -326,16 +326,19 @@ fn optimize_segment(
 }
 
 /// Fresh names for the values (`%opt{n}`) and constants (`%const{n}`) a rebuild adds, none of
-/// which a value of the graph had. The graph's names that could collide (those starting with `%`)
+/// which a value of the graph had. The numbers the graph's names already use with either prefix
 /// are collected in one pass when the first fresh name is needed.
 #[derive(Default)]
 struct FreshNames {
-    taken: Option<HashSet<String>>,
+    /// The numbers taken after `%opt` and after `%const`.
+    taken: Option<[FxHashSet<u64>; 2]>,
     values: u64,
     constants: u64,
 }
 
 impl FreshNames {
+    const PREFIXES: [&'static str; 2] = ["%opt", "%const"];
+
     fn value(&mut self, graph: &Graph) -> String {
         self.next(graph, false)
     }
@@ -346,31 +349,99 @@ impl FreshNames {
 
     fn next(&mut self, graph: &Graph, constant: bool) -> String {
         let taken = self.taken.get_or_insert_with(|| {
-            (graph.values.iter())
-                .filter(|v| v.name.starts_with('%'))
-                .map(|v| v.name.clone())
-                .collect()
-        });
-        let (prefix, next) = match constant {
-            true => ("%const", &mut self.constants),
-            false => ("%opt", &mut self.values),
-        };
-        loop {
-            let name = format!("{prefix}{next}");
-            *next += 1;
-            if !taken.contains(&name) {
-                return name;
+            let mut taken = [FxHashSet::default(), FxHashSet::default()];
+            for v in &graph.values {
+                for (prefix, numbers) in Self::PREFIXES.iter().zip(&mut taken) {
+                    if let Some(n) = v.name.strip_prefix(prefix).and_then(canonical_number) {
+                        numbers.insert(n);
+                    }
+                }
             }
+            taken
+        });
+        let (taken, next) = match constant {
+            true => (&taken[1], &mut self.constants),
+            false => (&taken[0], &mut self.values),
+        };
+        while taken.contains(next) {
+            *next += 1;
+        }
+        *next += 1;
+        format!("{}{}", Self::PREFIXES[usize::from(constant)], *next - 1)
+    }
+}
+
+/// The number `digits` writes as `format!` would (no sign, no leading zero).
+fn canonical_number(digits: &str) -> Option<u64> {
+    let canonical =
+        digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with("0") || digits == "0";
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
+/// The input graph's nodes during [`rebuild`]: each is moved into the new graph when a program
+/// node reproduces it unchanged, and read in place otherwise.
+struct OldNodes {
+    nodes: Vec<Option<Node>>,
+    /// Where each moved node went in the new graph.
+    moved_to: Vec<usize>,
+}
+
+impl OldNodes {
+    fn new(nodes: Vec<Node>) -> OldNodes {
+        OldNodes {
+            moved_to: vec![usize::MAX; nodes.len()],
+            nodes: nodes.into_iter().map(Some).collect(),
         }
     }
+
+    /// Node `n`, wherever it is now.
+    fn get<'a>(&'a self, graph: &'a Graph, n: NodeId) -> &'a Node {
+        match &self.nodes[n.index()] {
+            Some(node) => node,
+            None => &graph.nodes[self.moved_to[n.index()]],
+        }
+    }
+
+    /// Moves node `n` to the end of the new graph.
+    fn move_into(&mut self, graph: &mut Graph, n: NodeId) -> Option<usize> {
+        let node = self.nodes[n.index()].take()?;
+        self.moved_to[n.index()] = graph.nodes.len();
+        graph.nodes.push(node);
+        Some(graph.nodes.len() - 1)
+    }
+}
+
+/// For each node of `program`, whether it is the segment node it came from as it stands: the
+/// same op, taking over every result of that node in order (then, where its operands resolve to
+/// the node's own operands, the node itself is kept). `nodes` are the template's segment nodes.
+fn unchanged_nodes(
+    program: &Program,
+    nodes: &[NodeId],
+    old: &OldNodes,
+    graph: &Graph,
+) -> Vec<bool> {
+    (program.nodes.iter())
+        .map(|pn| {
+            let Some(node) = pn.origin.and_then(|p| nodes.get(p)) else {
+                return false;
+            };
+            let original = old.get(graph, *node);
+            let p = pn.origin;
+            original.op == pn.op
+                && pn.takes_over.len() == original.outputs.len()
+                && (pn.takes_over.iter().enumerate())
+                    .all(|(o, t)| p.is_some_and(|p| *t == Some((p, o))))
+        })
+        .collect()
 }
 
 /// Replaces the graph's nodes by every segment's program instantiated with that segment's
 /// parameters. A result equal to a value of the segment takes over that value (id, name, type);
-/// other results get fresh values, appended. A node computing the same op on the same values as
-/// an earlier one is not repeated (common subexpressions across segments, such as per-layer
-/// copies of a rotary table). Values left without a definition are dropped by [`compact`].
-/// Returns, for each node, the template and program node it instantiates.
+/// other results get fresh values, appended. A program node that is its original node with the
+/// same operands keeps that node (moved, not copied: most nodes of most layers). A node computing
+/// the same op on the same values as an earlier one is not repeated (common subexpressions across
+/// segments, such as per-layer copies of a rotary table). Values left without a definition are
+/// dropped by [`compact`]. Returns, for each node, the template and program node it instantiates.
 fn rebuild(
     graph: &mut Graph,
     segments: &[Segment],
@@ -378,12 +449,12 @@ fn rebuild(
     programs: &[Program],
     constants: &FxHashMap<ValueId, ConstTensor>,
 ) -> Result<Vec<(usize, usize)>, OptimizeError> {
-    let old_nodes = std::mem::take(&mut graph.nodes);
-    graph.nodes.reserve(old_nodes.len());
+    let mut old = OldNodes::new(std::mem::take(&mut graph.nodes));
+    graph.nodes.reserve(old.nodes.len());
     // Segment outputs by the value they replace; values no node defined stand for themselves.
     let mut map: Vec<Option<ValueId>> = vec![None; graph.values.len()];
     let mut node_result = vec![false; graph.values.len()];
-    for node in &old_nodes {
+    for node in old.nodes.iter().flatten() {
         for &v in &node.outputs {
             node_result[v.index()] = true;
         }
@@ -403,14 +474,31 @@ fn rebuild(
     // Nodes by a hash of their op and operands: the newest node with each hash, and for each
     // node the one before it with the same hash.
     let mut newest_with_hash: FxHashMap<u64, usize> = FxHashMap::default();
-    newest_with_hash.reserve(old_nodes.len());
-    let mut older_with_hash: Vec<Option<usize>> = Vec::with_capacity(old_nodes.len());
-    let mut instances = Vec::with_capacity(old_nodes.len());
+    newest_with_hash.reserve(old.nodes.len());
+    let mut older_with_hash: Vec<Option<usize>> = Vec::with_capacity(old.nodes.len());
+    let mut instances = Vec::with_capacity(old.nodes.len());
+    // Per template, which program nodes may keep their original node (found on first use).
+    let mut unchanged: Vec<Option<Vec<bool>>> = vec![None; programs.len()];
+    // Per program node, the hash of its op (found on first use).
+    let mut op_hashes: Vec<Vec<u64>> = programs.iter().map(|_| Vec::new()).collect();
     let mut params: Vec<Option<ValueId>> = Vec::new();
+    let mut inputs: Vec<Option<ValueId>> = Vec::new();
     // The graph node computing each program node of the current segment.
     let mut computed_by: Vec<usize> = Vec::new();
     for (s, seg) in segments.iter().enumerate() {
-        let program = &programs[template_of[s]];
+        let t = template_of[s];
+        let program = &programs[t];
+        let unchanged =
+            unchanged[t].get_or_insert_with(|| unchanged_nodes(program, &seg.nodes, &old, graph));
+        let op_hashes = &mut op_hashes[t];
+        if op_hashes.is_empty() {
+            op_hashes.extend(
+                program
+                    .nodes
+                    .iter()
+                    .map(|pn| FxBuildHasher.hash_one(&pn.op)),
+            );
+        }
         params.clear();
         params.extend(seg.params.iter().map(|&v| mapped(&map, v)));
         computed_by.clear();
@@ -441,13 +529,12 @@ fn rebuild(
             }
         };
         for (k, pn) in program.nodes.iter().enumerate() {
-            let inputs: Vec<Option<ValueId>> = pn
-                .inputs
-                .iter()
-                .map(|o| operand(o, &computed_by, graph, &mut fresh))
-                .collect();
+            inputs.clear();
+            for o in &pn.inputs {
+                inputs.push(operand(o, &computed_by, graph, &mut fresh));
+            }
             // The same op on the same values is computed once (across segments too).
-            let hash = rustc_hash::FxBuildHasher.hash_one((&pn.op, &inputs));
+            let hash = FxBuildHasher.hash_one((op_hashes[k], &inputs));
             let mut same = newest_with_hash.get(&hash).copied();
             while let Some(n) = same {
                 let node = &graph.nodes[n];
@@ -460,37 +547,45 @@ fn rebuild(
                 computed_by.push(existing);
                 continue;
             }
-            let name = match pn.origin.and_then(|p| seg.nodes.get(p)) {
-                Some(&n) => old_nodes[n.index()].name.clone(),
-                None => format!("optimized.{}", pn.op.name()),
+            let original = pn.origin.and_then(|p| seg.nodes.get(p)).copied();
+            let kept = match original {
+                Some(n) if unchanged[k] && old.get(graph, n).inputs == inputs => {
+                    old.move_into(graph, n)
+                }
+                _ => None,
             };
-            let outputs: Vec<ValueId> = pn
-                .types
-                .iter()
-                .zip(&pn.takes_over)
-                .map(|(ty, takes)| {
-                    let original = takes.and_then(|(p, o)| {
-                        let n = seg.nodes.get(p)?;
-                        old_nodes[n.index()].outputs.get(o).copied()
-                    });
-                    match original {
-                        Some(v) => v,
-                        None => {
-                            let name = fresh.value(graph);
-                            graph.add_value(name, ty.clone())
-                        }
+            let index = match kept {
+                Some(index) => index,
+                None => {
+                    let name = match original {
+                        Some(n) => old.get(graph, n).name.clone(),
+                        None => format!("optimized.{}", pn.op.name()),
+                    };
+                    let mut outputs = Vec::with_capacity(pn.types.len());
+                    for (ty, takes) in pn.types.iter().zip(&pn.takes_over) {
+                        let taken = takes.and_then(|(p, o)| {
+                            let n = *seg.nodes.get(p)?;
+                            old.get(graph, n).outputs.get(o).copied()
+                        });
+                        outputs.push(match taken {
+                            Some(v) => v,
+                            None => {
+                                let name = fresh.value(graph);
+                                graph.add_value(name, ty.clone())
+                            }
+                        });
                     }
-                })
-                .collect();
-            let index = graph.nodes.len();
+                    graph.add_node(Node {
+                        name,
+                        op: pn.op.clone(),
+                        inputs: inputs.clone(),
+                        outputs,
+                    });
+                    graph.nodes.len() - 1
+                }
+            };
             older_with_hash.push(newest_with_hash.insert(hash, index));
-            graph.add_node(Node {
-                name,
-                op: pn.op.clone(),
-                inputs,
-                outputs,
-            });
-            instances.push((template_of[s], k));
+            instances.push((t, k));
             computed_by.push(index);
         }
         for (k, o) in program.outputs.iter().enumerate() {
@@ -550,4 +645,36 @@ fn compact<T>(
     let values_left = used[..appended.0].iter().filter(|u| **u).count();
     graph.retain_values(&used);
     (tags, (values_left, initializers_left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cubevec_ir::graph::TensorType;
+    use cubevec_ir::{DType, Shape};
+
+    #[test]
+    fn numbers_count_only_as_format_writes_them() {
+        assert_eq!(canonical_number("0"), Some(0));
+        assert_eq!(canonical_number("12"), Some(12));
+        assert_eq!(canonical_number("012"), None);
+        assert_eq!(canonical_number("00"), None);
+        assert_eq!(canonical_number(""), None);
+        assert_eq!(canonical_number("+1"), None);
+        assert_eq!(canonical_number("1a"), None);
+    }
+
+    #[test]
+    fn fresh_names_skip_the_graphs_names() {
+        let mut graph = Graph::default();
+        let ty = TensorType::new(DType::F32, Shape::known(&[1]));
+        for name in ["%opt0", "%opt2", "%opt01", "%const0", "opt1"] {
+            graph.add_value(name, ty.clone());
+        }
+        let mut fresh = FreshNames::default();
+        let values: Vec<String> = (0..3).map(|_| fresh.value(&graph)).collect();
+        assert_eq!(values, ["%opt1", "%opt3", "%opt4"]);
+        assert_eq!(fresh.constant(&graph), "%const1");
+        assert_eq!(fresh.constant(&graph), "%const2");
+    }
 }
