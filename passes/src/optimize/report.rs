@@ -69,14 +69,18 @@ impl OptimizeReport {
 
 /// Node counts per op name.
 pub fn op_counts(graph: &Graph) -> BTreeMap<String, usize> {
-    let mut counts: FxHashMap<&'static str, usize> = FxHashMap::default();
+    // Counted by the address of the static name (hashing two words, not the text); copies of
+    // one name at different addresses are added up below.
+    let mut counts: FxHashMap<(usize, usize), (&'static str, usize)> = FxHashMap::default();
     for node in &graph.nodes {
-        *counts.entry(node.op.name()).or_insert(0) += 1;
+        let name = node.op.name();
+        counts.entry((name.as_ptr() as usize, name.len())).or_insert((name, 0)).1 += 1;
     }
-    counts
-        .into_iter()
-        .map(|(name, n)| (name.to_string(), n))
-        .collect()
+    let mut out = BTreeMap::new();
+    for (name, n) in counts.into_values() {
+        *out.entry(name.to_string()).or_insert(0) += n;
+    }
+    out
 }
 
 impl fmt::Display for OptimizeReport {
