@@ -169,6 +169,36 @@ fn out_of_bounds_region_is_rejected() {
 }
 
 #[test]
+fn threads_report_the_same_first_failure() {
+    use cubevec_ir::kernel::exec::BLOCK_VAR;
+    use cubevec_ir::kernel::verify_with_threads;
+    let valid = gemm();
+    assert!(valid.blocks >= 3, "needs several instances");
+    for threads in [1, 2, 4] {
+        verify_with_threads(&valid, &target(), threads).expect("the unmodified kernel verifies");
+    }
+    // The last two blocks write their results 16 rows too low: only they fail, and the first of
+    // them is the failure reported, whichever thread simulated it.
+    let last_two = Expr::Div(
+        Box::new(Expr::Var(BLOCK_VAR.to_string())),
+        Box::new(Expr::Const(i64::from(valid.blocks) - 2)),
+    );
+    let mut k = valid.clone();
+    for_each(&mut k.cube, &mut |s| {
+        if let Stmt::Fixpipe { dst, .. } = s {
+            dst.row = dst.row.clone().add(last_two.clone().mul(Expr::Const(16)));
+        }
+    });
+    let alone = verify_with_threads(&k, &target(), 1).expect_err("must be rejected");
+    let first_failing = format!("instance {}", valid.blocks - 2);
+    assert!(alone.to_string().contains(&first_failing), "{alone}");
+    for threads in [2, 4] {
+        let shared = verify_with_threads(&k, &target(), threads).expect_err("must be rejected");
+        assert_eq!(shared, alone);
+    }
+}
+
+#[test]
 fn core_type_must_match_programs() {
     let mut k = gemm();
     k.vector = k.cube.clone();

@@ -35,7 +35,7 @@ pub use program::{
     Binding, GmTensor, Launch, MemoryPlan, Program, ProgramError, TensorId, TensorKind,
 };
 pub use stmt::{GmTile, Pipe, ReduceKind, ScalarSrc, Slice, Stmt, Tile, VecArg, VecOp};
-pub use verify::{KernelError, verify};
+pub use verify::{KernelError, verify, verify_with_threads};
 
 /// Which cores a kernel runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

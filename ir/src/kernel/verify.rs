@@ -8,6 +8,8 @@
 //! barrier, and balanced cross-core flags in MIX kernels.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -108,30 +110,114 @@ pub enum KernelError {
     },
 }
 
-/// Verifies `kernel` for `target`.
+/// Verifies `kernel` for `target`. The core instances are simulated on all of the machine's
+/// cores when the first one shows that the work is worth the threads.
 pub fn verify(kernel: &Kernel, target: &Target) -> Result<(), KernelError> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    verify_instances(kernel, target, threads, PARALLEL_AFTER)
+}
+
+/// [`verify`] with the core instances shared among `threads` threads (1: one after the other)
+/// whatever the work. The result, and the failure reported, are the same for any `threads`.
+pub fn verify_with_threads(
+    kernel: &Kernel,
+    target: &Target,
+    threads: usize,
+) -> Result<(), KernelError> {
+    verify_instances(kernel, target, threads, Duration::ZERO)
+}
+
+fn verify_instances(
+    kernel: &Kernel,
+    target: &Target,
+    threads: usize,
+    parallel_after: Duration,
+) -> Result<(), KernelError> {
     check_header(kernel)?;
     check_params(kernel)?;
     check_buffers(kernel, target)?;
-    let mut cross = BTreeMap::new();
-    for side in [Side::Cube, Side::Vector] {
-        for instance in 0..kernel.instances(side) {
-            let mut sim = Sim::new(kernel, side, instance);
-            let mut visit = |stmt: &Stmt, env: &Env| {
-                sim.step(stmt, env).map_err(|message| KernelError::Stmt {
-                    kernel: kernel.name.clone(),
-                    side: side_name(side),
-                    instance,
-                    stmt: stmt_to_string(kernel, stmt),
-                    message,
-                })
-            };
-            run_instance(kernel, side, instance, &mut visit)?;
-            sim.finish()?;
-            cross.insert((side, instance), sim.cross);
-        }
-    }
+    let instances: Vec<(Side, u64)> = [Side::Cube, Side::Vector]
+        .into_iter()
+        .flat_map(|side| (0..kernel.instances(side)).map(move |i| (side, i)))
+        .collect();
+    let cross = simulate_instances(kernel, &instances, threads, parallel_after)?;
     check_cross_core(kernel, &cross)
+}
+
+/// How long the first core instance's simulation must take before the others are simulated on
+/// several threads (below it, starting threads would cost more than they save).
+const PARALLEL_AFTER: Duration = Duration::from_micros(200);
+
+/// Simulates every core instance in `instances`, their cross-core flag counts by instance. The
+/// first is simulated alone; if it took at least `parallel_after`, the others are shared among
+/// `threads` threads. Either way the first failure in `instances` order is the one reported.
+fn simulate_instances(
+    kernel: &Kernel,
+    instances: &[(Side, u64)],
+    threads: usize,
+    parallel_after: Duration,
+) -> Result<CrossCounts, KernelError> {
+    let mut cross = CrossCounts::new();
+    let Some((&first, rest)) = instances.split_first() else {
+        return Ok(cross);
+    };
+    let start = Instant::now();
+    cross.insert(first, simulate(kernel, first)?);
+    let threads = threads.min(rest.len());
+    if threads < 2 || start.elapsed() < parallel_after {
+        for &instance in rest {
+            cross.insert(instance, simulate(kernel, instance)?);
+        }
+        return Ok(cross);
+    }
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<FlagCounts, KernelError>>> = vec![None; rest.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&instance) = rest.get(i) else {
+                            return done;
+                        };
+                        done.push((i, simulate(kernel, instance)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, result) in done {
+                results[i] = Some(result);
+            }
+        }
+    });
+    // Every index was taken by one worker, which ran it to the end.
+    for (&instance, result) in rest.iter().zip(results.into_iter().flatten()) {
+        cross.insert(instance, result?);
+    }
+    Ok(cross)
+}
+
+/// Walks the program of one core instance through the simulator; its cross-core flag counts.
+fn simulate(kernel: &Kernel, (side, instance): (Side, u64)) -> Result<FlagCounts, KernelError> {
+    let mut sim = Sim::new(kernel, side, instance);
+    let mut visit = |stmt: &Stmt, env: &Env| {
+        sim.step(stmt, env).map_err(|message| KernelError::Stmt {
+            kernel: kernel.name.clone(),
+            side: side_name(side),
+            instance,
+            stmt: stmt_to_string(kernel, stmt),
+            message,
+        })
+    };
+    run_instance(kernel, side, instance, &mut visit)?;
+    sim.finish()?;
+    Ok(sim.cross)
 }
 
 fn side_name(side: Side) -> &'static str {
@@ -358,7 +444,7 @@ struct Sim<'k> {
     written: FxHashSet<Object>,
     access: FxHashMap<Object, Access>,
     /// Cross-core sets and waits per flag id.
-    cross: BTreeMap<u8, (u64, u64)>,
+    cross: FlagCounts,
 }
 
 /// Resolved region of a buffer.
@@ -1123,7 +1209,11 @@ impl<'k> Sim<'k> {
 }
 
 /// Cross-core (sets, waits) per flag id, per (side, instance).
-type CrossCounts = BTreeMap<(Side, u64), BTreeMap<u8, (u64, u64)>>;
+/// Cross-core flags one core instance set and waited for: flag id to (sets, waits).
+type FlagCounts = BTreeMap<u8, (u64, u64)>;
+
+/// [`FlagCounts`] by core instance.
+type CrossCounts = BTreeMap<(Side, u64), FlagCounts>;
 
 fn check_cross_core(kernel: &Kernel, cross: &CrossCounts) -> Result<(), KernelError> {
     if kernel.core != CoreType::Mix1To2 {

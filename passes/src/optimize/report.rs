@@ -74,7 +74,10 @@ pub fn op_counts(graph: &Graph) -> BTreeMap<String, usize> {
     let mut counts: FxHashMap<(usize, usize), (&'static str, usize)> = FxHashMap::default();
     for node in &graph.nodes {
         let name = node.op.name();
-        counts.entry((name.as_ptr() as usize, name.len())).or_insert((name, 0)).1 += 1;
+        counts
+            .entry((name.as_ptr() as usize, name.len()))
+            .or_insert((name, 0))
+            .1 += 1;
     }
     let mut out = BTreeMap::new();
     for (name, n) in counts.into_values() {
