@@ -1508,16 +1508,36 @@ fn plan_with(
 /// How close to the best modelled time a candidate must come to tie with it.
 const TIE: f64 = 1e-9;
 
+/// How long the first candidate's costing must take before the next ones are costed several at
+/// a time on the machine's cores (below it, starting threads would cost more than they save).
+const PARALLEL_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The candidate with the lowest modelled time; near-ties (within [`TIE`]) go to fewer work
 /// units, then to the earlier candidate. Candidates are costed in the order of their
 /// [`lower_bound_us`] (never more than their modelled time), so their kernels are built only
 /// while they could still win: the search stops at the first bound beyond a tie with the best
 /// time found, and skips a candidate whose bound is already reached by a costed candidate
-/// that would win the tie-break against it. Returns the winner's plan (of the static kernel).
+/// that would win the tie-break against it. When costing a kernel takes long, the next few
+/// candidates that may still win are costed at once on the machine's cores, and their results
+/// taken in order as if costed one by one (the same winner; a candidate the order rules out is
+/// dropped). Returns the winner's plan (of the static kernel).
 fn search(
     problem: &GemmProblem,
     static_rows: bool,
     target: &Target,
+) -> Result<GemmPlan, TileError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    search_batched(problem, static_rows, target, cores, PARALLEL_AFTER)
+}
+
+/// [`search`], costing up to `cores` candidates at once after a round that took at least
+/// `parallel_after`.
+fn search_batched(
+    problem: &GemmProblem,
+    static_rows: bool,
+    target: &Target,
+    cores: usize,
+    parallel_after: std::time::Duration,
 ) -> Result<GemmPlan, TileError> {
     let all: Vec<GemmTiling> = candidates(problem, target)?
         .into_iter()
@@ -1529,27 +1549,41 @@ fn search(
         .map(|(i, t)| (lower_bound_us(problem, t, target), (units(problem, t), i)))
         .collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut best_time = f64::INFINITY;
-    // The costed candidates that may still win, with their plans.
-    let mut timed: Vec<(f64, (u64, usize), GemmPlan)> = Vec::new();
-    for (bound, key) in order {
-        if bound > best_time * (1.0 + TIE) {
+    let mut search = Search::default();
+    let mut next = 0;
+    // At most one candidate at a time until costing one proves slow.
+    let mut batch = 1;
+    while next < order.len() {
+        let start = std::time::Instant::now();
+        let wanted: Vec<(f64, (u64, usize))> = order[next..]
+            .iter()
+            .copied()
+            .take_while(|&(bound, _)| !search.past_best(bound))
+            .filter(|&(bound, key)| !search.outranked(bound, key))
+            .take(batch)
+            .collect();
+        let Some(&(_, last)) = wanted.last() else {
             break;
+        };
+        let costed = cost_all(problem, &all, &wanted, target);
+        for ((bound, key), plan) in wanted.into_iter().zip(costed) {
+            if search.past_best(bound) {
+                break;
+            }
+            if !search.outranked(bound, key) {
+                search.add(key, plan?);
+            }
         }
-        // A costed candidate at most this bound with a smaller tie-break key: this one can
-        // neither beat it nor win a tie against it.
-        if timed.iter().any(|&(time, k, _)| time <= bound && k < key) {
-            continue;
+        next = order
+            .iter()
+            .position(|&(_, k)| k == last)
+            .map_or(order.len(), |i| i + 1);
+        if start.elapsed() >= parallel_after {
+            batch = cores;
         }
-        let plan = evaluate(problem, &all[key.1], target)?;
-        let time = plan.cost.modeled_time_us;
-        best_time = best_time.min(time);
-        timed.push((time, key, plan));
-        // Beyond a tie with the best, a candidate can no longer win (nor, being above every
-        // bound still to come, skip one).
-        timed.retain(|(time, ..)| *time <= best_time * (1.0 + TIE));
     }
-    timed
+    search
+        .timed
         .into_iter()
         .min_by_key(|(_, key, _)| *key)
         .map(|(_, _, plan)| plan)
@@ -1557,6 +1591,66 @@ fn search(
             name: problem.name.clone(),
             reason: "no candidate evaluated".into(),
         })
+}
+
+/// The state of [`search`]: the costed candidates that may still win.
+#[derive(Default)]
+struct Search {
+    best_time: Option<f64>,
+    /// Modelled time, tie-break key and plan.
+    timed: Vec<(f64, (u64, usize), GemmPlan)>,
+}
+
+impl Search {
+    /// Whether a candidate with lower bound `bound`, and every later one, can no longer win.
+    fn past_best(&self, bound: f64) -> bool {
+        self.best_time
+            .is_some_and(|best| bound > best * (1.0 + TIE))
+    }
+
+    /// Whether a costed candidate at most `bound` with a smaller tie-break key means this one
+    /// can neither beat it nor win a tie against it.
+    fn outranked(&self, bound: f64, key: (u64, usize)) -> bool {
+        self.timed
+            .iter()
+            .any(|&(time, k, _)| time <= bound && k < key)
+    }
+
+    fn add(&mut self, key: (u64, usize), plan: GemmPlan) {
+        let time = plan.cost.modeled_time_us;
+        let best = self.best_time.map_or(time, |b| b.min(time));
+        self.best_time = Some(best);
+        self.timed.push((time, key, plan));
+        // Beyond a tie with the best, a candidate can no longer win (nor, being above every
+        // bound still to come, skip one).
+        self.timed.retain(|(time, ..)| *time <= best * (1.0 + TIE));
+    }
+}
+
+/// Costs the `wanted` candidates of `all`, each on its own thread when there are several.
+fn cost_all(
+    problem: &GemmProblem,
+    all: &[GemmTiling],
+    wanted: &[(f64, (u64, usize))],
+    target: &Target,
+) -> Vec<Result<GemmPlan, TileError>> {
+    let cost = |&(_, (_, i)): &(f64, (u64, usize))| evaluate(problem, &all[i], target);
+    if wanted.len() < 2 {
+        return wanted.iter().map(cost).collect();
+    }
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = wanted
+            .iter()
+            .map(|w| scope.spawn(move || cost(w)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// `(length, count)` of the pieces `total` splits into with step `step`.
@@ -1679,4 +1773,32 @@ fn cache_key(problem: &GemmProblem, table: Option<&GroupTable>, target: &Target)
         ..problem.clone()
     };
     format!("{unnamed:?} {table:?} {target:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Costing candidates several at a time chooses what costing them one by one does.
+    #[test]
+    fn batched_search_chooses_as_one_by_one() {
+        let target = Target::by_name("ascend910b2").expect("target");
+        let problems = [
+            GemmProblem::plain("decode", 1, 4096, 7168, DType::BF16, true),
+            GemmProblem::plain("prefill", 1024, 2048, 7168, DType::BF16, true),
+            GemmProblem::plain("tails", 200, 328, 1000, DType::F16, false),
+        ];
+        for problem in &problems {
+            let alone = search_batched(problem, true, &target, 1, std::time::Duration::MAX)
+                .expect("search");
+            for cores in [2, 3, 8] {
+                let batched =
+                    search_batched(problem, true, &target, cores, std::time::Duration::ZERO)
+                        .expect("search");
+                assert_eq!(batched.tiling, alone.tiling, "{} on {cores}", problem.name);
+                assert_eq!(batched.kernel.to_string(), alone.kernel.to_string());
+                assert_eq!(batched.cost.modeled_time_us, alone.cost.modeled_time_us);
+            }
+        }
+    }
 }
