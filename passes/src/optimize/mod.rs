@@ -374,7 +374,7 @@ impl FreshNames {
 /// The number `digits` writes as `format!` would (no sign, no leading zero).
 fn canonical_number(digits: &str) -> Option<u64> {
     let canonical =
-        digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with("0") || digits == "0";
+        digits == "0" || (digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0'));
     canonical.then(|| digits.parse().ok()).flatten()
 }
 
@@ -422,15 +422,13 @@ fn unchanged_nodes(
 ) -> Vec<bool> {
     (program.nodes.iter())
         .map(|pn| {
-            let Some(node) = pn.origin.and_then(|p| nodes.get(p)) else {
+            let Some((p, &node)) = pn.origin.and_then(|p| Some((p, nodes.get(p)?))) else {
                 return false;
             };
-            let original = old.get(graph, *node);
-            let p = pn.origin;
+            let original = old.get(graph, node);
             original.op == pn.op
                 && pn.takes_over.len() == original.outputs.len()
-                && (pn.takes_over.iter().enumerate())
-                    .all(|(o, t)| p.is_some_and(|p| *t == Some((p, o))))
+                && (pn.takes_over.iter().enumerate()).all(|(o, t)| *t == Some((p, o)))
         })
         .collect()
 }

@@ -1550,34 +1550,37 @@ fn search_batched(
         .collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut search = Search::default();
+    // Where the next round starts in `order`.
     let mut next = 0;
     // At most one candidate at a time until costing one proves slow.
     let mut batch = 1;
     while next < order.len() {
         let start = std::time::Instant::now();
-        let wanted: Vec<(f64, (u64, usize))> = order[next..]
-            .iter()
-            .copied()
-            .take_while(|&(bound, _)| !search.past_best(bound))
-            .filter(|&(bound, key)| !search.outranked(bound, key))
-            .take(batch)
-            .collect();
-        let Some(&(_, last)) = wanted.last() else {
-            break;
-        };
+        // The next candidates that may still win, as positions in `order`.
+        let mut wanted = Vec::with_capacity(batch);
+        for (i, &(bound, key)) in order.iter().enumerate().skip(next) {
+            if search.past_best(bound) {
+                next = order.len();
+                break;
+            }
+            next = i + 1;
+            if !search.outranked(bound, key) {
+                wanted.push(order[i]);
+                if wanted.len() == batch {
+                    break;
+                }
+            }
+        }
         let costed = cost_all(problem, &all, &wanted, target);
         for ((bound, key), plan) in wanted.into_iter().zip(costed) {
             if search.past_best(bound) {
+                next = order.len();
                 break;
             }
             if !search.outranked(bound, key) {
                 search.add(key, plan?);
             }
         }
-        next = order
-            .iter()
-            .position(|&(_, k)| k == last)
-            .map_or(order.len(), |i| i + 1);
         if start.elapsed() >= parallel_after {
             batch = cores;
         }
