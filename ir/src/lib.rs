@@ -22,6 +22,7 @@ pub mod interp;
 pub mod kernel;
 pub mod npy;
 pub mod op;
+pub mod parallel;
 pub mod shape;
 pub mod target;
 pub mod tensor;

@@ -8,7 +8,6 @@
 //! barrier, and balanced cross-core flags in MIX kernels.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -163,41 +162,14 @@ fn simulate_instances(
     };
     let start = Instant::now();
     cross.insert(first, simulate(kernel, first)?);
-    let threads = threads.min(rest.len());
     if threads < 2 || start.elapsed() < parallel_after {
         for &instance in rest {
             cross.insert(instance, simulate(kernel, instance)?);
         }
         return Ok(cross);
     }
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<FlagCounts, KernelError>>> = vec![None; rest.len()];
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&instance) = rest.get(i) else {
-                            return done;
-                        };
-                        done.push((i, simulate(kernel, instance)));
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            let done = worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            for (i, result) in done {
-                results[i] = Some(result);
-            }
-        }
-    });
-    // Every index was taken by one worker, which ran it to the end.
-    for (&instance, result) in rest.iter().zip(results.into_iter().flatten()) {
+    let results = crate::parallel::map_ordered(rest, threads, |&i| simulate(kernel, i));
+    for (&instance, result) in rest.iter().zip(results) {
         cross.insert(instance, result?);
     }
     Ok(cross)

@@ -1637,22 +1637,8 @@ fn cost_all(
     wanted: &[(f64, (u64, usize))],
     target: &Target,
 ) -> Vec<Result<GemmPlan, TileError>> {
-    let cost = |&(_, (_, i)): &(f64, (u64, usize))| evaluate(problem, &all[i], target);
-    if wanted.len() < 2 {
-        return wanted.iter().map(cost).collect();
-    }
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = wanted
-            .iter()
-            .map(|w| scope.spawn(move || cost(w)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    cubevec_ir::parallel::map_ordered(wanted, wanted.len(), |&(_, (_, i))| {
+        evaluate(problem, &all[i], target)
     })
 }
 
