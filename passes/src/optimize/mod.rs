@@ -477,8 +477,14 @@ fn rebuild(
     let mut instances = Vec::with_capacity(old.nodes.len());
     // Per template, which program nodes may keep their original node (found on first use).
     let mut unchanged: Vec<Option<Vec<bool>>> = vec![None; programs.len()];
-    // Per program node, the hash of its op (found on first use).
-    let mut op_hashes: Vec<Vec<u64>> = programs.iter().map(|_| Vec::new()).collect();
+    // Per program node, the hash of its op.
+    let op_hashes: Vec<Vec<u64>> = (programs.iter())
+        .map(|p| {
+            (p.nodes.iter())
+                .map(|pn| FxBuildHasher.hash_one(&pn.op))
+                .collect()
+        })
+        .collect();
     let mut params: Vec<Option<ValueId>> = Vec::new();
     let mut inputs: Vec<Option<ValueId>> = Vec::new();
     // The graph node computing each program node of the current segment.
@@ -488,15 +494,7 @@ fn rebuild(
         let program = &programs[t];
         let unchanged =
             unchanged[t].get_or_insert_with(|| unchanged_nodes(program, &seg.nodes, &old, graph));
-        let op_hashes = &mut op_hashes[t];
-        if op_hashes.is_empty() {
-            op_hashes.extend(
-                program
-                    .nodes
-                    .iter()
-                    .map(|pn| FxBuildHasher.hash_one(&pn.op)),
-            );
-        }
+        let op_hashes = &op_hashes[t];
         params.clear();
         params.extend(seg.params.iter().map(|&v| mapped(&map, v)));
         computed_by.clear();
